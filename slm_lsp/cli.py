@@ -1,0 +1,183 @@
+"""Command line: argument parsing only. Each subcommand calls into the package."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Any
+
+from . import __version__
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF file or hf:OWNER/REPO/FILE.gguf (default: config, $SLM_LSP_MODEL, cache)")
+    p.add_argument("--n-gpu-layers", type=int, help="layers to offload to the GPU (-1: all when possible)")
+    p.add_argument("--threads", type=int, help="CPU threads (0: auto)")
+    p.add_argument("--ctx", type=int, help="context window in tokens")
+    p.add_argument("--adapter", help="GGUF LoRA adapter to apply")
+
+
+def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
+    model = {k: v for k, v in {"path": args.model, "n_gpu_layers": args.n_gpu_layers, "threads": args.threads,
+                               "n_ctx": args.ctx, "adapter": args.adapter}.items() if v is not None}
+    return {"model": model} if model else {}
+
+
+def setup_logging(verbose: bool, log_file: str | None = None) -> None:
+    handler: logging.Handler = logging.FileHandler(log_file) if log_file else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("slm_lsp").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .server import create_server
+
+    setup_logging(args.verbose, args.log_file)
+    server = create_server(cli_settings(args))
+    if args.tcp:
+        host, _, port = args.tcp.rpartition(":")
+        server.start_tcp(host or "127.0.0.1", int(port))
+        return 0
+    # The LSP stream gets its own copy of stdout; fd 1 then points at stderr, so nothing that
+    # llama.cpp or a library prints can corrupt the protocol.
+    lsp_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    server.start_io(sys.stdin.buffer, lsp_out)  # type: ignore[arg-type]
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from .config import merge_config
+    from .engine.service import CompletionEngine, CompletionRequest
+    from .models import ModelNotFound, resolve_model
+
+    setup_logging(args.verbose)
+    file, line, col = _parse_location(args.location)
+    text = open(file, encoding="utf-8", errors="replace").read()
+    result = merge_config(cli_settings(args))
+    for error in result.errors:
+        print(f"warning: {error}", file=sys.stderr)
+    try:
+        path = resolve_model(result.config.model.path)
+    except ModelNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    engine = CompletionEngine(result.config)
+    t0 = time.perf_counter()
+    try:
+        engine.load(str(path)).result()
+    except Exception as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    load_ms = (time.perf_counter() - t0) * 1000
+    runner = engine.runner
+    assert runner is not None
+    print(f"# model {runner.name} ({runner.template.name} template), loaded in {load_ms:.0f} ms", file=sys.stderr)
+    for attempt in range(args.repeat):
+        out = engine.complete(CompletionRequest(file, text, line - 1, col - 1, path=file))
+        gen = out.generation
+        if gen is not None:
+            print(f"# request {attempt + 1}: prompt {gen.n_evaluated} evaluated / {gen.n_reused} reused tokens in "
+                  f"{gen.prompt_ms:.0f} ms, {gen.n_generated} tokens generated in {gen.gen_ms:.0f} ms "
+                  f"({gen.stop_reason}), total {out.total_ms:.0f} ms", file=sys.stderr)
+        else:
+            print(f"# request {attempt + 1}: {out.reason}, total {out.total_ms:.1f} ms", file=sys.stderr)
+        engine.cache.forget(file)  # so that a repeat measures the model with a warm KV cache
+    print(out.text)
+    engine.close()
+    return 0
+
+
+def _parse_location(location: str) -> tuple[str, int, int]:
+    parts = location.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        raise SystemExit(f"error: expected FILE:LINE:COL (1-based), got {location!r}")
+    return parts[0], int(parts[1]), int(parts[2])
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from .models import pull
+
+    try:
+        print(pull(args.name))
+    except Exception as exc:
+        print(f"error: download failed: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import report
+
+    print(report(cli_settings(args)))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    setup_logging(args.verbose)
+    logging.getLogger("slm_lsp").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+    if args.bench == "typing":
+        from .bench.typing import run_typing_bench
+
+        return run_typing_bench(args)
+    from .bench.humaneval import run_humaneval_bench
+
+    return run_humaneval_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="slm-lsp", description="Offline code completion language server.")
+    parser.add_argument("--version", action="version", version=f"slm-lsp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the language server (stdio by default)")
+    p.add_argument("--tcp", metavar="HOST:PORT", help="listen on TCP instead of stdio")
+    p.add_argument("--log-file", help="write the log here instead of stderr")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    _model_args(p)
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("complete", help="print the completion the server would give at FILE:LINE:COL (1-based)")
+    p.add_argument("location", metavar="FILE:LINE:COL")
+    p.add_argument("--repeat", type=int, default=2, help="ask this many times (the second shows KV reuse)")
+    p.add_argument("-v", "--verbose", action="store_true")
+    _model_args(p)
+    p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("pull", help="download a model into the user cache (the only network access)")
+    p.add_argument("name", nargs="?", default="llama-3.2-3b", help="a catalog name or hf:OWNER/REPO/FILE.gguf")
+    p.set_defaults(func=cmd_pull)
+
+    p = sub.add_parser("doctor", help="print model, build, GPU offload, threads, config and cache dirs")
+    _model_args(p)
+    p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("bench", help="benchmarks: typing replay latency, HumanEval infilling")
+    bsub = p.add_subparsers(dest="bench", required=True)
+    b = bsub.add_parser("typing", help="replay typing a file; latency and KV reuse vs. no reuse")
+    b.add_argument("file")
+    b.add_argument("--every", type=int, default=6, help="characters typed between requests")
+    b.add_argument("--lines", type=int, default=20, help="lines of the file to retype")
+    b.add_argument("--start-line", type=int, default=0, help="first line to retype (0: the middle of the file)")
+    b.add_argument("--baseline-samples", type=int, default=8, help="requests re-run without reuse for the ratio")
+    b.add_argument("-v", "--verbose", action="store_true")
+    _model_args(b)
+    b = bsub.add_parser("humaneval", help="HumanEval single-line infilling pass@1: server vs. raw model")
+    b.add_argument("-n", type=int, default=60, help="tasks (spread evenly over the set)")
+    b.add_argument("--data", help="HumanEval-SingleLineInfilling.jsonl(.gz)")
+    b.add_argument("-v", "--verbose", action="store_true")
+    _model_args(b)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

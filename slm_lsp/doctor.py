@@ -1,0 +1,41 @@
+"""``slm-lsp doctor``: what the server would run with, and why."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Any
+
+from . import __version__
+from .config import describe, merge_config
+from .models import ModelNotFound, cache_dir, models_dir, resolve_model
+
+
+def report(settings: dict[str, Any]) -> str:
+    import llama_cpp
+
+    from .engine.model import default_threads
+
+    result = merge_config(settings)
+    cfg = result.config
+    gpu = bool(llama_cpp.llama_supports_gpu_offload())
+    info = llama_cpp.llama_print_system_info().decode(errors="replace")
+    backend = next((b for b in ("CUDA", "Metal", "Vulkan", "HIP", "SYCL") if b.upper() in info.upper()), "CPU")
+    lines = [
+        f"slm-lsp {__version__} (Python {platform.python_version()}, llama-cpp-python {llama_cpp.__version__})",
+        f"build:        {backend}; GPU offload {'supported' if gpu else 'not supported (CPU-only build)'}",
+        f"system:       {info.strip()}",
+        f"threads:      {cfg.model.threads or default_threads()} ({'auto' if not cfg.model.threads else 'configured'}; "
+        f"{os.cpu_count()} CPUs)",
+        f"GPU layers:   {cfg.model.n_gpu_layers if cfg.model.n_gpu_layers >= 0 else ('all' if gpu else 0)}",
+    ]
+    try:
+        path = resolve_model(cfg.model.path)
+        lines.append(f"model:        {path} ({path.stat().st_size / 1e6:.0f} MB)")
+    except ModelNotFound as exc:
+        lines.append(f"model:        none: {exc}")
+    lines += [f"cache:        {cache_dir()}", f"models dir:   {models_dir()}",
+              f"SLM_LSP_MODEL={os.environ.get('SLM_LSP_MODEL', '')}", "config:"]
+    lines += [f"  {name} = {value!r}" for name, value, _doc in describe(cfg)]
+    lines += [f"config error: {e}" for e in result.errors]
+    return "\n".join(lines)

@@ -1,0 +1,366 @@
+"""The in-process model: load a GGUF with llama.cpp, evaluate prompts with KV reuse, generate.
+
+Only one thread may call a ``LlamaRunner`` (the engine's worker owns it).
+
+KV cache layout (one unified cache, sequences sharing cells):
+
+* seq 0 (head): the prompt head at positions ``[0, H)``;
+* seq 1 (near): the head cells plus the near suffix (rest of the line, next lines);
+* seq 3 (far): the far suffix at ``[H+N, H+N+F)``;
+* seq 2 (gen): near + far + the tail (``<fim_middle>``) + generated tokens.
+
+On a new request the head is reused up to its longest common prefix with the last one, the
+near suffix is evaluated again (it sits next to the cursor, and its keys depend strongly on
+what was just typed), and the far suffix, which typing pushes to later positions, is moved
+with a position shift (``llama_memory_seq_add``; llama.cpp re-applies RoPE) instead of being
+evaluated again. llama.cpp requires each sequence's positions to grow by one per decoded token;
+keeping the parts in separate sequences lets each grow only at its end. The far cells were
+computed while the head was older; ``refresh_after`` bounds how many changed tokens they may
+lag behind before they are evaluated afresh.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .fim import FimTemplate, detect_template
+from .prompt import Prompt
+
+log = logging.getLogger(__name__)
+
+GGUF_MAGIC = b"GGUF"
+PROMPT_BATCH = 64
+SEQ_HEAD, SEQ_NEAR, SEQ_GEN, SEQ_FAR = 0, 1, 2, 3  # tokens per decode call: small enough to notice a cancel quickly
+
+
+class ModelLoadError(Exception):
+    """The model file is missing, not a GGUF file, or llama.cpp could not load it."""
+
+
+class Cancelled(Exception):
+    pass
+
+
+@dataclass
+class Generation:
+    text: str
+    """Raw generated text (before shaping, but cut where ``stop_at`` said)."""
+    n_generated: int
+    n_evaluated: int
+    """Prompt tokens evaluated for this request."""
+    n_reused: int
+    """Prompt tokens whose KV cells were reused (prefix match + shifted suffix)."""
+    prompt_ms: float
+    gen_ms: float
+    stop_reason: str
+    """eog (end of generation token), stop (shaping said done), length, time or cancelled."""
+
+
+def _llama():
+    import llama_cpp
+    import llama_cpp._internals as internals
+
+    logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
+    return llama_cpp, internals
+
+
+def gpu_offload_supported() -> bool:
+    llama_cpp, _ = _llama()
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def default_threads() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def check_model_file(path: str) -> Path:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ModelLoadError(f"model file not found: {p}")
+    with p.open("rb") as fh:
+        if fh.read(4) != GGUF_MAGIC:
+            raise ModelLoadError(f"not a GGUF file (bad magic bytes): {p}")
+    return p
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class LlamaRunner:
+    def __init__(self, path: str, *, n_gpu_layers: int = -1, threads: int = 0, n_ctx: int = 4096,
+                 kv_shift: bool = True, refresh_after: int = 512, template: FimTemplate | None = None,
+                 progress: Callable[[float], None] | None = None) -> None:
+        llama_cpp, internals = _llama()
+        self._llama_cpp = llama_cpp
+        self.path = check_model_file(path)
+        self.gpu_offload = bool(llama_cpp.llama_supports_gpu_offload())
+        self.n_gpu_layers = (999 if self.gpu_offload else 0) if n_gpu_layers < 0 else n_gpu_layers
+        self.threads = threads or default_threads()
+        mparams = llama_cpp.llama_model_default_params()
+        mparams.n_gpu_layers = self.n_gpu_layers
+        if progress is not None:
+            def on_progress(fraction: float, _user: object) -> bool:
+                try:
+                    progress(float(fraction))
+                except Exception:  # reporting must never abort a load
+                    log.debug("progress callback failed", exc_info=True)
+                return True
+            # Kept on self: llama.cpp calls it while loading and ctypes must not free it first.
+            self._progress_cb = llama_cpp.llama_progress_callback(on_progress)
+            mparams.progress_callback = self._progress_cb
+        try:
+            # verbose=True only stops llama-cpp-python from redirecting fd 1/2 while loading,
+            # which would swallow LSP messages written by other threads; logs stay filtered.
+            self._model = internals.LlamaModel(path_model=str(self.path), params=mparams, verbose=True)
+        except (ValueError, OSError) as exc:
+            raise ModelLoadError(f"llama.cpp could not load {self.path}: corrupt or unsupported model ({exc})") from exc
+        cparams = llama_cpp.llama_context_default_params()
+        cparams.n_ctx = n_ctx
+        cparams.n_batch = max(PROMPT_BATCH, 512)
+        cparams.n_ubatch = 512
+        cparams.n_threads = self.threads
+        cparams.n_threads_batch = self.threads
+        cparams.n_seq_max = 4
+        cparams.kv_unified = True  # the three sequences share cells (seq_cp must not copy data)
+        try:
+            self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=True)
+        except ValueError as exc:
+            self._model.close()
+            raise ModelLoadError(f"llama.cpp could not create a context of {n_ctx} tokens: {exc}") from exc
+        self.n_ctx = self._ctx.n_ctx()
+        self._mem = self._ctx.memory
+        self.kv_shift = kv_shift and bool(llama_cpp.llama_memory_can_shift(self._mem))
+        self.refresh_after = refresh_after
+        self._vocab = self._model.vocab
+        self.n_vocab = self._model.n_vocab()
+        self._batch = internals.LlamaBatch(n_tokens=max(PROMPT_BATCH, 1), embd=0, n_seq_max=1, verbose=True)
+        self.metadata = self._model.metadata()
+        self.template = template or detect_template(self.metadata, self.token_text, self.is_special_token)
+        self.bos = [self._model.token_bos()] if self._model.add_bos_token() and self._model.token_bos() >= 0 else []
+        self.stop_ids = {t for t in (self._special_or_none(s) for s in self.template.stop) if t is not None}
+        self._head: list[int] = []
+        self._near: list[int] = []
+        self._far: list[int] = []
+        self._far_pos = 0
+        self._drift = 0
+        self._adapter = None
+        self.adapter_path: str | None = None
+
+    # -- vocabulary -------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        if not text:
+            return []
+        return list(self._model.tokenize(text.encode("utf-8"), add_bos=False, special=False))
+
+    def token_text(self, token: int) -> str:
+        return self._model.token_get_text(token)
+
+    def _special_or_none(self, text: str) -> int | None:
+        if not text:
+            return None
+        ids = self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return ids[0] if len(ids) == 1 else None
+
+    def is_special_token(self, text: str) -> bool:
+        return self._special_or_none(text) is not None
+
+    def special(self, text: str) -> int:
+        tid = self._special_or_none(text)
+        if tid is None:
+            raise KeyError(f"the model has no single token {text!r}")
+        return tid
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self._model.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def piece(self, token: int) -> bytes:
+        buf = ctypes.create_string_buffer(64)
+        n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        if n < 0:  # a longer piece: retry with the size llama.cpp asked for
+            buf = ctypes.create_string_buffer(-n)
+            n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+        return buf.raw[:max(n, 0)]
+
+    def is_eog(self, token: int) -> bool:
+        return bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, token)) or token in self.stop_ids
+
+    @property
+    def name(self) -> str:
+        return self.metadata.get("general.name") or self.path.stem
+
+    # -- adapters ---------------------------------------------------------------------------
+    def set_adapter(self, path: str | None, scale: float = 1.0) -> None:
+        """Apply a GGUF LoRA adapter (None removes it). The KV cache is cleared: its cells were
+        computed with other weights."""
+        lc = self._llama_cpp
+        new = None
+        if path:
+            check_model_file(path)
+            new = lc.llama_adapter_lora_init(self._model.model, str(path).encode("utf-8"))
+            if new is None:
+                raise ModelLoadError(f"llama.cpp could not load the LoRA adapter {path} (wrong base model?)")
+            adapters = (lc.llama_adapter_lora_p_ctypes * 1)(new)
+            scales = (ctypes.c_float * 1)(scale)
+            if lc.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales):
+                lc.llama_adapter_lora_free(new)
+                raise ModelLoadError(f"llama.cpp could not apply the LoRA adapter {path}")
+        else:
+            lc.llama_set_adapters_lora(self._ctx.ctx, None, 0, None)
+        if self._adapter is not None:
+            lc.llama_adapter_lora_free(self._adapter)
+        self._adapter, self.adapter_path = new, (str(path) if path else None)
+        self.reset_cache()
+
+    # -- KV cache ---------------------------------------------------------------------------
+    def reset_cache(self) -> None:
+        self._llama_cpp.llama_memory_clear(self._mem, True)
+        self._head, self._near, self._far, self._far_pos, self._drift = [], [], [], 0, 0
+
+    def _seq_rm(self, seq: int, p0: int, p1: int) -> None:
+        self._llama_cpp.llama_memory_seq_rm(self._mem, seq, p0, p1)
+
+    def _decode(self, tokens: list[int], pos: int, seq: int, cancelled: Callable[[], bool],
+                done: Callable[[int], None] | None = None) -> np.ndarray | None:
+        """Evaluate ``tokens`` at positions ``pos...`` in ``seq``; logits of the last token."""
+        logits = None
+        b = self._batch.batch
+        for start in range(0, len(tokens), PROMPT_BATCH):
+            if cancelled():
+                raise Cancelled()
+            part = tokens[start:start + PROMPT_BATCH]
+            b.n_tokens = len(part)
+            for i, tok in enumerate(part):
+                b.token[i] = tok
+                b.pos[i] = pos + start + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = seq
+                b.logits[i] = False
+            b.logits[len(part) - 1] = True
+            rc = self._llama_cpp.llama_decode(self._ctx.ctx, b)
+            if rc != 0:
+                raise RuntimeError(f"llama_decode failed ({rc}); the context of {self.n_ctx} tokens may be full")
+            if done is not None:
+                done(len(part))
+            ptr = self._llama_cpp.llama_get_logits_ith(self._ctx.ctx, len(part) - 1)
+            logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+        return logits
+
+    def _prepare(self, prompt: Prompt, cancelled: Callable[[], bool]) -> tuple[np.ndarray, int, int]:
+        """Bring the KV cache to ``prompt``; return (logits of its last token, evaluated, reused)."""
+        head, near, far, tail = prompt.head, prompt.near, prompt.far, prompt.tail
+        if len(prompt.tokens) + 8 > self.n_ctx:
+            raise RuntimeError(f"prompt of {len(prompt.tokens)} tokens does not fit the context ({self.n_ctx})")
+        assert tail or not (near or far), "a prompt with a suffix ends with a tail token"
+        lc, mem = self._llama_cpp, self._mem
+        self._seq_rm(SEQ_GEN, -1, -1)
+        old_h, old_far_pos = len(self._head), self._far_pos
+        c = _common_prefix(self._head, head)
+        if not tail:
+            c = min(c, len(head) - 1)  # its logits are needed
+        head_same = c == old_h == len(head)
+        cn = _common_prefix(self._near, near) if head_same else 0
+        kf = _common_prefix(self._far, far) if self.kv_shift or (head_same and cn == len(self._near) == len(near)) else 0
+        changed = 0 if head_same and cn == len(self._near) == len(near) else (
+            (old_h - c) + (len(head) - c) + (len(self._near) - cn) + (len(near) - cn))
+        drift = self._drift + changed
+        if drift > self.refresh_after:
+            kf = 0
+        far_pos = len(head) + len(near)
+        # Drop what will not be reused, then move the kept far cells to their new place.
+        self._seq_rm(SEQ_HEAD, c, -1)
+        self._seq_rm(SEQ_NEAR, c + cn, -1)
+        self._seq_rm(SEQ_FAR, 0, old_far_pos)
+        self._seq_rm(SEQ_FAR, old_far_pos + kf, -1)
+        if kf and far_pos != old_far_pos:
+            lc.llama_memory_seq_add(mem, SEQ_FAR, old_far_pos, old_far_pos + kf, far_pos - old_far_pos)
+        self._head, self._near, self._far, self._far_pos = head[:c], near[:cn], far[:kf], far_pos
+        self._drift = drift if kf else 0
+        logits = None
+        try:
+            def grew(n: int) -> None:
+                self._head = head[:len(self._head) + n]
+            logits = self._decode(head[c:], c, SEQ_HEAD, cancelled, grew)
+            lc.llama_memory_seq_cp(mem, SEQ_HEAD, SEQ_NEAR, -1, -1)
+            if near[cn:]:
+                def near_grew(n: int) -> None:
+                    self._near = near[:len(self._near) + n]
+                logits = self._decode(near[cn:], len(head) + cn, SEQ_NEAR, cancelled, near_grew)
+            if far[kf:]:
+                lc.llama_memory_seq_cp(mem, SEQ_NEAR, SEQ_FAR, -1, -1)  # the far part must see head and near
+
+                def far_grew(n: int) -> None:
+                    self._far = far[:len(self._far) + n]
+                logits = self._decode(far[kf:], far_pos + kf, SEQ_FAR, cancelled, far_grew)
+        except BaseException:
+            # Keep the invariant that near cells follow the whole head; the far cells stay.
+            if len(self._head) != len(head):
+                self._near = []
+            raise
+        lc.llama_memory_seq_cp(mem, SEQ_NEAR, SEQ_GEN, -1, -1)
+        lc.llama_memory_seq_cp(mem, SEQ_FAR, SEQ_GEN, far_pos, -1)
+        if tail:
+            logits = self._decode(tail, far_pos + len(far), SEQ_GEN, cancelled)
+        assert logits is not None
+        evaluated = (len(head) - c) + (len(near) - cn) + (len(far) - kf) + len(tail)
+        return logits, evaluated, c + cn + kf
+
+    # -- generation -------------------------------------------------------------------------
+    def generate(self, prompt: Prompt, *, max_tokens: int, stop_at: Callable[[str], int | None] | None = None,
+                 cancelled: Callable[[], bool] = lambda: False, time_budget_ms: float = 1e9) -> Generation:
+        t0 = time.perf_counter()
+        try:
+            logits, evaluated, reused = self._prepare(prompt, cancelled)
+        except Cancelled:
+            ms = (time.perf_counter() - t0) * 1000
+            return Generation("", 0, 0, 0, ms, 0.0, "cancelled")
+        t1 = time.perf_counter()
+        pos = len(prompt.tokens)
+        out = bytearray()
+        text, reason, n = "", "length", 0
+        deadline = t1 + time_budget_ms / 1000
+        try:
+            for n in range(1, max_tokens + 1):
+                tok = int(np.argmax(logits))
+                if self.is_eog(tok):
+                    n -= 1
+                    reason = "eog"
+                    break
+                out += self.piece(tok)
+                text = out.decode("utf-8", errors="ignore")
+                end = stop_at(text) if stop_at else None
+                if end is not None:
+                    text, reason = text[:end], "stop"
+                    break
+                now = time.perf_counter()
+                if now > deadline and ("\n" in text or now > deadline + time_budget_ms / 1000):
+                    reason = "time"
+                    break
+                if n == max_tokens:
+                    break
+                logits = self._decode([tok], pos, SEQ_GEN, cancelled)
+                pos += 1
+        except Cancelled:
+            reason = "cancelled"
+        t2 = time.perf_counter()
+        return Generation(text, n, evaluated, reused, (t1 - t0) * 1000, (t2 - t1) * 1000, reason)
+
+    def close(self) -> None:
+        if self._adapter is not None:
+            self._llama_cpp.llama_adapter_lora_free(self._adapter)
+            self._adapter = None
+        self._batch.close()
+        self._ctx.close()
+        self._model.close()

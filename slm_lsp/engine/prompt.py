@@ -1,0 +1,242 @@
+"""Prompt assembly: token budgets, line-boundary cuts, and a layout that keeps the KV cache warm.
+
+A prompt is three token segments:
+
+* ``head``: what changes least first (repo context, then the prefix window). Across keystrokes
+  only its end changes, so the longest common prefix with the previous head is reused as is.
+* ``near`` and ``far``: the suffix (PSM layout), split after the rest of the cursor line and
+  ``near_lines`` more lines. Typing inserts tokens *before* it, so plain prefix reuse would
+  re-evaluate all of it on every keystroke (what makes llama-server's /infill slow here). The
+  runner evaluates the short near part again and moves the far part with a position shift.
+* ``tail``: the few tokens that must always follow everything (``<fim_middle>``).
+
+Window edges are sticky: the prefix window keeps its first line and the suffix window keeps its
+line count while they fit the budget, so typing does not slide the window and invalidate the
+cache on every request. When the prefix overflows, the window jumps forward to 3/4 of the
+budget, leaving room to type before the next jump.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol
+
+from .fim import PREFIX_ONLY, SPM, FimTemplate
+
+REFILL_FRACTION = 0.75
+
+
+class Tokenizer(Protocol):
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def special(self, text: str) -> int: ...
+
+
+@dataclass
+class ContextFile:
+    """A piece of another file placed before the current one (repo-aware context)."""
+
+    path: str
+    text: str
+
+
+@dataclass
+class PromptRequest:
+    text: str
+    line: int
+    column: int
+    """Cursor, as a Python string index into ``text``'s line ``line``."""
+    path: str = ""
+    document_key: str = ""
+    context: list[ContextFile] = field(default_factory=list)
+    repo_name: str = ""
+
+
+@dataclass
+class Prompt:
+    head: list[int]
+    near: list[int]
+    """Suffix next to the cursor: evaluated again on every request."""
+    far: list[int]
+    """The rest of the suffix: moved in the KV cache instead of evaluated again."""
+    tail: list[int]
+    prefix: str
+    """The prefix text inside the window (the current line up to the cursor at its end)."""
+    suffix: str
+    """The suffix text inside the window (the rest of the current line at its start)."""
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.head + self.near + self.far + self.tail
+
+
+@dataclass
+class _Window:
+    start_line: int
+    lines_after: int
+
+
+class PromptBuilder:
+    def __init__(self, template: FimTemplate, tokenizer: Tokenizer, prefix_tokens: int,
+                 suffix_tokens: int, bos: list[int] | None = None, near_lines: int = 1) -> None:
+        self.template = template
+        self.tokenizer = tokenizer
+        self.prefix_tokens = prefix_tokens
+        self.suffix_tokens = suffix_tokens if template.is_fim else 0
+        self.bos = bos or []
+        self.near_lines = near_lines
+        self._windows: dict[str, _Window] = {}
+        self._count_cache: dict[str, int] = {}
+
+    # -- token counting ---------------------------------------------------------------------
+    def count(self, text: str) -> int:
+        n = self._count_cache.get(text)
+        if n is None:
+            n = len(self.tokenizer.tokenize(text)) if text else 0
+            if len(self._count_cache) > 20000:
+                self._count_cache.clear()
+            self._count_cache[text] = n
+        return n
+
+    def forget(self, document_key: str) -> None:
+        self._windows.pop(document_key, None)
+
+    # -- windows ----------------------------------------------------------------------------
+    def _fits(self, lines: Iterable[str], budget: int) -> bool:
+        """Whether ``lines`` fit ``budget`` tokens; stops counting as soon as they do not."""
+        total = 0
+        for x in lines:
+            total += self.count(x)
+            if total > budget:
+                return False
+        return True
+
+    def _prefix_start(self, lines: list[str], line: int, current: int, previous: _Window | None) -> int:
+        budget = self.prefix_tokens - current
+        if previous is not None and previous.start_line <= line:
+            if self._fits(reversed(lines[previous.start_line:line]), budget):
+                return previous.start_line
+        target = int(budget * REFILL_FRACTION)
+        start, total = line, 0
+        while start > 0 and total + self.count(lines[start - 1]) <= budget:
+            start -= 1
+            total += self.count(lines[start])
+        if start == 0:
+            return 0  # the whole file above fits: no window edge to move later
+        start, total = line, 0
+        while start > 0 and total + self.count(lines[start - 1]) <= target:
+            start -= 1
+            total += self.count(lines[start])
+        return start
+
+    def _suffix_lines(self, lines: list[str], line: int, current: int, previous: _Window | None) -> int:
+        budget = self.suffix_tokens - current
+        available = len(lines) - line - 1
+        if previous is not None and previous.lines_after <= available:
+            kept = lines[line + 1:line + 1 + previous.lines_after]
+            if self._fits(kept, budget) and (previous.lines_after == available
+                                             or not self._fits(kept, int(budget * REFILL_FRACTION))):
+                return previous.lines_after
+        n, total = 0, 0
+        while n < available and total + self.count(lines[line + 1 + n]) <= budget:
+            total += self.count(lines[line + 1 + n])
+            n += 1
+        return n
+
+    # -- assembly ---------------------------------------------------------------------------
+    def _fit_tail(self, text: str, budget: int) -> str:
+        """The end of ``text`` that fits ``budget`` tokens (for a single over-long line)."""
+        if self.count(text) <= budget:
+            return text
+        lo, hi = 0, len(text)
+        while lo < hi:  # smallest cut whose remainder fits
+            mid = (lo + hi) // 2
+            if self.count(text[mid:]) <= budget:
+                hi = mid
+            else:
+                lo = mid + 1
+        return text[lo:]
+
+    def _fit_head(self, text: str, budget: int) -> str:
+        if self.count(text) <= budget:
+            return text
+        lo, hi = 0, len(text)
+        while lo < hi:  # longest cut that fits
+            mid = (lo + hi + 1) // 2
+            if self.count(text[:mid]) <= budget:
+                lo = mid
+            else:
+                hi = mid - 1
+        return text[:lo]
+
+    def build(self, req: PromptRequest) -> Prompt:
+        lines = req.text.splitlines(keepends=True)
+        if not lines or lines[-1].endswith(("\n", "\r")):
+            lines.append("")
+        line = min(max(req.line, 0), len(lines) - 1)
+        current = lines[line]
+        column = min(max(req.column, 0), len(current.rstrip("\r\n")))
+        before, after = current[:column], current[column:]
+
+        before = self._fit_tail(before, self.prefix_tokens)
+        after = self._fit_head(after, self.suffix_tokens) if self.suffix_tokens else ""
+        previous = self._windows.get(req.document_key)
+        start = self._prefix_start(lines, line, self.count(before), previous)
+        n_after = self._suffix_lines(lines, line, self.count(after), previous) if self.suffix_tokens else 0
+        if req.document_key:
+            self._windows[req.document_key] = _Window(start, n_after)
+
+        prefix = "".join(lines[start:line]) + before
+        suffix = after + "".join(lines[line + 1:line + 1 + n_after]) if self.suffix_tokens else ""
+        return self.layout(prefix, suffix, self.context_text(req))
+
+    def context_text(self, req: PromptRequest) -> list[int]:
+        """Tokens of the repo context block that opens the head (empty without context)."""
+        t, tok = self.template, self.tokenizer
+        if not req.context:
+            return []
+        out: list[int] = []
+        if t.repo_name and t.file_sep:
+            out += [tok.special(t.repo_name)] + tok.tokenize((req.repo_name or "repo") + "\n")
+            for f in req.context:
+                out += [tok.special(t.file_sep)] + tok.tokenize(f"{f.path}\n{f.text.rstrip()}\n")
+            out += [tok.special(t.file_sep)] + tok.tokenize(f"{req.path or 'current'}\n")
+        else:
+            for f in req.context:
+                body = "\n".join("# " + x for x in f.text.rstrip().splitlines())
+                out += tok.tokenize(f"# Path: {f.path}\n{body}\n\n")
+        return out
+
+    def layout(self, prefix: str, suffix: str, context: list[int] | None = None) -> Prompt:
+        t, tok = self.template, self.tokenizer
+        context = context or []
+        if t.layout == PREFIX_ONLY:
+            return Prompt(self.bos + context + tok.tokenize(prefix), [], [], [], prefix, "")
+        pre, suf = tok.special(t.prefix), tok.special(t.suffix)
+        if t.layout == SPM:
+            # Suffix first: the growing prefix is at the very end, so plain prefix reuse suffices.
+            head = self.bos + context + [suf] + tok.tokenize(suffix) + [pre] + tok.tokenize(prefix)
+            return Prompt(head, [], [], [], prefix, suffix)
+        head = self.bos + context + [pre] + tok.tokenize(prefix)
+        cut = _near_end(suffix, self.near_lines)
+        near = [suf] + tok.tokenize(suffix[:cut])
+        return Prompt(head, near, tok.tokenize(suffix[cut:]), [tok.special(t.middle)], prefix, suffix)
+
+
+def _near_end(suffix: str, lines: int) -> int:
+    """End of the near suffix: the rest of the cursor line and ``lines`` more."""
+    end = -1
+    for _ in range(lines + 1):
+        end = suffix.find("\n", end + 1)
+        if end < 0:
+            return len(suffix)
+    return end + 1
+
+
+def plain_fim_prompt(template: FimTemplate, tokenize: Callable[[str], list[int]],
+                     special: Callable[[str], int], prefix: str, suffix: str, bos: list[int]) -> list[int]:
+    """The reference PSM prompt with no windowing (baselines in the benchmarks)."""
+    if not template.is_fim:
+        return bos + tokenize(prefix)
+    return (bos + [special(template.prefix)] + tokenize(prefix) + [special(template.suffix)]
+            + tokenize(suffix) + [special(template.middle)])

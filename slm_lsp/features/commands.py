@@ -1,0 +1,43 @@
+"""workspace/executeCommand: ``slm.loadAdapter`` (swap LoRA adapters without restart), ``slm.status``."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from lsprotocol import types
+from pygls.exceptions import JsonRpcInvalidParams
+
+from .. import methods
+
+if TYPE_CHECKING:
+    from ..server import SlmLanguageServer
+
+
+def register(server: "SlmLanguageServer") -> None:
+    @server.command(methods.COMMAND_LOAD_ADAPTER)
+    async def load_adapter(ls: "SlmLanguageServer", *args: Any) -> dict[str, Any]:
+        path = args[0] if args else ""
+        if path is not None and not isinstance(path, str):
+            raise JsonRpcInvalidParams(f"{methods.COMMAND_LOAD_ADAPTER} takes a path, got {path!r}")
+        try:
+            await asyncio.wrap_future(ls.engine.call(lambda runner: runner.set_adapter(path or None)))
+        except Exception as exc:
+            ls.notify_user(f"could not load the adapter: {exc}", types.MessageType.Error)
+            raise JsonRpcInvalidParams(str(exc)) from exc
+        ls.config.model.adapter = path or ""
+        return {"adapter": path or None}
+
+    @server.command(methods.COMMAND_STATUS)
+    def status(ls: "SlmLanguageServer", *args: Any) -> dict[str, Any]:
+        runner = ls.engine.runner
+        return {
+            "state": ls.engine.state,
+            "detail": ls.model_error or ls.engine.state_detail,
+            "model": str(runner.path) if runner else None,
+            "template": runner.template.name if runner else None,
+            "adapter": runner.adapter_path if runner else None,
+            "nGpuLayers": runner.n_gpu_layers if runner else None,
+            "lastLatencyMs": ls.last_latency_ms,
+            "cacheHits": ls.engine.cache.hits,
+        }

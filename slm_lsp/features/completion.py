@@ -1,0 +1,46 @@
+"""textDocument/completion: the same completion as one item, for clients without inline support.
+
+The item's edit replaces the identifier being typed (so clients that filter by the word before
+the cursor keep showing it) with that identifier plus the completion.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from .documents import run_completion
+
+if TYPE_CHECKING:
+    from ..server import SlmLanguageServer
+
+WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
+
+
+def register(server: "SlmLanguageServer") -> None:
+    @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
+    async def completion(ls: "SlmLanguageServer", params: types.CompletionParams) -> types.CompletionList:
+        result = await run_completion(ls, params.text_document.uri, params.position)
+        if result is None or not result.text:
+            return types.CompletionList(is_incomplete=True, items=[])
+        doc = ls.workspace.get_text_document(params.text_document.uri)
+        line = doc.lines[params.position.line] if params.position.line < len(doc.lines) else ""
+        before = line[: doc.position_codec.position_from_client_units([line], types.Position(0, params.position.character)).character]
+        word = WORD_BEFORE.search(before).group(0)  # type: ignore[union-attr]
+        start = types.Position(params.position.line, params.position.character - doc.position_codec.client_num_units(word))
+        text = word + result.text
+        first_line = text.split("\n", 1)[0].strip()
+        item = types.CompletionItem(
+            label=first_line[:80] or text.strip()[:80],
+            kind=types.CompletionItemKind.Text,
+            detail="slm-lsp",
+            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```"),
+            filter_text=text,
+            sort_text="0",
+            insert_text_format=types.InsertTextFormat.PlainText,
+            text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=text),
+        )
+        # Incomplete: the client asks again as the user types, so the completion follows the text.
+        return types.CompletionList(is_incomplete=True, items=[item])

@@ -1,0 +1,26 @@
+"""textDocument/inlineCompletion: ghost text at the cursor (VS Code, Neovim 0.12+, Helix...)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from lsprotocol import types
+
+from .documents import run_completion
+
+if TYPE_CHECKING:
+    from ..server import SlmLanguageServer
+
+
+def register(server: "SlmLanguageServer") -> None:
+    # pygls only advertises inlineCompletionProvider when it is given options.
+    @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+    async def inline_completion(ls: "SlmLanguageServer", params: types.InlineCompletionParams
+                                ) -> types.InlineCompletionList:
+        result = await run_completion(ls, params.text_document.uri, params.position)
+        if result is None or not result.text:
+            return types.InlineCompletionList(items=[])
+        at = params.position
+        return types.InlineCompletionList(items=[
+            types.InlineCompletionItem(insert_text=result.text, range=types.Range(start=at, end=at))
+        ])
