@@ -328,6 +328,7 @@ class LlamaRunner:
             return Generation("", 0, 0, 0, ms, 0.0, "cancelled")
         t1 = time.perf_counter()
         pos = len(prompt.tokens)
+        max_tokens = max(0, min(max_tokens, self.n_ctx - pos - 1))  # never write past the context
         out = bytearray()
         text, reason, n = "", "length", 0
         deadline = t1 + time_budget_ms / 1000

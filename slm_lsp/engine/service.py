@@ -99,6 +99,7 @@ class CompletionEngine:
         self._jobs: deque[Callable[[], None] | RequestHandle] = deque()
         self._lock = threading.Condition()
         self._running: RequestHandle | None = None
+        self._gate: threading.Event | None = None
         self._closed = False
         self._thread = threading.Thread(target=self._work, name="slm-engine", daemon=True)
         self._thread.start()
@@ -110,6 +111,23 @@ class CompletionEngine:
             self._on_state(state, detail)
         except Exception:  # a reporting failure must not kill the worker
             log.exception("state callback failed")
+
+    def expect_model(self, timeout: float = 120.0) -> None:
+        """Hold requests until ``load`` or ``no_model`` is called (the server knows a model is
+        coming at initialize, but reads its settings first): early requests wait, not fail."""
+        gate = threading.Event()
+        self._gate = gate
+        self.state = "loading"
+        self._enqueue(lambda: gate.wait(timeout))
+
+    def _open_gate(self) -> None:
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.set()
+
+    def no_model(self, detail: str) -> None:
+        self._set_state("no-model", detail)
+        self._open_gate()
 
     def load(self, model_path: str, progress: Callable[[float], None] | None = None) -> Future[None]:
         """Load (or replace) the model in the worker thread."""
@@ -141,7 +159,8 @@ class CompletionEngine:
                 self._set_state("error", str(exc))
                 done.set_exception(exc)
 
-        self._enqueue(job)
+        self._enqueue(job, first=True)  # before requests already waiting for a model
+        self._open_gate()
         return done
 
     def call(self, fn: Callable[[LlamaRunner], object]) -> Future[object]:
@@ -194,9 +213,12 @@ class CompletionEngine:
     def complete(self, request: CompletionRequest, timeout: float | None = None) -> CompletionResult:
         return self.submit(request).future.result(timeout)
 
-    def _enqueue(self, job: Callable[[], None]) -> None:
+    def _enqueue(self, job: Callable[[], None], first: bool = False) -> None:
         with self._lock:
-            self._jobs.append(job)
+            if first:
+                self._jobs.appendleft(job)
+            else:
+                self._jobs.append(job)
             self._lock.notify()
 
     def _work(self) -> None:
@@ -253,6 +275,7 @@ class CompletionEngine:
             self.builder.forget(document_key)
 
     def close(self) -> None:
+        self._open_gate()
         with self._lock:
             self._closed = True
             for job in self._jobs:

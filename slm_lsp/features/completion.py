@@ -19,6 +19,15 @@ if TYPE_CHECKING:
 WORD_BEFORE = re.compile(r"[A-Za-z0-9_$]*$")
 
 
+def _documentation(ls: "SlmLanguageServer", text: str) -> types.MarkupContent | str:
+    """The whole completion as documentation, in markdown where the client renders it."""
+    td = ls.client_capabilities.text_document
+    item_caps = td.completion.completion_item if td and td.completion else None
+    if item_caps and item_caps.documentation_format and types.MarkupKind.Markdown in item_caps.documentation_format:
+        return types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```")
+    return text
+
+
 def register(server: "SlmLanguageServer") -> None:
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
     async def completion(ls: "SlmLanguageServer", params: types.CompletionParams) -> types.CompletionList:
@@ -36,7 +45,7 @@ def register(server: "SlmLanguageServer") -> None:
             label=first_line[:80] or text.strip()[:80],
             kind=types.CompletionItemKind.Text,
             detail="slm-lsp",
-            documentation=types.MarkupContent(kind=types.MarkupKind.Markdown, value=f"```\n{text}\n```"),
+            documentation=_documentation(ls, text),
             filter_text=text,
             sort_text="0",
             insert_text_format=types.InsertTextFormat.PlainText,

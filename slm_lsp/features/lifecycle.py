@@ -55,9 +55,8 @@ async def load_model(ls: "SlmLanguageServer") -> None:
         path = resolve_model(ls.config.model.path)
     except ModelNotFound as exc:
         ls.model_error = str(exc)
-        ls.engine.state = "no-model"
+        ls.engine.no_model(str(exc))
         ls.notify_user(str(exc))
-        ls.send_status("no-model", str(exc))
         return
     window = ls.client_capabilities.window
     token: str | None = None
@@ -104,6 +103,7 @@ def register(server: "SlmLanguageServer") -> None:
             options = None
         ls.init_settings = options or {}
         apply_settings(ls)
+        ls.engine.expect_model()  # completion requests that arrive before the load starts wait for it
 
     @server.feature(types.INITIALIZED)
     async def initialized(ls: "SlmLanguageServer", params: types.InitializedParams) -> None:

@@ -1,0 +1,51 @@
+"""Shared fixtures: the network is blocked for the whole run (this process and every Python
+subprocess), the tiny generated GGUF models, and the real model from SLM_LSP_TEST_MODEL."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+NETBLOCK = TESTS / "netblock"
+sys.path.insert(0, str(NETBLOCK))
+import sitecustomize  # noqa: E402,F401  (blocks the network in this process)
+
+from tests.tiny_model import build_tiny_gguf  # noqa: E402
+
+_TMP = Path(tempfile.mkdtemp(prefix="slm-lsp-tests-"))
+TINY_MODEL = build_tiny_gguf(_TMP / "tiny-qwen-coder.gguf")
+TINY_MODEL_NO_FIM_METADATA = build_tiny_gguf(_TMP / "tiny-no-fim-metadata.gguf", fim_metadata=False)
+CORRUPT_MODEL = _TMP / "corrupt.gguf"
+CORRUPT_MODEL.write_bytes(b"GGUF" + os.urandom(4096))
+
+# Subprocesses (the server, Neovim's server) inherit these.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(NETBLOCK), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
+os.environ["SLM_LSP_CACHE"] = str(_TMP / "cache")  # never the user's cache
+os.environ.pop("SLM_LSP_MODEL", None)
+os.environ["SLM_LSP_TINY_MODEL"] = str(TINY_MODEL)
+
+REAL_MODEL = os.environ.get("SLM_LSP_TEST_MODEL", "")
+
+
+def server_command(*args: str) -> list[str]:
+    """The command an editor runs, with one CPU thread so parallel work stays predictable."""
+    return [sys.executable, "-m", "slm_lsp", "serve", "--threads", "1", *args]
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Path:
+    return TINY_MODEL
+
+
+@pytest.fixture(scope="session")
+def real_model() -> Path:
+    if not REAL_MODEL:
+        pytest.skip("SLM_LSP_TEST_MODEL is not set (see README: Tests)")
+    path = Path(REAL_MODEL)
+    assert path.is_file(), f"SLM_LSP_TEST_MODEL points at a missing file: {path}"
+    return path

@@ -1,0 +1,156 @@
+"""The server over stdio, driven the way an editor drives it (pytest-lsp), with the tiny model.
+
+initialize → didOpen → inlineCompletion / completion → didChange → cancellation → shutdown,
+and bad input: unknown URIs, positions past the end, invalid UTF-16 offsets, binary content,
+a 5 MB file. After each bad request the server must still answer a good one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from tests.conftest import TINY_MODEL, server_command
+
+URI = "file:///work/demo.py"
+SOURCE = "import math\n\n\ndef circle_area(radius):\n    return \n\n\ndef main():\n    print(circle_area(2.0))\n"
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--model", str(TINY_MODEL))))
+async def client(lsp_client: LanguageClient):
+    lsp_client.init_result = await lsp_client.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]
+        capabilities=types.ClientCapabilities(window=types.WindowClientCapabilities(work_done_progress=True)),
+        initialization_options={"completion": {"maxTokens": 12, "timeBudgetMs": 5000}},
+    ))
+    yield
+    await lsp_client.shutdown_session()
+
+
+def open_doc(client: LanguageClient, text: str = SOURCE, uri: str = URI, language: str = "python") -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
+
+
+async def inline(client: LanguageClient, line: int, character: int, uri: str = URI) -> types.InlineCompletionList:
+    result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+    assert isinstance(result, types.InlineCompletionList)
+    return result
+
+
+async def test_capabilities_advertised(client: LanguageClient):
+    caps = client.init_result.capabilities  # type: ignore[attr-defined]
+    assert caps.inline_completion_provider is not None
+    assert caps.completion_provider is not None
+    assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
+
+
+async def test_inline_then_completion_then_edit(client: LanguageClient):
+    open_doc(client)
+    result = await inline(client, 4, 11)
+    assert len(result.items) == 1
+    item = result.items[0]
+    assert isinstance(item.insert_text, str) and item.insert_text.strip()
+    assert "\n" not in item.insert_text  # text right of the cursor is empty but the line is mid-statement
+    assert item.range == types.Range(types.Position(4, 11), types.Position(4, 11))
+
+    completion = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(4, 11)))
+    assert isinstance(completion, types.CompletionList) and completion.is_incomplete
+    edit = completion.items[0].text_edit
+    assert isinstance(edit, types.TextEdit)
+    assert edit.new_text == item.insert_text  # same completion; no identifier before the cursor here
+
+    # Incremental edit: type "ma" after "return "; the identifier is now part of the edit.
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(types.Position(4, 11), types.Position(4, 11)), text="ma")]))
+    completion = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(4, 13)))
+    if completion.items:
+        edit = completion.items[0].text_edit
+        assert edit.range.start == types.Position(4, 11) and edit.new_text.startswith("ma")
+
+
+async def test_type_through_is_answered_from_the_cache(client: LanguageClient):
+    open_doc(client)
+    first = (await inline(client, 4, 11)).items[0].insert_text
+    assert isinstance(first, str) and len(first) > 2
+    typed = first[:2]
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=URI, version=2),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(types.Position(4, 11), types.Position(4, 11)), text=typed)]))
+    second = (await inline(client, 4, 11 + len(typed))).items[0].insert_text
+    assert second == first[2:]
+    status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="slm.status"))
+    assert status["cacheHits"] >= 1
+
+
+async def test_cancel_request(client: LanguageClient):
+    # A long generation (multi-line, no time pressure) that the client cancels.
+    open_doc(client, "def f(x):\n    ", uri="file:///work/cancel.py")
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri="file:///work/cancel.py"), position=types.Position(1, 4),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked))
+    task = asyncio.ensure_future(client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params))
+    await asyncio.sleep(0)
+    msg_id = client.protocol._request_futures and max(client.protocol._request_futures)  # type: ignore[attr-defined]
+    client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
+    with pytest.raises((JsonRpcException, asyncio.CancelledError)):
+        await asyncio.wait_for(task, 30)
+    # still alive
+    open_doc(client)
+    assert (await inline(client, 4, 11)).items
+
+
+async def test_unknown_document_is_an_error_and_server_survives(client: LanguageClient):
+    with pytest.raises(JsonRpcException, match="unknown document"):
+        await inline(client, 0, 0, uri="file:///nowhere.py")
+    open_doc(client)
+    assert (await inline(client, 4, 11)).items
+
+
+async def test_position_past_the_end(client: LanguageClient):
+    open_doc(client)
+    with pytest.raises(JsonRpcException, match="past the end"):
+        await inline(client, 500, 0)
+    # A column past the end of its line is clamped (LSP spec), not an error.
+    assert (await inline(client, 4, 400)).items
+
+
+async def test_invalid_utf16_offset(client: LanguageClient):
+    # "😀" is two UTF-16 units; character 7 points into the middle of the surrogate pair.
+    text = 's = "😀"\nx = s\n'
+    open_doc(client, text, uri="file:///work/emoji.py")
+    result = await inline(client, 0, 6, uri="file:///work/emoji.py")
+    assert isinstance(result, types.InlineCompletionList)
+    result = await inline(client, 0, 7, uri="file:///work/emoji.py")
+    assert isinstance(result, types.InlineCompletionList)
+    open_doc(client)
+    assert (await inline(client, 4, 11)).items
+
+
+async def test_binary_content_gets_no_completion(client: LanguageClient):
+    open_doc(client, "abc\x00\x01\x02def\n", uri="file:///work/blob.bin", language="plaintext")
+    assert len((await inline(client, 0, 3, uri="file:///work/blob.bin")).items) == 0
+    open_doc(client)
+    assert (await inline(client, 4, 11)).items
+
+
+async def test_five_megabyte_file(client: LanguageClient):
+    line = "value_{0} = compute_{0}(value_{1}) + 1\n"
+    text = "".join(line.format(i, i - 1) for i in range(120_000))
+    assert len(text) > 5_000_000
+    open_doc(client, text, uri="file:///work/huge.py")
+    result = await asyncio.wait_for(inline(client, 60_000, 10, uri="file:///work/huge.py"), 60)
+    assert isinstance(result, types.InlineCompletionList)
+    open_doc(client)
+    assert (await inline(client, 4, 11)).items

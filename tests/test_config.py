@@ -1,0 +1,224 @@
+"""slm_lsp.config: defaults, merging, key styles, validation and the field docs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from slm_lsp.config import CompletionConfig, Config, ModelConfig, describe, merge_config
+
+
+def _only_error(errors: list[str], field: str) -> str:
+    hits = [e for e in errors if e.startswith(field + ":")]
+    assert len(hits) == 1, (field, errors)
+    return hits[0]
+
+
+def test_defaults_without_sources():
+    result = merge_config()
+    assert result.errors == []
+    assert result.config == Config()
+    c = result.config
+    assert c.model.path == ""
+    assert c.model.n_gpu_layers == -1
+    assert c.model.threads == 0
+    assert c.model.n_ctx == 4096
+    assert c.completion.prefix_tokens == 1024
+    assert c.completion.suffix_tokens == 320
+    assert c.completion.max_tokens == 128
+    assert c.completion.max_lines == 12
+    assert c.completion.near_lines == 1
+    assert c.completion.kv_shift is True
+    assert c.completion.enabled_languages == ["*"]
+    assert c.log_level == "info"
+
+
+def test_none_and_empty_sources_are_ignored():
+    result = merge_config(None, {}, None)
+    assert result.errors == []
+    assert result.config == Config()
+
+
+def test_defaults_are_not_shared_between_results():
+    a = merge_config().config
+    a.completion.enabled_languages.append("python")
+    assert merge_config().config.completion.enabled_languages == ["*"]
+
+
+def test_later_sources_win():
+    init_options = {"model": {"path": "/init.gguf", "threads": 2}, "completion": {"max_tokens": 64}}
+    workspace = {"model": {"threads": 4}, "logLevel": "debug"}
+    cli = {"model": {"path": "/cli.gguf", "threads": None}}  # None: flag not given
+    result = merge_config(init_options, workspace, cli)
+    assert result.errors == []
+    c = result.config
+    assert c.model.path == "/cli.gguf"  # the CLI wins
+    assert c.model.threads == 4  # workspace over initializationOptions; None does not reset it
+    assert c.completion.max_tokens == 64  # only set once: kept
+    assert c.log_level == "debug"
+    # The order matters: reversed, the first source wins instead.
+    assert merge_config(cli, workspace, init_options).config.model.path == "/init.gguf"
+
+
+def test_camel_case_keys():
+    result = merge_config({
+        "model": {"nGpuLayers": 0, "nCtx": 8192},
+        "completion": {"prefixTokens": 512, "maxLines": 3, "kvShift": False, "suffixRefreshTokens": 64,
+                       "enabledLanguages": ["python"]},
+        "logLevel": "warning",
+    })
+    assert result.errors == []
+    c = result.config
+    assert c.model.n_gpu_layers == 0
+    assert c.model.n_ctx == 8192
+    assert c.completion.prefix_tokens == 512
+    assert c.completion.max_lines == 3
+    assert c.completion.kv_shift is False
+    assert c.completion.suffix_refresh_tokens == 64
+    assert c.completion.enabled_languages == ["python"]
+    assert c.log_level == "warning"
+
+
+def test_snake_case_keys():
+    result = merge_config({"model": {"n_gpu_layers": 7}, "completion": {"near_lines": 3}, "log_level": "error"})
+    assert result.errors == []
+    assert result.config.model.n_gpu_layers == 7
+    assert result.config.completion.near_lines == 3
+    assert result.config.log_level == "error"
+
+
+def test_slm_wrapper_is_unwrapped():
+    result = merge_config({"slm": {"model": {"nGpuLayers": 3}, "completion": {"maxTokens": 32}}})
+    assert result.errors == []
+    assert result.config.model.n_gpu_layers == 3
+    assert result.config.completion.max_tokens == 32
+
+
+def test_slm_key_beside_others_is_not_a_wrapper():
+    result = merge_config({"slm": {"model": {"threads": 3}}, "logLevel": "debug"})
+    assert result.config.model.threads == 0
+    assert result.config.log_level == "debug"
+    assert _only_error(result.errors, "slm") == "slm: unknown setting"
+
+
+def test_numeric_strings_and_comma_lists_are_converted():
+    result = merge_config({"model": {"threads": " 6 "}, "completion": {"enabledLanguages": "python, rust,,"}})
+    assert result.errors == []
+    assert result.config.model.threads == 6
+    assert result.config.completion.enabled_languages == ["python", "rust"]
+
+
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"model": {"nGpuLayers": "lots"}}, "model.n_gpu_layers"),
+    ({"model": {"nCtx": True}}, "model.n_ctx"),  # a bool is not an int
+    ({"model": {"path": 42}}, "model.path"),
+    ({"model": {"threads": 2.5}}, "model.threads"),
+    ({"completion": {"kvShift": "yes"}}, "completion.kv_shift"),
+    ({"completion": {"enabledLanguages": ["python", 3]}}, "completion.enabled_languages"),
+    ({"logLevel": 3}, "log_level"),
+])
+def test_invalid_type_names_the_field_and_keeps_the_default(settings, field):
+    result = merge_config(settings)
+    message = _only_error(result.errors, field)
+    assert "expected" in message
+    assert result.config == Config()
+
+
+def test_invalid_value_keeps_the_other_valid_values():
+    result = merge_config({"model": {"threads": "x", "nCtx": 2048}})
+    _only_error(result.errors, "model.threads")
+    assert result.config.model.threads == 0
+    assert result.config.model.n_ctx == 2048
+
+
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"modle": {"path": "x"}}, "modle"),
+    ({"model": {"nGpuLayerz": 1}}, "model.n_gpu_layerz"),
+    ({"completion": {"bogus": 1}}, "completion.bogus"),
+])
+def test_unknown_keys_are_reported(settings, field):
+    result = merge_config(settings)
+    assert _only_error(result.errors, field) == f"{field}: unknown setting"
+    assert result.config == Config()
+
+
+def test_section_that_is_not_a_table():
+    result = merge_config({"model": "big.gguf"})
+    assert "table" in _only_error(result.errors, "model")
+    assert result.config.model == ModelConfig()
+
+
+def test_source_that_is_not_a_table():
+    result = merge_config(["model"], {"logLevel": "debug"})  # type: ignore[arg-type]
+    assert len(result.errors) == 1 and "table" in result.errors[0]
+    assert result.config.log_level == "debug"
+
+
+@pytest.mark.parametrize(("settings", "field", "default"), [
+    ({"model": {"nGpuLayers": -2}}, "model.n_gpu_layers", -1),
+    ({"model": {"threads": 1000}}, "model.threads", 0),
+    ({"model": {"nCtx": 100}}, "model.n_ctx", 4096),
+    ({"completion": {"prefixTokens": 8}}, "completion.prefix_tokens", 1024),
+    ({"completion": {"suffixTokens": -1}}, "completion.suffix_tokens", 320),
+    ({"completion": {"maxTokens": 0}}, "completion.max_tokens", 128),
+    ({"completion": {"maxTokens": 5000}}, "completion.max_tokens", 128),
+    ({"completion": {"nearLines": -1}}, "completion.near_lines", 1),
+    ({"completion": {"maxLines": 0}}, "completion.max_lines", 12),
+    ({"completion": {"timeBudgetMs": 10}}, "completion.time_budget_ms", 2000),
+    ({"completion": {"suffixRefreshTokens": -5}}, "completion.suffix_refresh_tokens", 512),
+    ({"logLevel": "verbose"}, "log_level", "info"),
+])
+def test_out_of_range_names_the_field_and_keeps_the_default(settings, field, default):
+    result = merge_config(settings)
+    message = _only_error(result.errors, field)
+    assert "out of range" in message and repr(default) in message
+    section, _, key = field.rpartition(".")
+    obj = getattr(result.config, section) if section else result.config
+    assert getattr(obj, key) == default
+
+
+def test_boundary_values_are_accepted():
+    result = merge_config({"model": {"nGpuLayers": -1, "threads": 256, "nCtx": 8192},
+                           "completion": {"prefixTokens": 16, "suffixTokens": 0, "maxTokens": 4096,
+                                          "nearLines": 0, "maxLines": 1, "timeBudgetMs": 50}})
+    assert result.errors == []
+    assert result.config.completion.max_tokens == 4096
+
+
+def test_n_ctx_is_raised_when_the_budgets_do_not_fit():
+    result = merge_config({"model": {"nCtx": 1024},
+                           "completion": {"prefixTokens": 800, "suffixTokens": 200, "maxTokens": 100}})
+    needed = 800 + 200 + 100 + 16
+    message = _only_error(result.errors, "model.n_ctx")
+    assert str(needed) in message
+    assert result.config.model.n_ctx == needed
+    # Budgets are left alone: n_ctx grows to hold them.
+    assert result.config.completion.prefix_tokens == 800
+
+
+def test_n_ctx_is_kept_when_the_budgets_fit_exactly():
+    result = merge_config({"model": {"nCtx": 1024 + 320 + 128 + 16}})
+    assert result.errors == []
+    assert result.config.model.n_ctx == 1488
+
+
+def test_describe_documents_every_field():
+    rows = describe()
+    names = [name for name, _default, _doc in rows]
+    expected = ([f"model.{f.name}" for f in dataclasses.fields(ModelConfig)]
+                + [f"completion.{f.name}" for f in dataclasses.fields(CompletionConfig)]
+                + ["log_level"])
+    assert names == expected
+    for name, _default, doc in rows:
+        assert doc.strip(), f"{name} has no docstring"
+        assert "\n" not in doc and "  " not in doc  # whitespace normalised
+    by_name = {name: (default, doc) for name, default, doc in rows}
+    assert by_name["model.n_gpu_layers"][0] == -1
+    assert by_name["completion.enabled_languages"][0] == ["*"]
+    assert by_name["model.threads"][1].startswith("CPU threads for llama.cpp.")
+
+
+def test_describe_shows_the_values_of_a_given_config():
+    config = merge_config({"completion": {"maxLines": 4}}).config
+    assert dict((n, d) for n, d, _ in describe(config))["completion.max_lines"] == 4

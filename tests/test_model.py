@@ -1,0 +1,171 @@
+"""LlamaRunner on the tiny generated model: templates, KV reuse counters, shifting, cancellation."""
+
+from __future__ import annotations
+
+import pytest
+
+from slm_lsp.engine.model import SEQ_GEN, LlamaRunner, ModelLoadError
+from slm_lsp.engine.prompt import PromptBuilder
+from tests.conftest import CORRUPT_MODEL, TINY_MODEL, TINY_MODEL_NO_FIM_METADATA
+
+PREFIX = "import os\n\n\ndef load(path):\n    with open(path) as fh:\n        data = fh.read()\n    return "
+SUFFIX = "\n\n\ndef save(path, data):\n    with open(path, 'w') as fh:\n        fh.write(data)\n" * 3
+
+
+@pytest.fixture(scope="module")
+def runner():
+    r = LlamaRunner(str(TINY_MODEL), threads=1, n_ctx=2048)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def builder(runner):
+    return PromptBuilder(runner.template, runner, 512, 256, runner.bos, near_lines=1)
+
+
+def fresh_text(runner, prompt, **kw) -> str:
+    runner.reset_cache()
+    return runner.generate(prompt, max_tokens=8, **kw).text
+
+
+def test_template_from_metadata_and_from_token_texts():
+    for path in (TINY_MODEL, TINY_MODEL_NO_FIM_METADATA):
+        r = LlamaRunner(str(path), threads=1, n_ctx=256)
+        try:
+            assert r.template.name == "qwen2.5-coder"
+            assert r.template.file_sep == "<|file_sep|>"
+            assert r.special("<|fim_middle|>") in range(r.n_vocab)
+            assert r.special("<|endoftext|>") in r.stop_ids
+        finally:
+            r.close()
+
+
+def test_missing_and_corrupt_model_files(tmp_path):
+    with pytest.raises(ModelLoadError, match="not found"):
+        LlamaRunner(str(tmp_path / "nope.gguf"))
+    text_file = tmp_path / "notes.gguf"
+    text_file.write_text("hello")
+    with pytest.raises(ModelLoadError, match="not a GGUF"):
+        LlamaRunner(str(text_file))
+    with pytest.raises(ModelLoadError, match="could not load"):
+        LlamaRunner(str(CORRUPT_MODEL))
+
+
+def test_repeat_request_reuses_everything_but_the_tail(runner, builder):
+    prompt = builder.layout(PREFIX, SUFFIX)
+    runner.reset_cache()
+    first = runner.generate(prompt, max_tokens=8)
+    assert first.n_evaluated == len(prompt.tokens) and first.n_reused == 0
+    second = runner.generate(prompt, max_tokens=8)
+    assert second.n_evaluated == len(prompt.tail) == 1
+    assert second.n_reused == len(prompt.tokens) - 1
+    assert second.text == first.text
+
+
+def test_typing_reuses_head_and_shifts_far_suffix(runner, builder):
+    p1 = builder.layout(PREFIX, SUFFIX)
+    p2 = builder.layout(PREFIX + "data", SUFFIX)
+    assert p1.far == p2.far and p1.far
+    runner.reset_cache()
+    runner.generate(p1, max_tokens=4)
+    g = runner.generate(p2, max_tokens=4)
+    common = next(i for i, (a, b) in enumerate(zip(p1.head, p2.head)) if a != b) if p1.head != p2.head[:len(p1.head)] \
+        else len(p1.head)
+    assert g.n_reused == common + len(p2.far)
+    assert g.n_evaluated == len(p2.tokens) - g.n_reused
+    # The sequence the model generates from ends right after the prompt and the generated tokens.
+    pos_max = runner._llama_cpp.llama_memory_seq_pos_max(runner._mem, SEQ_GEN)
+    assert pos_max == len(p2.tokens) + g.n_generated - 2  # the last generated token is not decoded
+
+
+def test_without_shift_reuse_is_exact(runner, builder):
+    p1 = builder.layout(PREFIX, SUFFIX)
+    p2 = builder.layout(PREFIX + "da", SUFFIX)
+    p3 = builder.layout(PREFIX[:-3], SUFFIX)  # deleting characters works too
+    runner.kv_shift = False
+    try:
+        expected = [fresh_text(runner, p) for p in (p2, p3)]
+        runner.reset_cache()
+        runner.generate(p1, max_tokens=8)
+        got = [runner.generate(p, max_tokens=8) for p in (p2, p3)]
+        assert [g.text for g in got] == expected
+        assert all(0 < g.n_reused <= len(p1.head) for g in got), [(g.n_reused, len(p1.head)) for g in got]
+    finally:
+        runner.kv_shift = True
+
+
+def test_shifted_far_suffix_matches_a_fresh_evaluation_closely(runner, builder):
+    """Moving the far cells must give (near) the same next-token distribution as evaluating
+    them at their new place: if the position shift were wrong, the argmax would wander."""
+    import numpy as np
+
+    never = lambda: False  # noqa: E731
+    agree = 0
+    for step in range(1, 9):
+        p1 = builder.layout(PREFIX + "x" * step, SUFFIX)
+        p2 = builder.layout(PREFIX + "x" * step + " + y", SUFFIX)
+        runner.reset_cache()
+        ref = runner._prepare(p2, never)[0].copy()
+        runner.reset_cache()
+        runner._prepare(p1, never)
+        got, _evaluated, reused = runner._prepare(p2, never)
+        assert reused >= len(p2.far)
+        agree += int(np.argmax(got) == np.argmax(ref))
+    assert agree >= 7
+
+
+def test_refresh_after_bounds_the_drift(runner, builder):
+    runner.refresh_after = 0
+    try:
+        p1 = builder.layout(PREFIX, SUFFIX)
+        p2 = builder.layout(PREFIX + "data", SUFFIX)
+        runner.reset_cache()
+        runner.generate(p1, max_tokens=2)
+        g = runner.generate(p2, max_tokens=2)
+        assert g.n_reused < len(p2.head)  # the far suffix was evaluated again
+    finally:
+        runner.refresh_after = 512
+
+
+def test_cancel_mid_generation_stops_between_tokens(runner, builder):
+    prompt = builder.layout(PREFIX, SUFFIX)
+    calls = []
+
+    def cancelled() -> bool:
+        calls.append(1)
+        return len(calls) > 12  # a few prompt batches, then 5 generated tokens or so
+
+    runner.reset_cache()
+    g = runner.generate(prompt, max_tokens=100, cancelled=cancelled)
+    assert g.stop_reason == "cancelled"
+    assert 0 < g.n_generated < 100
+    # The cache stays usable: the next request gives what a fresh one gives.
+    g2 = runner.generate(prompt, max_tokens=8)
+    assert g2.text == fresh_text(runner, prompt)
+
+
+def test_cancel_during_prompt_then_recover(runner, builder):
+    prompt = builder.layout(PREFIX * 6, SUFFIX)
+    runner.reset_cache()
+    count = iter(range(1000))
+    g = runner.generate(prompt, max_tokens=8, cancelled=lambda: next(count) >= 2)
+    assert g.stop_reason == "cancelled" and g.n_generated == 0
+    after = runner.generate(prompt, max_tokens=8)
+    assert after.n_reused > 0  # the part evaluated before the cancel is kept
+    assert after.text == fresh_text(runner, prompt)
+
+
+def test_stop_at_and_time_budget(runner, builder):
+    prompt = builder.layout(PREFIX, SUFFIX)
+    runner.reset_cache()
+    g = runner.generate(prompt, max_tokens=50, stop_at=lambda text: 3 if len(text) > 10 else None)
+    assert g.stop_reason == "stop" and len(g.text) == 3
+    g = runner.generate(prompt, max_tokens=2000, time_budget_ms=1)
+    assert g.stop_reason == "time" and g.n_generated < 2000
+
+
+def test_prompt_larger_than_context_is_an_error(runner, builder):
+    big = builder.layout("x = 1\n" * 3000, "")
+    with pytest.raises(RuntimeError, match="does not fit"):
+        runner.generate(big, max_tokens=4)
