@@ -53,10 +53,11 @@ class CompletionConfig:
     enabled_languages: list[str] = field(default_factory=lambda: ["*"])
     """Language ids to complete (``"*"``: all). Example: ``["python", "rust"]``."""
 
-    near_lines: int = 1
-    """Lines after the cursor line that are evaluated again on every request; the suffix beyond
-    them is moved in the KV cache. Keys next to the cursor depend strongly on what was just
-    typed, so reusing them stale changes the answer; far ones barely do."""
+    near_lines: int = 0
+    """Lines after the cursor line that are evaluated again on every request, with the rest of
+    the cursor line; the suffix beyond them is moved in the KV cache. The first suffix tokens'
+    keys depend strongly on what was just typed (reusing them stale changes the answer); the
+    ones further away barely do."""
 
     kv_shift: bool = True
     """Reuse the cached suffix across keystrokes by shifting it in the KV cache instead of

@@ -28,7 +28,7 @@ def test_defaults_without_sources():
     assert c.completion.suffix_tokens == 320
     assert c.completion.max_tokens == 128
     assert c.completion.max_lines == 12
-    assert c.completion.near_lines == 1
+    assert c.completion.near_lines == 0
     assert c.completion.kv_shift is True
     assert c.completion.enabled_languages == ["*"]
     assert c.log_level == "info"
@@ -155,27 +155,29 @@ def test_source_that_is_not_a_table():
     assert result.config.log_level == "debug"
 
 
-@pytest.mark.parametrize(("settings", "field", "default"), [
-    ({"model": {"nGpuLayers": -2}}, "model.n_gpu_layers", -1),
-    ({"model": {"threads": 1000}}, "model.threads", 0),
-    ({"model": {"nCtx": 100}}, "model.n_ctx", 4096),
-    ({"completion": {"prefixTokens": 8}}, "completion.prefix_tokens", 1024),
-    ({"completion": {"suffixTokens": -1}}, "completion.suffix_tokens", 320),
-    ({"completion": {"maxTokens": 0}}, "completion.max_tokens", 128),
-    ({"completion": {"maxTokens": 5000}}, "completion.max_tokens", 128),
-    ({"completion": {"nearLines": -1}}, "completion.near_lines", 1),
-    ({"completion": {"maxLines": 0}}, "completion.max_lines", 12),
-    ({"completion": {"timeBudgetMs": 10}}, "completion.time_budget_ms", 2000),
-    ({"completion": {"suffixRefreshTokens": -5}}, "completion.suffix_refresh_tokens", 512),
-    ({"logLevel": "verbose"}, "log_level", "info"),
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"model": {"nGpuLayers": -2}}, "model.n_gpu_layers"),
+    ({"model": {"threads": 1000}}, "model.threads"),
+    ({"model": {"nCtx": 100}}, "model.n_ctx"),
+    ({"completion": {"prefixTokens": 8}}, "completion.prefix_tokens"),
+    ({"completion": {"suffixTokens": -1}}, "completion.suffix_tokens"),
+    ({"completion": {"maxTokens": 0}}, "completion.max_tokens"),
+    ({"completion": {"maxTokens": 5000}}, "completion.max_tokens"),
+    ({"completion": {"nearLines": -1}}, "completion.near_lines"),
+    ({"completion": {"maxLines": 0}}, "completion.max_lines"),
+    ({"completion": {"timeBudgetMs": 10}}, "completion.time_budget_ms"),
+    ({"completion": {"suffixRefreshTokens": -5}}, "completion.suffix_refresh_tokens"),
+    ({"logLevel": "verbose"}, "log_level"),
 ])
-def test_out_of_range_names_the_field_and_keeps_the_default(settings, field, default):
+def test_out_of_range_names_the_field_and_keeps_the_default(settings, field):
     result = merge_config(settings)
+    section, _, key = field.rpartition(".")
+    default = getattr(getattr(Config(), section) if section else Config(), key)
     message = _only_error(result.errors, field)
     assert "out of range" in message and repr(default) in message
-    section, _, key = field.rpartition(".")
     obj = getattr(result.config, section) if section else result.config
     assert getattr(obj, key) == default
+    assert result.config == Config()
 
 
 def test_boundary_values_are_accepted():

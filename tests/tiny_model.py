@@ -119,7 +119,8 @@ def _logit_bias(tokens: list[str]) -> np.ndarray:
 def build_tiny_gguf(path: pathlib.Path, *, fim_metadata: bool = True, name: str = "tiny-qwen-coder",
                     seed: int = 0, n_layer: int = 2, n_embd: int = 64,
                     n_ctx_train: int = 4096) -> pathlib.Path:
-    """Write a tiny llama-architecture GGUF to `path` (atomically: write path.with_suffix('.tmp') then os.replace) and return path."""
+    """Write a tiny llama-architecture GGUF to `path` and return it (atomically: the
+    file is written beside it, then renamed)."""
     path = pathlib.Path(path)
     tokens, merges, types = build_vocab()
     tid = {t: i for i, t in enumerate(tokens)}

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass
 
-
 KEEP = 2048  # characters of context kept per entry: enough to tell documents apart, small for huge files
 
 

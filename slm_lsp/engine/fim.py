@@ -9,9 +9,9 @@ with beside the adapter, and the server can load exactly that one.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 PSM = "psm"  # <pre> prefix <suf> suffix <mid>   (what nearly every coder model was trained on)
 SPM = "spm"  # <suf> suffix <pre> prefix         (Codestral; the prefix comes last, so it is cheap to extend)
@@ -112,9 +112,11 @@ def detect_template(
     token with that exact text exists in the vocabulary.
     """
     name = (metadata.get("general.name", "") + " " + metadata.get("general.basename", "")).lower()
+    # Families sharing token texts (Qwen and CodeGemma) are told apart by the model's name.
+    ordered = sorted(FAMILIES, key=lambda ht: ht[0] not in name)
     pre, suf, mid = (_meta_token(metadata, r, token_text) for r in ("prefix", "suffix", "middle"))
     if pre and suf and mid:
-        family = next((t for hint, t in FAMILIES if t.prefix == pre and t.suffix == suf), None)
+        family = next((t for _hint, t in ordered if t.prefix == pre and t.suffix == suf), None)
         stop = list(family.stop if family else ())
         pad = _meta_token(metadata, "pad", token_text)
         if pad and pad not in stop:
@@ -128,7 +130,6 @@ def detect_template(
                            tuple(stop), rep if rep and is_single_token(rep) else "",
                            sep if sep and is_single_token(sep) else "")
     # No (complete) metadata: look for a known family's tokens, preferring one the name hints at.
-    ordered = sorted(FAMILIES, key=lambda ht: ht[0] not in name)
     for _hint, template in ordered:
         if all(is_single_token(t) for t in (template.prefix, template.suffix, template.middle)):
             return template

@@ -25,9 +25,9 @@ import ctypes
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -272,8 +272,9 @@ class LlamaRunner:
             c = min(c, len(head) - 1)  # its logits are needed
         head_same = c == old_h == len(head)
         cn = _common_prefix(self._near, near) if head_same else 0
-        kf = _common_prefix(self._far, far) if self.kv_shift or (head_same and cn == len(self._near) == len(near)) else 0
-        changed = 0 if head_same and cn == len(self._near) == len(near) else (
+        near_same = head_same and cn == len(self._near) == len(near)
+        kf = _common_prefix(self._far, far) if self.kv_shift or near_same else 0
+        changed = 0 if near_same else (
             (old_h - c) + (len(head) - c) + (len(self._near) - cn) + (len(near) - cn))
         drift = self._drift + changed
         if drift > self.refresh_after:
@@ -351,8 +352,9 @@ class LlamaRunner:
                     break
                 if n == max_tokens:
                     break
-                logits = self._decode([tok], pos, SEQ_GEN, cancelled)
-                pos += 1
+                next_logits = self._decode([tok], pos, SEQ_GEN, cancelled)
+                assert next_logits is not None
+                logits, pos = next_logits, pos + 1
         except Cancelled:
             reason = "cancelled"
         t2 = time.perf_counter()

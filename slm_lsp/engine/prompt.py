@@ -18,8 +18,9 @@ budget, leaving room to type before the next jump.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Protocol
+from typing import Protocol
 
 from .fim import PREFIX_ONLY, SPM, FimTemplate
 
@@ -78,7 +79,7 @@ class _Window:
 
 class PromptBuilder:
     def __init__(self, template: FimTemplate, tokenizer: Tokenizer, prefix_tokens: int,
-                 suffix_tokens: int, bos: list[int] | None = None, near_lines: int = 1) -> None:
+                 suffix_tokens: int, bos: list[int] | None = None, near_lines: int = 0) -> None:
         self.template = template
         self.tokenizer = tokenizer
         self.prefix_tokens = prefix_tokens
@@ -86,6 +87,8 @@ class PromptBuilder:
         self.bos = bos or []
         self.near_lines = near_lines
         self._windows: dict[str, _Window] = {}
+        self.last_prompt: Prompt | None = None
+        """The last prompt built (benchmarks replay it through other code paths)."""
         self._count_cache: dict[str, int] = {}
 
     # -- token counting ---------------------------------------------------------------------
@@ -97,6 +100,10 @@ class PromptBuilder:
                 self._count_cache.clear()
             self._count_cache[text] = n
         return n
+
+    def _count_uncached(self, text: str) -> int:
+        """For one-off probes of an over-long line: caching them would keep megabytes per keystroke."""
+        return len(self.tokenizer.tokenize(text)) if text else 0
 
     def forget(self, document_key: str) -> None:
         self._windows.pop(document_key, None)
@@ -146,33 +153,34 @@ class PromptBuilder:
     # -- assembly ---------------------------------------------------------------------------
     def _fit_tail(self, text: str, budget: int) -> str:
         """The end of ``text`` that fits ``budget`` tokens (for a single over-long line)."""
-        if self.count(text) <= budget:
+        if self._count_uncached(text) <= budget:
             return text
         lo, hi = 0, len(text)
         while lo < hi:  # smallest cut whose remainder fits
             mid = (lo + hi) // 2
-            if self.count(text[mid:]) <= budget:
+            if self._count_uncached(text[mid:]) <= budget:
                 hi = mid
             else:
                 lo = mid + 1
         return text[lo:]
 
     def _fit_head(self, text: str, budget: int) -> str:
-        if self.count(text) <= budget:
+        if self._count_uncached(text) <= budget:
             return text
         lo, hi = 0, len(text)
         while lo < hi:  # longest cut that fits
             mid = (lo + hi + 1) // 2
-            if self.count(text[:mid]) <= budget:
+            if self._count_uncached(text[:mid]) <= budget:
                 lo = mid
             else:
                 hi = mid - 1
         return text[:lo]
 
     def build(self, req: PromptRequest) -> Prompt:
-        lines = req.text.splitlines(keepends=True)
-        if not lines or lines[-1].endswith(("\n", "\r")):
-            lines.append("")
+        # Lines end at "\n" only, like LSP positions and split_at_cursor (str.splitlines also
+        # splits at form feeds, \x1c-\x1e, \x85 and \u2028/\u2029, moving the cursor to another line).
+        lines = [x + "\n" for x in req.text.split("\n")]
+        lines[-1] = lines[-1][:-1]  # the text after the last newline ("" when it ends with one)
         line = min(max(req.line, 0), len(lines) - 1)
         current = lines[line]
         column = min(max(req.column, 0), len(current.rstrip("\r\n")))
@@ -188,7 +196,8 @@ class PromptBuilder:
 
         prefix = "".join(lines[start:line]) + before
         suffix = after + "".join(lines[line + 1:line + 1 + n_after]) if self.suffix_tokens else ""
-        return self.layout(prefix, suffix, self.context_text(req))
+        self.last_prompt = self.layout(prefix, suffix, self.context_text(req))
+        return self.last_prompt
 
     def context_text(self, req: PromptRequest) -> list[int]:
         """Tokens of the repo context block that opens the head (empty without context)."""

@@ -11,9 +11,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..config import Config
 from .cache import ResultCache
@@ -118,7 +118,10 @@ class CompletionEngine:
         gate = threading.Event()
         self._gate = gate
         self.state = "loading"
-        self._enqueue(lambda: gate.wait(timeout))
+        def hold() -> None:
+            gate.wait(timeout)
+
+        self._enqueue(hold)
 
     def _open_gate(self) -> None:
         gate, self._gate = self._gate, None

@@ -41,32 +41,39 @@ class CompletionShaper:
     """Text of the cursor line before the cursor."""
     max_lines: int = 12
 
+    expected_indent: int = -1
+    """On a blank line at column 0: the indentation the code around the cursor implies (-1:
+    unknown). Small models often drop it; ``finish`` puts it back when they do."""
+    stop_at_blank: bool = False
+    """Multi-line at the end of a block: a blank line ends the completion too."""
+
     @classmethod
     def for_cursor(cls, prefix: str, suffix: str, max_lines: int = 12) -> "CompletionShaper":
         line_start = prefix.rsplit("\n", 1)[-1]
         rest, _, below = suffix.partition("\n")
-        below_lines = below.split("\n")
-        next_line = _first_nonblank(below_lines)
+        next_line = _first_nonblank(below.split("\n"))
         if rest.strip() or line_start.strip():
             return cls(False, 0, rest, next_line, line_start, max_lines)
         above = prefix[: len(prefix) - len(line_start)].rstrip("\n").split("\n")
-        opener = _first_nonblank(list(reversed(above)))
-        after_opener = opener is not None and BLOCK_OPENER.search(opener.rstrip()) is not None
-        next_physical = below_lines[0] if below else None
+        previous = _first_nonblank(list(reversed(above)))
+        after_opener = previous is not None and BLOCK_OPENER.search(previous.rstrip()) is not None
+        p_indent = indent_of(previous) if previous is not None else 0
+        n_indent = indent_of(next_line) if next_line is not None else -1
         if after_opener:
-            assert opener is not None
-            base = indent_of(opener)
-            # The block body already exists below: fill one line of it.
-            if next_line is not None and indent_of(next_line) > base:
-                return cls(False, 0, rest, next_line, line_start, max_lines)
-            return cls(True, base, rest, next_line, line_start, max_lines)
-        if next_physical is not None and next_physical.strip():
-            return cls(False, 0, rest, next_line, line_start, max_lines)
-        # End of a block (or of the file): write until the code dedents out of it.
-        base = (indent_of(opener) if opener is not None else 0) - 1
-        if next_line is not None:
-            base = max(base, indent_of(next_line) - 1)
-        return cls(True, base, rest, next_line, line_start, max_lines)
+            # Inside a new block: its body already exists below (fill one line of it), or not.
+            expected = n_indent if n_indent > p_indent else -1
+            if next_line is not None and n_indent > p_indent:
+                return cls(False, 0, rest, next_line, line_start, max_lines, expected)
+            return cls(True, p_indent, rest, next_line, line_start, max_lines, expected)
+        next_physical = below.split("\n", 1)[0] if below else ""
+        if next_line is not None and n_indent >= p_indent and next_physical.strip():
+            # The next line is more code of the same block: the hole is one line of it.
+            return cls(False, 0, rest, next_line, line_start, max_lines, min(p_indent, n_indent))
+        # A gap before the code below, the end of a block, or of the file: write a paragraph of
+        # the block at the cursor's level; stop at a dedent below it or at a blank line.
+        level = len(line_start.expandtabs(4)) if line_start else p_indent
+        expected = p_indent if p_indent > max(n_indent, 0) or (next_line is not None and n_indent == p_indent) else -1
+        return cls(True, level - 1, rest, next_line, line_start, max_lines, expected, True)
 
     # -- streaming stop ---------------------------------------------------------------------
     def stop_at(self, text: str) -> int | None:
@@ -79,6 +86,8 @@ class CompletionShaper:
         complete = lines[:-1]  # the last one may still grow
         offset = 0
         for i, line in enumerate(complete):
+            if i >= self.max_lines:  # several lines may arrive at once (e.g. a "\n\n" token)
+                return offset - 1
             if i > 0 and self._ends_block(line, i):
                 return max(offset - 1, 0)
             if i == 0 and self._repeats_suffix(self.line_start + line):
@@ -90,7 +99,7 @@ class CompletionShaper:
 
     def _ends_block(self, line: str, index: int) -> bool:
         if not line.strip():
-            return False
+            return self.stop_at_blank
         if indent_of(line) <= self.base_indent:
             return True
         return self._repeats_suffix(line)
@@ -107,6 +116,7 @@ class CompletionShaper:
             text = text[:end]
         elif self.multiline and not complete and "\n" in text:
             text = text[: text.rfind("\n")]
+        text = self._repair_indent(text)
         if not self.multiline:
             text = text.rstrip("\r")
             if self._repeats_suffix(self.line_start + text) and not self.rest_of_line.strip():
@@ -118,6 +128,17 @@ class CompletionShaper:
             if text.startswith("\n") or not text.strip():
                 text = text.lstrip("\n")
         return text if text.strip() else ""
+
+    def _repair_indent(self, text: str) -> str:
+        """Give back the indentation a model dropped on a blank line (it wrote the first line at
+        column 0 where the surrounding block is indented): shift every line by it."""
+        if self.line_start or self.expected_indent <= 0 or not text.strip():
+            return text
+        first = text.lstrip("\n")
+        if first[:1] in (" ", "\t"):
+            return text
+        pad = " " * self.expected_indent
+        return "\n".join(pad + x if x.strip() else x for x in text.split("\n"))
 
     def _drop_duplicate_closers(self, text: str) -> str:
         """Strip a run of closing characters at the end of ``text`` that the rest of the line

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from .. import methods
-
-if TYPE_CHECKING:
-    from ..server import SlmLanguageServer
+from ..server import SlmLanguageServer  # at run time: pygls reads command handlers' type hints
 
 
-def register(server: "SlmLanguageServer") -> None:
+def register(server: SlmLanguageServer) -> None:
     @server.command(methods.COMMAND_LOAD_ADAPTER)
-    async def load_adapter(ls: "SlmLanguageServer", *args: Any) -> dict[str, Any]:
+    async def load_adapter(ls: SlmLanguageServer, *args: Any) -> dict[str, Any]:
         path = args[0] if args else ""
         if path is not None and not isinstance(path, str):
             raise JsonRpcInvalidParams(f"{methods.COMMAND_LOAD_ADAPTER} takes a path, got {path!r}")
@@ -29,7 +27,7 @@ def register(server: "SlmLanguageServer") -> None:
         return {"adapter": path or None}
 
     @server.command(methods.COMMAND_STATUS)
-    def status(ls: "SlmLanguageServer", *args: Any) -> dict[str, Any]:
+    def status(ls: SlmLanguageServer, *args: Any) -> dict[str, Any]:
         runner = ls.engine.runner
         return {
             "state": ls.engine.state,

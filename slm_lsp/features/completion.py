@@ -36,9 +36,10 @@ def register(server: "SlmLanguageServer") -> None:
             return types.CompletionList(is_incomplete=True, items=[])
         doc = ls.workspace.get_text_document(params.text_document.uri)
         line = doc.lines[params.position.line] if params.position.line < len(doc.lines) else ""
-        before = line[: doc.position_codec.position_from_client_units([line], types.Position(0, params.position.character)).character]
-        word = WORD_BEFORE.search(before).group(0)  # type: ignore[union-attr]
-        start = types.Position(params.position.line, params.position.character - doc.position_codec.client_num_units(word))
+        codec = doc.position_codec
+        column = codec.position_from_client_units([line], types.Position(0, params.position.character)).character
+        word = WORD_BEFORE.search(line[:column]).group(0)  # type: ignore[union-attr]
+        start = types.Position(params.position.line, params.position.character - codec.client_num_units(word))
         text = word + result.text
         first_line = text.split("\n", 1)[0].strip()
         item = types.CompletionItem(

@@ -90,7 +90,8 @@ async def load_model(ls: "SlmLanguageServer") -> None:
         ls.notify_user(f"could not load the model: {exc}", types.MessageType.Error)
     finally:
         if token is not None:
-            ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message="ready" if not ls.model_error else "failed"))
+            message = "ready" if not ls.model_error else "failed"
+            ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
 
 
 def register(server: "SlmLanguageServer") -> None:

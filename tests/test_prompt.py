@@ -1,0 +1,322 @@
+"""slm_lsp.engine.prompt: budgets, line-boundary cuts, sticky windows and the three layouts,
+with the tiny model's real byte-level BPE tokenizer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from slm_lsp.engine.fim import FALLBACK, PREFIX_ONLY, SPM, FimTemplate
+from slm_lsp.engine.prompt import REFILL_FRACTION, ContextFile, PromptBuilder, PromptRequest, _near_end
+from tests.conftest import TINY_MODEL
+
+PRE, SUF, MID = "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>"
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from slm_lsp.engine.model import LlamaRunner
+
+    runner = LlamaRunner(str(TINY_MODEL), threads=1, n_ctx=512)
+    assert runner.bos == []  # the tiny model adds no BOS: heads start with the FIM token
+    yield runner
+    runner.close()
+
+
+def _builder(tok, template=None, prefix_tokens=256, suffix_tokens=96, near_lines=1) -> PromptBuilder:
+    return PromptBuilder(template or tok.template, tok, prefix_tokens, suffix_tokens, near_lines=near_lines)
+
+
+def _file(n: int = 2000) -> str:
+    """Unique lines of about 15 tokens each."""
+    return "".join(f"    value_{i} = compute(index, {i})  # line {i}\n" for i in range(n))
+
+
+def _offset(text: str, line: int, column: int) -> int:
+    start = 0
+    for _ in range(line):
+        start = text.index("\n", start) + 1
+    return start + column
+
+
+def _insert(text: str, line: int, column: int, typed: str) -> str:
+    at = _offset(text, line, column)
+    return text[:at] + typed + text[at:]
+
+
+def _first_line(prompt) -> str:
+    return prompt.prefix.split("\n", 1)[0]
+
+
+def _check_cuts(text: str, line: int, column: int, prompt) -> None:
+    """The prefix ends at the cursor and starts at a line start; the suffix starts at the cursor
+    and ends at a line end."""
+    at = _offset(text, line, column)
+    start = at - len(prompt.prefix)
+    assert text[start:at] == prompt.prefix
+    assert start == 0 or text[start - 1] == "\n"
+    end = at + len(prompt.suffix)
+    assert text[at:end] == prompt.suffix
+    assert end == len(text) or prompt.suffix.endswith("\n")
+
+
+# -- PSM layout -------------------------------------------------------------------------------
+def test_psm_segments(tok):
+    b = _builder(tok)
+    text = "import os\n\ndef f(x):\n    y = x\n    return y\n\nprint(f(1))\n"
+    p = b.build(PromptRequest(text, 3, 5))  # after "    y"
+    assert p.prefix == "import os\n\ndef f(x):\n    y"
+    assert p.suffix == " = x\n    return y\n\nprint(f(1))\n"
+    assert p.head[0] == tok.special(PRE)
+    assert p.head == [tok.special(PRE)] + tok.tokenize(p.prefix)
+    assert p.near[0] == tok.special(SUF)
+    assert p.near == [tok.special(SUF)] + tok.tokenize(" = x\n    return y\n")
+    assert p.far == tok.tokenize("\nprint(f(1))\n")
+    assert p.tail == [tok.special(MID)]
+    assert p.tokens == p.head + p.near + p.far + p.tail
+
+
+def test_cursor_is_clamped(tok):
+    b = _builder(tok)
+    text = "a = 1\nb = 2\n"
+    p = b.build(PromptRequest(text, 1, 999))
+    assert (p.prefix, p.suffix) == ("a = 1\nb = 2", "\n")
+    p = b.build(PromptRequest(text, 99, 0))  # past the last line: the empty line after the final newline
+    assert (p.prefix, p.suffix) == (text, "")
+    p = b.build(PromptRequest(text, -3, -3))
+    assert (p.prefix, p.suffix) == ("", text)
+    p = b.build(PromptRequest("", 0, 0))
+    assert (p.prefix, p.suffix) == ("", "")
+    assert p.head == [tok.special(PRE)] and p.near == [tok.special(SUF)] and p.far == []
+
+
+def test_crlf_line_endings(tok):
+    text = "a = 1\r\nb = \r\nc = 3\r\n"
+    p = _builder(tok).build(PromptRequest(text, 1, 99))
+    assert p.prefix == "a = 1\r\nb = "
+    assert p.suffix == "\r\nc = 3\r\n"
+
+
+def test_lines_are_split_like_lsp_positions(tok):
+    """LSP lines end at newlines only: a form feed or a Unicode line separator inside a line
+    does not start a new line (str.splitlines would shift the cursor to another line)."""
+    text = 'a = 1\n\x0cb = "x\u2028y"\nc = 3\nd = 4\n'
+    p = _builder(tok).build(PromptRequest(text, 2, 4))
+    assert p.prefix == 'a = 1\n\x0cb = "x\u2028y"\nc = '
+    assert p.suffix == "3\nd = 4\n"
+
+
+def test_repo_context_opens_the_head(tok):
+    b = _builder(tok, prefix_tokens=512)
+    req = PromptRequest("x = helper(", 0, 11, path="pkg/main.py", repo_name="proj",
+                        context=[ContextFile("pkg/util.py", "def helper():\n    return 1\n\n")])
+    p = b.build(req)
+    t = tok.template
+    context = ([tok.special(t.repo_name)] + tok.tokenize("proj\n")
+               + [tok.special(t.file_sep)] + tok.tokenize("pkg/util.py\ndef helper():\n    return 1\n")
+               + [tok.special(t.file_sep)] + tok.tokenize("pkg/main.py\n"))
+    assert p.head == context + [tok.special(PRE)] + tok.tokenize("x = helper(")
+
+
+def test_context_as_comments_without_repo_tokens(tok):
+    plain = FimTemplate("plain", prefix=PRE, suffix=SUF, middle=MID)
+    b = _builder(tok, template=plain)
+    p = b.build(PromptRequest("y", 0, 1, context=[ContextFile("a.py", "x = 1\ny = 2")]))
+    assert p.head == tok.tokenize("# Path: a.py\n# x = 1\n# y = 2\n\n") + [tok.special(PRE)] + tok.tokenize("y")
+
+
+# -- budgets ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("line", "column"), [(1000, 8), (1999, 0), (5, 4), (0, 0), (2000, 0)])
+def test_budgets_and_line_cuts_on_a_long_file(tok, line, column):
+    text = _file()
+    b = _builder(tok, prefix_tokens=256, suffix_tokens=96)
+    p = b.build(PromptRequest(text, line, column))
+    _check_cuts(text, line, column, p)
+    n_prefix, n_suffix = len(tok.tokenize(p.prefix)), len(tok.tokenize(p.suffix))
+    assert n_prefix <= 256
+    assert n_suffix <= 96
+    line_tokens = 20
+    if _offset(text, line, column) - len(p.prefix) > 0:  # window cut: not far from its target size
+        assert n_prefix >= REFILL_FRACTION * 256 - line_tokens
+    if _offset(text, line, column) + len(p.suffix) < len(text):
+        assert n_suffix >= 96 - line_tokens
+    assert len(p.head) == 1 + n_prefix
+
+
+def test_the_whole_file_when_it_fits(tok):
+    text = _file(8)
+    p = _builder(tok, prefix_tokens=1024, suffix_tokens=1024).build(PromptRequest(text, 4, 3))
+    assert p.prefix + p.suffix == text
+
+
+def test_no_suffix_budget(tok):
+    text = _file(20)
+    p = _builder(tok, suffix_tokens=0).build(PromptRequest(text, 10, 4))
+    assert p.suffix == ""
+    assert p.near == [tok.special(SUF)] and p.far == []
+    assert p.tail == [tok.special(MID)]
+
+
+# -- sticky windows ---------------------------------------------------------------------------
+def test_typing_keeps_the_window_start(tok):
+    b = _builder(tok)
+    text, line, column = _file(), 1000, 8
+    first = b.build(PromptRequest(text, line, column, document_key="doc"))
+    assert first.prefix.startswith("    value_")  # the window is cut (not the file start)
+    for typed in ["r", "re", "res", "resu"]:
+        p = b.build(PromptRequest(_insert(text, line, column, typed), line, column + len(typed), document_key="doc"))
+        assert p.prefix == first.prefix + typed
+        assert p.suffix == first.suffix
+        # Only the end of the head differs: its KV cells stay reusable.
+        keep = len(first.head) - 2
+        assert p.head[:keep] == first.head[:keep]
+        assert p.near == first.near and p.far == first.far
+
+
+def test_new_lines_keep_the_window_start_until_it_overflows(tok):
+    text, line = _file(), 1000
+    sticky, plain = _builder(tok), _builder(tok)
+    first = sticky.build(PromptRequest(text, line, 0, document_key="doc"))
+    start = _first_line(first)
+    plain_starts = set()
+    jumped = None
+    for i in range(40):  # the user writes new lines at the cursor, one per request
+        text = _insert(text, line, 0, f"    new_{i} = {i}\n")
+        line += 1
+        p = sticky.build(PromptRequest(text, line, 0, document_key="doc"))
+        _check_cuts(text, line, 0, p)
+        assert len(tok.tokenize(p.prefix)) <= 256
+        plain_starts.add(_first_line(plain.build(PromptRequest(text, line, 0))))
+        if _first_line(p) != start:
+            jumped = p
+            break
+        # While it fits, the window start stays and the suffix window too.
+        assert p.prefix.startswith(first.prefix)
+        assert p.suffix == first.suffix
+        assert p.head[:len(first.head) - 1] == first.head[:-1]
+    # Without a document key the window slides on every line.
+    assert len(plain_starts) > 1
+    # Eventually the prefix overflows and the window jumps forward, refilled to 3/4 of the budget.
+    assert jumped is not None
+    old_start = text.index(start + "\n")
+    new_start = text.index(_first_line(jumped) + "\n")
+    assert new_start > old_start
+    assert len(tok.tokenize(text[old_start:_offset(text, line, 0)])) > 256  # it had to jump
+    assert len(tok.tokenize(jumped.prefix)) <= REFILL_FRACTION * 256
+
+
+def test_window_is_recomputed_when_the_cursor_moves_above_it(tok):
+    b = _builder(tok)
+    text = _file()
+    b.build(PromptRequest(text, 1500, 0, document_key="doc"))
+    p = b.build(PromptRequest(text, 100, 0, document_key="doc"))
+    _check_cuts(text, 100, 0, p)
+    assert p.prefix.endswith("# line 99\n")
+    assert len(tok.tokenize(p.prefix)) > 100
+
+
+def test_forget_drops_the_window(tok):
+    b = _builder(tok)
+    text = _file()
+    first = b.build(PromptRequest(text, 1000, 0, document_key="doc"))
+    text2 = _insert(text, 1000, 0, "    extra = 1\n" * 4)
+    b.forget("doc")
+    again = b.build(PromptRequest(text2, 1004, 0, document_key="doc"))
+    fresh = _builder(tok).build(PromptRequest(text2, 1004, 0))
+    assert again.prefix == fresh.prefix
+    assert _first_line(again) != _first_line(first)
+
+
+# -- near / far ---------------------------------------------------------------------------------
+def test_near_end():
+    suffix = "rest\nl1\nl2\nl3\n"
+    assert suffix[:_near_end(suffix, 0)] == "rest\n"
+    assert suffix[:_near_end(suffix, 1)] == "rest\nl1\n"
+    assert suffix[:_near_end(suffix, 2)] == "rest\nl1\nl2\n"
+    assert _near_end(suffix, 10) == len(suffix)
+    assert _near_end("no newline", 1) == len("no newline")
+    assert _near_end("", 1) == 0
+
+
+@pytest.mark.parametrize(("near_lines", "near", "far"), [
+    (0, ")\n", "    b = 2\n    c = 3\n"),
+    (1, ")\n    b = 2\n", "    c = 3\n"),
+    (2, ")\n    b = 2\n    c = 3\n", ""),
+    (5, ")\n    b = 2\n    c = 3\n", ""),
+])
+def test_near_far_split(tok, near_lines, near, far):
+    text = "def f():\n    a = g(\n    b = 2\n    c = 3\n"
+    p = _builder(tok, near_lines=near_lines).build(PromptRequest(_insert(text, 1, 10, ")"), 1, 10))
+    assert p.suffix == near + far
+    assert p.near == [tok.special(SUF)] + tok.tokenize(near)
+    assert p.far == tok.tokenize(far)
+
+
+# -- other layouts ----------------------------------------------------------------------------
+def test_spm_layout(tok):
+    spm = FimTemplate("spm-test", SPM, PRE, SUF, MID)
+    text = "def f(x):\n    return x\n\nprint(f(1))\n"
+    p = _builder(tok, template=spm).build(PromptRequest(text, 1, 4))
+    assert (p.prefix, p.suffix) == ("def f(x):\n    ", "return x\n\nprint(f(1))\n")
+    assert p.head == [tok.special(SUF)] + tok.tokenize(p.suffix) + [tok.special(PRE)] + tok.tokenize(p.prefix)
+    assert p.near == [] and p.far == [] and p.tail == []
+    assert p.tokens == p.head
+
+
+def test_prefix_only_layout(tok):
+    assert FALLBACK.layout == PREFIX_ONLY
+    b = _builder(tok, template=FALLBACK)
+    assert b.suffix_tokens == 0
+    text = "def f(x):\n    return x\n\nprint(f(1))\n"
+    p = b.build(PromptRequest(text, 1, 4))
+    assert (p.prefix, p.suffix) == ("def f(x):\n    ", "")
+    assert p.head == tok.tokenize(p.prefix)
+    assert p.near == [] and p.far == [] and p.tail == []
+    fim_ids = {tok.special(PRE), tok.special(SUF), tok.special(MID)}
+    assert not fim_ids & set(p.tokens)
+
+
+# -- huge inputs ------------------------------------------------------------------------------
+def _huge_line() -> str:
+    return "x = foo(bar) + 1; " * (200_000 // 18)
+
+
+def test_huge_single_line_at_the_end(tok):
+    big = _huge_line()
+    b = _builder(tok)
+    p = b.build(PromptRequest(big, 0, len(big)))
+    n = len(tok.tokenize(p.prefix))
+    assert big.endswith(p.prefix)
+    assert 240 <= n <= 256  # filled up to the budget, not beyond
+    assert p.suffix == ""
+
+
+def test_huge_single_line_in_the_middle(tok):
+    big = _huge_line()
+    mid = len(big) // 2
+    b = _builder(tok)
+    p = b.build(PromptRequest(big, 0, mid, document_key="big"))
+    assert big[:mid].endswith(p.prefix) and big[mid:].startswith(p.suffix)
+    assert 240 <= len(tok.tokenize(p.prefix)) <= 256
+    assert 80 <= len(tok.tokenize(p.suffix)) <= 96
+    # Probes of the huge line are not kept in the token-count cache (it would grow by megabytes
+    # per keystroke); what is kept is about the size of the windows.
+    assert sum(len(k) for k in b._count_cache) < 10 * (len(p.prefix) + len(p.suffix))
+
+
+def test_five_megabyte_document_is_fast(tok):
+    line = "    value = compute(index, count) + 1  # comment\n"
+    doc = line * (5_000_000 // len(line))
+    n_lines = doc.count("\n")
+    b = _builder(tok, prefix_tokens=1024, suffix_tokens=320)
+    times = []
+    for row, column in [(n_lines // 2, 4), (n_lines // 2, 5), (n_lines - 1, 10), (0, 0)]:
+        t0 = time.perf_counter()
+        p = b.build(PromptRequest(doc, row, column, document_key="big"))
+        times.append(time.perf_counter() - t0)
+        assert len(tok.tokenize(p.prefix)) <= 1024
+        assert len(tok.tokenize(p.suffix)) <= 320
+        _check_cuts(doc, row, column, p)
+    print(f"\n5 MB document: builds in {', '.join(f'{1000 * t:.1f}' for t in times)} ms")
+    assert max(times) < 5.0  # tokenizing the whole file alone takes seconds

@@ -1,0 +1,209 @@
+"""slm_lsp.engine.shaping: single- or multi-line, streaming stops and the final text."""
+
+from __future__ import annotations
+
+import pytest
+
+from slm_lsp.engine.shaping import CompletionShaper, indent_of
+
+
+def _shaper(prefix: str, suffix: str = "", max_lines: int = 12) -> CompletionShaper:
+    return CompletionShaper.for_cursor(prefix, suffix, max_lines)
+
+
+def test_indent_of():
+    assert indent_of("x") == 0
+    assert indent_of("    x") == 4
+    assert indent_of("\tx") == 4
+    assert indent_of("  \tx") == 4
+
+
+# -- mode -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("prefix", "suffix"), [
+    ("x = foo(", ")\n"),  # text right of the cursor
+    ("print(", ")"),
+    ("def f():\n    return ", "\n"),  # mid-statement
+    ("def f():\n    x = compute", ""),
+    ("for i in ", "\n"),
+    ("def f():\n    a = 1\n    ", "\n    b = 2\n"),  # blank line between lines of a block
+    ("def f():\n    ", "\n    return 1\n"),  # after an opener whose body exists: fill one line
+    ("if x:\n    ", "\n\n    y = 2\n"),  # same, with blank lines in between
+])
+def test_single_line_mode(prefix, suffix):
+    s = _shaper(prefix, suffix)
+    assert not s.multiline
+    assert s.line_start == prefix.rsplit("\n", 1)[-1]
+    assert s.rest_of_line == suffix.partition("\n")[0]
+
+
+@pytest.mark.parametrize(("prefix", "suffix", "base"), [
+    ("def f():\n    ", "", 0),  # empty body, nothing below
+    ("def f():\n    ", "\n", 0),
+    ("class A:\n    def f(self):\n        ", "\n", 4),
+    ("def f():\n    ", "\n\ndef g():\n    pass\n", 0),  # the next line is not in the body
+    ("if x:  # why\n    ", "", 0),  # an opener with a trailing comment
+    ("function f() {\n  ", "\n}\n", 0),
+    ("xs = [\n    ", "", 0),
+])
+def test_multiline_after_a_block_opener(prefix, suffix, base):
+    s = _shaper(prefix, suffix)
+    assert s.multiline
+    assert s.base_indent == base
+
+
+@pytest.mark.parametrize(("prefix", "suffix", "base"), [
+    ("def f():\n    a = 1\n    ", "", 3),  # end of the block and of the file
+    ("def f():\n    a = 1\n    ", "\n\ndef g():\n    pass\n", 3),
+    ("def f():\n    a = 1\n\n    ", "\n\n    b = 2\n", 3),  # a blank line below, the block goes on
+    ("x = 1\n", "", -1),  # top level: never dedents
+])
+def test_multiline_at_the_end_of_a_block(prefix, suffix, base):
+    s = _shaper(prefix, suffix)
+    assert s.multiline
+    assert s.base_indent == base
+
+
+def test_next_line_is_the_first_non_blank_suffix_line():
+    s = _shaper("def f():\n    ", "\n\n\n    return x\n")
+    assert s.next_line == "    return x"
+    assert _shaper("x = 1\n", "").next_line is None
+
+
+# -- streaming stops --------------------------------------------------------------------------
+def test_single_line_stops_at_the_newline():
+    s = _shaper("x = foo(", ")")
+    assert s.stop_at("bar") is None
+    assert s.stop_at("bar, baz") is None
+    assert s.stop_at("bar, baz\n    y") == len("bar, baz")
+    assert s.stop_at("\n") == 0
+
+
+def test_block_stops_when_indentation_returns():
+    s = _shaper("def f():\n    ", "")
+    text = "a = 1\n    return a\n"
+    assert s.stop_at(text) is None  # still in the body
+    assert s.stop_at(text + "\n") is None  # blank lines do not end it
+    assert s.stop_at(text + "def") is None  # an incomplete line may still grow
+    assert s.stop_at(text + "def g():\n") == len("a = 1\n    return a")
+    assert s.stop_at(text + "\ndef g():\n") == len("a = 1\n    return a\n")
+
+
+def test_nested_block_stops_at_its_own_level():
+    s = _shaper("class A:\n    def f(self):\n        ", "")
+    text = "x = 1\n        if x:\n            y = 2\n"
+    assert s.stop_at(text) is None  # deeper lines are fine
+    assert s.stop_at(text + "    def g(self):\n") == len(text) - 1
+
+
+def test_end_of_block_stops_at_the_enclosing_level():
+    s = _shaper("def f():\n    a = 1\n    ", "")
+    assert s.stop_at("b = 2\n    c = 3\n") is None
+    assert s.stop_at("b = 2\n    c = 3\nprint(f())\n") == len("b = 2\n    c = 3")
+
+
+def test_block_stops_when_a_line_repeats_the_suffix():
+    s = _shaper("def f():\n    a = 1\n    ", "\n\n    return a\n")
+    assert s.multiline and s.next_line == "    return a"
+    assert s.stop_at("b = 2\n") is None
+    assert s.stop_at("b = 2\n    return a\n") == len("b = 2")
+
+
+def test_first_line_repeating_the_suffix_gives_nothing():
+    s = _shaper("def f():\n    a = 1\n    ", "\n\n    return a\n")
+    assert s.stop_at("return a\n") == 0
+    assert s.finish("return a\n    b = 1") == ""
+
+
+def test_max_lines():
+    s = _shaper("def f():\n    ", "", max_lines=2)
+    assert s.stop_at("a = 1\n") is None
+    assert s.stop_at("a = 1\n    b = 2\n") == len("a = 1\n    b = 2")
+    # Several lines may arrive at once (a multi-newline token, or finish()): still two at most.
+    assert s.stop_at("a = 1\n    b = 2\n    c = 3\n    d = 4\n") == len("a = 1\n    b = 2")
+    assert s.finish("a = 1\n    b = 2\n    c = 3\n    d = 4") == "a = 1\n    b = 2"
+
+
+# -- final text -------------------------------------------------------------------------------
+@pytest.mark.parametrize(("prefix", "suffix"), [
+    ("x = ", "\n"),
+    ("def f():\n    ", ""),
+    ("def f():\n    a = 1\n    ", ""),
+])
+@pytest.mark.parametrize("text", ["", "   ", "\n", " \n\t\n  ", "\r\n"])
+def test_whitespace_only_results_are_dropped(prefix, suffix, text):
+    assert _shaper(prefix, suffix).finish(text) == ""
+    assert _shaper(prefix, suffix).finish(text, complete=False) == ""
+
+
+def test_single_line_finish():
+    s = _shaper("x = ", "\n")
+    assert s.finish("foo(1)  \nprint(x)") == "foo(1)"
+    assert s.finish("foo(1)\r") == "foo(1)"
+
+
+def test_single_line_keeps_spaces_before_text_on_the_right():
+    s = _shaper("x = foo(", "b)")
+    assert s.finish("a, ") == "a, "
+
+
+@pytest.mark.parametrize(("line_start", "rest", "text", "shown"), [
+    ("x = ", ")", "foo(bar)", "foo(bar"),  # the auto-inserted ")" is already there
+    ("x = foo(", ")", "bar)", "bar"),
+    ("if f(", "):", "x):", "x"),
+    ("s = [", "]", "1, 2, 3]", "1, 2, 3"),
+    ("s = '", "'", "abc'", "abc"),
+    ("x = foo(", ")", "bar", "bar"),  # nothing to drop
+    ("x = foo(", ")", "bar) + 1", "bar) + 1"),  # not a closing run at the end
+    ("x = foo(", ") + 1", "bar) + 1", "bar"),  # the whole rest of the line written again
+])
+def test_duplicate_closers_are_dropped(line_start, rest, text, shown):
+    s = _shaper(line_start, rest + "\n")
+    assert not s.multiline
+    assert s.finish(text) == shown
+
+
+def test_multiline_finish_cuts_the_block_and_trailing_spaces():
+    s = _shaper("def f():\n    ", "")
+    assert s.finish("a = 1   \n    return a\n\ndef g():\n    pass") == "a = 1\n    return a"
+    assert s.finish("a = 1\n    return a\n\n\n") == "a = 1\n    return a"
+
+
+def test_budget_cut_keeps_whole_lines():
+    s = _shaper("def f():\n    ", "")
+    text = "a = 1\n    b = 2\n    c = compu"
+    assert s.finish(text, complete=False) == "a = 1\n    b = 2"
+    assert s.finish(text, complete=True) == text  # ended by the model: the last line is whole
+    # A single unfinished line is kept: there is nothing shorter to show.
+    assert s.finish("a = compu", complete=False) == "a = compu"
+
+
+def test_single_line_budget_cut_is_kept():
+    s = _shaper("x = ", "\n")
+    assert s.finish("compute(1, ", complete=False) == "compute(1,"
+
+
+def test_single_line_repeating_the_next_line_is_dropped():
+    s = _shaper("def f():\n    a = 1\n    ", "\n    return a\n")
+    assert not s.multiline
+    assert s.finish("return a") == ""
+    assert s.finish("b = 2") == "b = 2"
+
+
+def test_hole_between_lines_of_a_block_is_single_line():
+    s = CompletionShaper.for_cursor('def f(x):\n    """Doc."""\n', "\n    for i in x:\n        pass\n")
+    assert not s.multiline and s.expected_indent == 4
+
+
+def test_dropped_indentation_is_given_back():
+    s = CompletionShaper.for_cursor('def f(x):\n    """Doc."""\n', "\n    for i in x:\n        pass\n")
+    assert s.finish("odd = []") == "    odd = []"
+    assert s.finish("  odd = []") == "  odd = []"  # indented by the model: left alone
+    mid = CompletionShaper.for_cursor("def f(x):\n    y = ", "\n")
+    assert mid.finish("odd") == "odd"  # never inside a line
+
+
+def test_paragraph_stops_at_a_blank_line():
+    s = CompletionShaper.for_cursor("def f():\n    a = 1\n\n    ", "\n\n    b = 2\n")
+    assert s.multiline and s.stop_at_blank
+    text = "c = 3\n    d = 4\n\n    e = 5\n"
+    assert s.finish(text) == "c = 3\n    d = 4"
