@@ -67,8 +67,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
     try:
         path = resolve_model(result.config.model.path)
     except ModelNotFound as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if not args.pull:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        from .models import DEFAULT_MODEL, pull
+
+        path = pull(result.config.model.path or DEFAULT_MODEL)
     engine = CompletionEngine(result.config)
     t0 = time.perf_counter()
     try:
@@ -147,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("complete", help="print the completion the server would give at FILE:LINE:COL (1-based)")
     p.add_argument("location", metavar="FILE:LINE:COL")
     p.add_argument("--repeat", type=int, default=2, help="ask this many times (the second shows KV reuse)")
+    p.add_argument("--pull", action="store_true", help="download the default model first if no model is found")
     p.add_argument("-v", "--verbose", action="store_true")
     _model_args(p)
     p.set_defaults(func=cmd_complete)

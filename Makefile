@@ -1,0 +1,37 @@
+# slm-lsp: `make` lists the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+SAMPLE ?= examples/circle.py:6:12
+
+.DEFAULT_GOAL := help
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(BIN)/.installed  ## create .venv and install slm-lsp with the dev tools (builds llama.cpp: ~7 min on 2 cores)
+
+demo: $(BIN)/.installed  ## print a completion for examples/circle.py, with timings (downloads the default model if none is set)
+	$(BIN)/slm-lsp complete $(SAMPLE) --pull
+
+lint: $(BIN)/.installed  ## ruff + mypy
+	$(BIN)/ruff check slm_lsp finetune tests
+	$(BIN)/mypy
+
+test: lint  ## lint, then the whole test suite (real-model tests too when SLM_LSP_TEST_MODEL is set)
+	$(BIN)/python -m pytest -q
+
+bench: $(BIN)/.installed  ## typing replay and HumanEval on $$SLM_LSP_MODEL
+	$(BIN)/slm-lsp bench typing slm_lsp/engine/prompt.py --lines 20
+	$(BIN)/slm-lsp bench humaneval -n 60
+
+clean:  ## remove the virtualenv and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+.PHONY: help install demo lint test bench clean
