@@ -118,13 +118,14 @@ def _logit_bias(tokens: list[str]) -> np.ndarray:
 
 def build_tiny_gguf(path: pathlib.Path, *, fim_metadata: bool = True, name: str = "tiny-qwen-coder",
                     seed: int = 0, n_layer: int = 2, n_embd: int = 64,
-                    n_ctx_train: int = 4096) -> pathlib.Path:
+                    n_ctx_train: int = 4096, n_head: int = 4, n_head_kv: int = 2,
+                    n_ff: int = 0) -> pathlib.Path:
     """Write a tiny llama-architecture GGUF to `path` and return it (atomically: the
     file is written beside it, then renamed)."""
     path = pathlib.Path(path)
     tokens, merges, types = build_vocab()
     tid = {t: i for i, t in enumerate(tokens)}
-    n_vocab, n_head, n_head_kv, n_ff = len(tokens), 4, 2, 2 * n_embd
+    n_vocab, n_ff = len(tokens), n_ff or 2 * n_embd
     head_dim = n_embd // n_head
     rng = np.random.default_rng(seed)
 

@@ -166,6 +166,21 @@ class CompletionEngine:
         self._open_gate()
         return done
 
+    def reconfigure(self, config: Config) -> None:
+        """Apply new completion settings without reloading the model."""
+        self.config = config
+
+        def job() -> None:
+            runner, cc = self.runner, config.completion
+            if runner is None:
+                return
+            runner.kv_shift, runner.refresh_after = cc.kv_shift, cc.suffix_refresh_tokens
+            self.builder = PromptBuilder(runner.template, runner, cc.prefix_tokens, cc.suffix_tokens, runner.bos,
+                                         cc.near_lines)
+            self.cache = ResultCache()
+
+        self._enqueue(job)
+
     def call(self, fn: Callable[[LlamaRunner], object]) -> Future[object]:
         """Run ``fn(runner)`` in the worker thread (e.g. to swap adapters)."""
         done: Future[object] = Future()

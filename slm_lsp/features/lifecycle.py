@@ -32,9 +32,13 @@ def apply_settings(ls: "SlmLanguageServer", workspace_settings: Any = None) -> b
         ls.notify_user(f"invalid setting {error}; using the default")
     old, new = ls.config, result.config
     ls.config = new
-    ls.engine.config = new
     logging.getLogger("slm_lsp").setLevel(new.log_level.upper())
-    return old.model != new.model or old.completion != new.completion or ls.engine.runner is None
+    if old.model != new.model or ls.engine.runner is None:
+        ls.engine.config = new
+        return True
+    if old.completion != new.completion:
+        ls.engine.reconfigure(new)
+    return False
 
 
 async def fetch_workspace_settings(ls: "SlmLanguageServer") -> Any:

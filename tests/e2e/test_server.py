@@ -51,6 +51,30 @@ async def test_capabilities_advertised(client: LanguageClient):
     assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
 
 
+async def test_model_load_reports_progress(client: LanguageClient):
+    for _ in range(100):
+        reports = [r for token, rs in client.progress_reports.items() for r in rs]
+        if any(isinstance(r, types.WorkDoneProgressEnd) for r in reports):
+            break
+        await asyncio.sleep(0.05)
+    assert isinstance(reports[0], types.WorkDoneProgressBegin) and "loading model" in reports[0].title
+    assert isinstance(reports[-1], types.WorkDoneProgressEnd) and reports[-1].message == "ready"
+
+
+async def test_configuration_change_applies_without_restart(client: LanguageClient):
+    open_doc(client)
+    assert (await inline(client, 4, 11)).items
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"slm": {"completion": {"enabledLanguages": ["rust"]}}}))
+    await asyncio.sleep(0.2)
+    open_doc(client, uri="file:///work/other.py")
+    assert len((await inline(client, 4, 11, uri="file:///work/other.py")).items) == 0
+    client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+        settings={"slm": {"completion": {"enabledLanguages": ["*"], "prefixTokens": 64}}}))
+    await asyncio.sleep(0.2)
+    assert (await inline(client, 4, 11, uri="file:///work/other.py")).items
+
+
 async def test_inline_then_completion_then_edit(client: LanguageClient):
     open_doc(client)
     result = await inline(client, 4, 11)
