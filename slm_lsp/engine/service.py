@@ -208,22 +208,23 @@ class CompletionEngine:
         if not self.language_enabled(request.language_id):
             handle.future.set_result(CompletionResult("", reason="disabled"))
             return handle
-        prefix, suffix = split_at_cursor(request.text, request.line, request.column)
-        hit = self.cache.get(request.document_key, prefix, suffix)
-        if hit is not None:
-            handle.future.set_result(CompletionResult(hit, "\n" in hit, True, "cache",
-                                                      total_ms=(time.perf_counter() - t0) * 1000))
-            return handle
-        if self.runner is None and self.state != "loading":
-            handle.future.set_result(CompletionResult("", reason="no-model"))
-            return handle
         with self._lock:
+            # Whatever was asked for this document before is stale now, answered or not.
             for job in list(self._jobs):
                 if isinstance(job, RequestHandle) and job.request.document_key == request.document_key:
                     self._jobs.remove(job)
                     job.resolve(CompletionResult("", reason="superseded"))
             if self._running is not None and self._running.request.document_key == request.document_key:
                 self._running.cancel()
+        prefix, suffix = split_at_cursor(request.text, request.line, request.column)
+        hit = self.cache.get(request.document_key, prefix, suffix)
+        if hit is not None:
+            handle.resolve(CompletionResult(hit, "\n" in hit, True, "cache", total_ms=(time.perf_counter() - t0) * 1000))
+            return handle
+        if self.runner is None and self.state != "loading":
+            handle.resolve(CompletionResult("", reason="no-model"))
+            return handle
+        with self._lock:
             self._jobs.append(handle)
             self._lock.notify()
         return handle
