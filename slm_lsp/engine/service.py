@@ -219,7 +219,8 @@ class CompletionEngine:
         prefix, suffix = split_at_cursor(request.text, request.line, request.column)
         hit = self.cache.get(request.document_key, prefix, suffix)
         if hit is not None:
-            handle.resolve(CompletionResult(hit, "\n" in hit, True, "cache", total_ms=(time.perf_counter() - t0) * 1000))
+            total_ms = (time.perf_counter() - t0) * 1000
+            handle.resolve(CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms))
             return handle
         if self.runner is None and self.state != "loading":
             handle.resolve(CompletionResult("", reason="no-model"))
