@@ -136,6 +136,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_humaneval_bench(args)
 
 
+def cmd_finetune(args: argparse.Namespace) -> int:
+    try:
+        from finetune.config import ConfigError, from_args
+        from finetune.lora import FinetuneError, main
+    except ImportError as exc:
+        print(f"error: {exc}; install the finetune extra: pip install -e '.[finetune]'", file=sys.stderr)
+        return 2
+    try:
+        return main(from_args(args))
+    except (ConfigError, FinetuneError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="slm-lsp", description="Offline code completion language server.")
     parser.add_argument("--version", action="version", version=f"slm-lsp {__version__}")
@@ -180,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
     p.set_defaults(func=cmd_bench)
+
+    from finetune.config import add_arguments as finetune_arguments  # no torch at parse time
+
+    p = sub.add_parser("finetune", help="adapt the model to a repository with LoRA; writes a GGUF adapter",
+                       description="LoRA-finetune the model on REPO and export OUT/adapter.gguf (see README: "
+                                   "Fine-tuning). Defaults < --preset < the flags given.")
+    finetune_arguments(p)
+    p.set_defaults(func=cmd_finetune)
     return parser
 
 

@@ -37,6 +37,8 @@ from .prompt import Prompt
 log = logging.getLogger(__name__)
 
 GGUF_MAGIC = b"GGUF"
+ADAPTER_TEMPLATE = "template.json"
+"""File beside a LoRA adapter naming the FIM template it was trained with (``slm-lsp finetune``)."""
 PROMPT_BATCH = 64
 SEQ_HEAD, SEQ_NEAR, SEQ_GEN, SEQ_FAR = 0, 1, 2, 3  # tokens per decode call: small enough to notice a cancel quickly
 
@@ -64,10 +66,19 @@ class Generation:
     """eog (end of generation token), stop (shaping said done), length, time or cancelled."""
 
 
+_backend_ready = False
+
+
 def _llama():
+    global _backend_ready
     import llama_cpp
     import llama_cpp._internals as internals
 
+    if not _backend_ready:
+        # llama_cpp.Llama does this once per process; without it a CUDA build crashed (SIGSEGV)
+        # inside llama_model_load_from_file on an H100 while CPU builds did not mind.
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
     logging.getLogger("llama-cpp-python").setLevel(logging.ERROR)
     return llama_cpp, internals
 
@@ -111,6 +122,10 @@ class LlamaRunner:
         self.threads = threads or default_threads()
         mparams = llama_cpp.llama_model_default_params()
         mparams.n_gpu_layers = self.n_gpu_layers
+        if hasattr(mparams, "load_mode"):
+            # The default (AUTO) lets the build pick a loader per device; mmap is what llama_cpp.Llama
+            # asks for and what keeps a CPU model's pages shared and lazily read.
+            mparams.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
         if progress is not None:
             def on_progress(fraction: float, _user: object) -> bool:
                 try:
@@ -148,9 +163,11 @@ class LlamaRunner:
         self.n_vocab = self._model.n_vocab()
         self._batch = internals.LlamaBatch(n_tokens=max(PROMPT_BATCH, 1), embd=0, n_seq_max=1, verbose=True)
         self.metadata = self._model.metadata()
-        self.template = template or detect_template(self.metadata, self.token_text, self.is_special_token)
+        self.base_template = template or detect_template(self.metadata, self.token_text, self.is_special_token)
+        """The template of the model alone; an adapter may bring its own (``template.json``)."""
+        self.template = self.base_template
         self.bos = [self._model.token_bos()] if self._model.add_bos_token() and self._model.token_bos() >= 0 else []
-        self.stop_ids = {t for t in (self._special_or_none(s) for s in self.template.stop) if t is not None}
+        self.stop_ids = self._stop_ids(self.template)
         self._head: list[int] = []
         self._near: list[int] = []
         self._far: list[int] = []
@@ -173,6 +190,9 @@ class LlamaRunner:
             return None
         ids = self._model.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         return ids[0] if len(ids) == 1 else None
+
+    def _stop_ids(self, template: FimTemplate) -> set[int]:
+        return {t for t in (self._special_or_none(s) for s in template.stop) if t is not None}
 
     def is_special_token(self, text: str) -> bool:
         return self._special_or_none(text) is not None
@@ -202,13 +222,32 @@ class LlamaRunner:
         return self.metadata.get("general.name") or self.path.stem
 
     # -- adapters ---------------------------------------------------------------------------
+    def adapter_template(self, path: str) -> FimTemplate:
+        """The FIM template an adapter was trained with: ``template.json`` beside it (written by
+        ``slm-lsp finetune``), else the model's own."""
+        file = Path(path).expanduser().with_name(ADAPTER_TEMPLATE)
+        if not file.is_file():
+            return self.base_template
+        try:
+            template = FimTemplate.load(file)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelLoadError(f"unreadable FIM template {file}: {exc}") from exc
+        missing = [t for t in (template.prefix, template.suffix, template.middle, template.repo_name,
+                               template.file_sep) if t and not self.is_special_token(t)]
+        if missing:
+            raise ModelLoadError(f"{file}: the model has no single token for {', '.join(missing)} (wrong base model?)")
+        return template
+
     def set_adapter(self, path: str | None, scale: float = 1.0) -> None:
-        """Apply a GGUF LoRA adapter (None removes it). The KV cache is cleared: its cells were
-        computed with other weights."""
+        """Apply a GGUF LoRA adapter (None removes it) and the FIM template it was trained with
+        (``template.json`` beside it, if any). The KV cache is cleared: its cells were computed
+        with other weights."""
         lc = self._llama_cpp
         new = None
+        template = self.base_template
         if path:
             check_model_file(path)
+            template = self.adapter_template(path)
             new = lc.llama_adapter_lora_init(self._model.model, str(path).encode("utf-8"))
             if new is None:
                 raise ModelLoadError(f"llama.cpp could not load the LoRA adapter {path} (wrong base model?)")
@@ -222,6 +261,7 @@ class LlamaRunner:
         if self._adapter is not None:
             lc.llama_adapter_lora_free(self._adapter)
         self._adapter, self.adapter_path = new, (str(path) if path else None)
+        self.template, self.stop_ids = template, self._stop_ids(template)
         self.reset_cache()
 
     # -- KV cache ---------------------------------------------------------------------------

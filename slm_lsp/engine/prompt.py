@@ -19,12 +19,15 @@ budget, leaving room to type before the next jump.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from .fim import PREFIX_ONLY, SPM, FimTemplate
 
 REFILL_FRACTION = 0.75
+CONTEXT_STEP = 256
+MAX_SCOPE_HEADERS = 4
+DUPLICATE_FRACTION = 0.6
 
 
 class Tokenizer(Protocol):
@@ -39,6 +42,8 @@ class ContextFile:
 
     path: str
     text: str
+    priority: float = 0.0
+    """When the context budget is short, pieces with a higher priority are kept first."""
 
 
 @dataclass
@@ -51,6 +56,9 @@ class PromptRequest:
     document_key: str = ""
     context: list[ContextFile] = field(default_factory=list)
     repo_name: str = ""
+    context_tokens: int | None = None
+    """Budget for ``context`` (None: no limit). A file shorter than its prefix/suffix budgets
+    lends what it leaves unused to the context, in steps of ``CONTEXT_STEP`` tokens."""
 
 
 @dataclass
@@ -196,8 +204,28 @@ class PromptBuilder:
 
         prefix = "".join(lines[start:line]) + before
         suffix = after + "".join(lines[line + 1:line + 1 + n_after]) if self.suffix_tokens else ""
-        self.last_prompt = self.layout(prefix, suffix, self.context_text(req))
+        headers = scope_headers(lines, start, line) if req.context_tokens is not None else ""
+        if req.context:
+            req = replace(req, context=self.fit_context(req, prefix, suffix, self.count(headers)))
+        self.last_prompt = self.layout(prefix, suffix, self.context_text(req), headers)
         return self.last_prompt
+
+    def fit_context(self, req: PromptRequest, prefix: str, suffix: str, reserved: int = 0) -> list[ContextFile]:
+        """The context pieces that fit the budget, highest priority first, in their given order;
+        pieces whose lines the window already shows are dropped."""
+        visible = {x.strip() for x in (prefix + suffix).split("\n") if len(x.strip()) > 3}
+        kept = [f for f in req.context if not _duplicates(f.text, visible)]
+        if req.context_tokens is None:
+            return kept
+        unused = max(0, self.prefix_tokens - self.count(prefix)) + max(0, self.suffix_tokens - self.count(suffix))
+        budget = req.context_tokens + unused // CONTEXT_STEP * CONTEXT_STEP - reserved
+        chosen: set[int] = set()
+        for i in sorted(range(len(kept)), key=lambda i: -kept[i].priority):
+            cost = self.count(kept[i].text) + self.count(kept[i].path) + 3
+            if cost <= budget:
+                chosen.add(i)
+                budget -= cost
+        return [f for i, f in enumerate(kept) if i in chosen]
 
     def context_text(self, req: PromptRequest) -> list[int]:
         """Tokens of the repo context block that opens the head (empty without context)."""
@@ -205,31 +233,65 @@ class PromptBuilder:
         if not req.context:
             return []
         out: list[int] = []
+        merged: list[ContextFile] = []
+        for f in req.context:  # neighbouring pieces of one file: one block
+            if merged and merged[-1].path == f.path:
+                merged[-1] = ContextFile(f.path, merged[-1].text.rstrip() + "\n...\n" + f.text)
+            else:
+                merged.append(f)
         if t.repo_name and t.file_sep:
             out += [tok.special(t.repo_name)] + tok.tokenize((req.repo_name or "repo") + "\n")
-            for f in req.context:
+            for f in merged:
                 out += [tok.special(t.file_sep)] + tok.tokenize(f"{f.path}\n{f.text.rstrip()}\n")
             out += [tok.special(t.file_sep)] + tok.tokenize(f"{req.path or 'current'}\n")
         else:
-            for f in req.context:
+            for f in merged:
                 body = "\n".join("# " + x for x in f.text.rstrip().splitlines())
                 out += tok.tokenize(f"# Path: {f.path}\n{body}\n\n")
         return out
 
-    def layout(self, prefix: str, suffix: str, context: list[int] | None = None) -> Prompt:
+    def layout(self, prefix: str, suffix: str, context: list[int] | None = None, headers: str = "") -> Prompt:
+        """``headers``: the lines of the scopes enclosing a cut prefix window, placed before it."""
         t, tok = self.template, self.tokenizer
         context = context or []
         if t.layout == PREFIX_ONLY:
-            return Prompt(self.bos + context + tok.tokenize(prefix), [], [], [], prefix, "")
+            return Prompt(self.bos + context + tok.tokenize(headers + prefix), [], [], [], prefix, "")
         pre, suf = tok.special(t.prefix), tok.special(t.suffix)
         if t.layout == SPM:
             # Suffix first: the growing prefix is at the very end, so plain prefix reuse suffices.
-            head = self.bos + context + [suf] + tok.tokenize(suffix) + [pre] + tok.tokenize(prefix)
+            head = self.bos + context + [suf] + tok.tokenize(suffix) + [pre] + tok.tokenize(headers + prefix)
             return Prompt(head, [], [], [], prefix, suffix)
-        head = self.bos + context + [pre] + tok.tokenize(prefix)
+        head = self.bos + context + [pre] + tok.tokenize(headers + prefix)
         cut = _near_end(suffix, self.near_lines)
         near = [suf] + tok.tokenize(suffix[:cut])
         return Prompt(head, near, tok.tokenize(suffix[cut:]), [tok.special(t.middle)], prefix, suffix)
+
+
+def _duplicates(text: str, visible: set[str]) -> bool:
+    lines = [x.strip() for x in text.split("\n") if len(x.strip()) > 3]
+    return bool(lines) and sum(x in visible for x in lines) >= DUPLICATE_FRACTION * len(lines)
+
+
+def scope_headers(lines: list[str], start: int, line: int) -> str:
+    """The header lines (``class``/``def``/function lines) of the scopes that enclose a prefix
+    window starting at ``start``, found by indentation, outermost first ("" when not cut)."""
+    if start <= 0:
+        return ""
+    first = next((x for x in lines[start:line + 1] if x.strip()), "")
+    threshold = len(first) - len(first.lstrip())
+    found: list[str] = []
+    for j in range(start - 1, -1, -1):
+        text = lines[j]
+        stripped = text.strip()
+        if threshold == 0 or len(found) >= MAX_SCOPE_HEADERS:
+            break
+        if not stripped or stripped[0] in ")]}#@/*" or stripped.startswith(("//", "--")):
+            continue
+        indent = len(text) - len(text.lstrip())
+        if indent < threshold:
+            found.append(text if text.endswith("\n") else text + "\n")
+            threshold = indent
+    return "".join(reversed(found))
 
 
 def _near_end(suffix: str, lines: int) -> int:

@@ -34,6 +34,12 @@ class CompletionRequest:
     language_id: str = ""
     path: str = ""
     context: list[ContextFile] = field(default_factory=list)
+    context_tokens: int | None = None
+    """Token budget for ``context`` (None: no context; also turns on the scope headers of a cut
+    prefix). Clamped so that the prompt fits the model's context window."""
+    repo_name: str = ""
+    repo_path: str = ""
+    """The file's path inside the repository, for the repo-level prompt format."""
 
 
 @dataclass
@@ -151,8 +157,7 @@ class CompletionEngine:
                 if cfg.model.adapter:
                     runner.set_adapter(cfg.model.adapter)
                 self.runner = runner
-                self.builder = PromptBuilder(runner.template, runner, cfg.completion.prefix_tokens,
-                                             cfg.completion.suffix_tokens, runner.bos, cfg.completion.near_lines)
+                self._rebuild_builder()
                 self.cache = ResultCache()
                 log.info("model %s loaded in %.1f s (template %s, %d GPU layers, %d threads)", runner.name,
                          time.perf_counter() - t0, runner.template.name, runner.n_gpu_layers, runner.threads)
@@ -175,11 +180,17 @@ class CompletionEngine:
             if runner is None:
                 return
             runner.kv_shift, runner.refresh_after = cc.kv_shift, cc.suffix_refresh_tokens
-            self.builder = PromptBuilder(runner.template, runner, cc.prefix_tokens, cc.suffix_tokens, runner.bos,
-                                         cc.near_lines)
+            self._rebuild_builder()
             self.cache = ResultCache()
 
         self._enqueue(job)
+
+    def _rebuild_builder(self) -> None:
+        """A fresh PromptBuilder for the runner's current template and the completion settings."""
+        runner, cc = self.runner, self.config.completion
+        assert runner is not None
+        self.builder = PromptBuilder(runner.template, runner, cc.prefix_tokens, cc.suffix_tokens, runner.bos,
+                                     cc.near_lines)
 
     def call(self, fn: Callable[[LlamaRunner], object]) -> Future[object]:
         """Run ``fn(runner)`` in the worker thread (e.g. to swap adapters)."""
@@ -189,8 +200,11 @@ class CompletionEngine:
             try:
                 if self.runner is None:
                     raise ModelLoadError("no model is loaded")
-                done.set_result(fn(self.runner))
+                result = fn(self.runner)
                 self.cache = ResultCache()
+                if self.builder is not None and self.builder.template != self.runner.template:
+                    self._rebuild_builder()  # an adapter brought (or took away) its own FIM template
+                done.set_result(result)
             except Exception as exc:
                 done.set_exception(exc)
 
@@ -272,8 +286,12 @@ class CompletionEngine:
         if runner is None or builder is None:
             return CompletionResult("", reason="no-model")
         t0 = time.perf_counter()
-        prompt = builder.build(PromptRequest(req.text, req.line, req.column, req.path, req.document_key,
-                                             req.context))
+        budget = req.context_tokens
+        if budget is not None:
+            room = runner.n_ctx - builder.prefix_tokens - builder.suffix_tokens - cc.max_tokens - 64
+            budget = max(0, min(budget, room))  # what a short file leaves unused stays within room
+        prompt = builder.build(PromptRequest(req.text, req.line, req.column, req.repo_path or req.path,
+                                             req.document_key, req.context, req.repo_name, budget))
         shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
         gen = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
                               cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms)
