@@ -34,4 +34,16 @@ bench: $(BIN)/.installed  ## typing replay and HumanEval on $$SLM_LSP_MODEL
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
+VSCODE = editors/vscode
+
+# npm ci writes node_modules/.package-lock.json: reinstall when the lock file is newer.
+$(VSCODE)/node_modules/.package-lock.json: $(VSCODE)/package-lock.json
+	cd $(VSCODE) && npm ci
+
+vscode: $(VSCODE)/node_modules/.package-lock.json  ## build and package the VS Code extension (.vsix)
+	cd $(VSCODE) && npm run lint && npm run package
+	@echo "install it: code --install-extension $(VSCODE)/slm-lsp-$$(cd $(VSCODE) && node -p 'require("./package.json").version').vsix"
+
+.PHONY: vscode
+
 .PHONY: help install demo lint test bench clean

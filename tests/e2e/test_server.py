@@ -8,6 +8,7 @@ a 5 MB file. After each bad request the server must still answer a good one.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 import pytest_lsp
@@ -139,6 +140,18 @@ async def test_unknown_document_is_an_error_and_server_survives(client: Language
     with pytest.raises(JsonRpcException, match="unknown document"):
         await inline(client, 0, 0, uri="file:///nowhere.py")
     open_doc(client)
+    assert (await inline(client, 4, 11)).items
+
+
+async def test_unparsable_params_get_an_error_response(client: LanguageClient):
+    # Trigger kind 0 does not exist in LSP (VS Code's own enum starts at 0): pygls cannot decode it.
+    open_doc(client)
+    bad_kind = SimpleNamespace(value=0)  # serialised as 0 by the client's enum converter
+    params = types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(4, 11),
+        context=types.InlineCompletionContext(trigger_kind=bad_kind))  # type: ignore[arg-type]
+    with pytest.raises(JsonRpcException, match="invalid textDocument/inlineCompletion"):
+        await asyncio.wait_for(client.protocol.send_request_async(types.TEXT_DOCUMENT_INLINE_COMPLETION, params), 30)
     assert (await inline(client, 4, 11)).items
 
 

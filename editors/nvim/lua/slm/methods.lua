@@ -1,0 +1,21 @@
+-- Custom LSP method and command names shared with the server.
+-- Mirrors slm_lsp/methods.py (tests/test_methods.py checks that they agree): keep names and
+-- values identical.
+local M = {}
+
+--- Server → client: { state = "loading"|"ready"|"error"|"no-model"|"generating", detail = string,
+--- latencyMs = number|nil }, for status lines.
+M.STATUS_NOTIFICATION = "slm/status"
+
+--- workspace/executeCommand: { path } applies a GGUF LoRA adapter, {} or { "" } removes it.
+M.COMMAND_LOAD_ADAPTER = "slm.loadAdapter"
+
+--- workspace/executeCommand: returns the model, template, state and last timings.
+M.COMMAND_STATUS = "slm.status"
+
+--- The workspace/configuration section the server asks for.
+M.CONFIG_SECTION = "slm"
+
+M.COMMANDS = { M.COMMAND_LOAD_ADAPTER, M.COMMAND_STATUS }
+
+return M

@@ -1,0 +1,371 @@
+-- Ghost text: textDocument/inlineCompletion on a debounce in insert mode, shown with extmarks
+-- (inline virtual text for the first line, virtual lines for the rest), accepted whole, by word
+-- or by line, dismissed, and kept while the user types what it shows.
+local client = require("slm.client")
+local config = require("slm.config")
+
+local api = vim.api
+local M = {}
+
+M.ns = api.nvim_create_namespace("slm_ghost_text")
+M.hl_group = "SlmGhostText"
+
+--- Counters, for tests and curiosity.
+M.stats = {
+  requests = 0, -- inlineCompletion requests sent
+  cancelled = 0, -- requests cancelled because the text or cursor changed before the answer
+  stale = 0, -- answers ignored because they no longer matched the buffer
+  shown = 0, -- suggestions shown
+  empty = 0, -- answers without a suggestion
+  errors = 0, -- error answers
+  accepted = 0, -- suggestions accepted whole (or to their end)
+  partial = 0, -- word / line accepts
+  typed_through = 0, -- characters typed that matched the ghost text
+}
+
+---@class slm.Ghost
+---@field bufnr integer
+---@field row integer       0-based line of the cursor
+---@field col integer       byte column of the cursor
+---@field text string       what is still to be inserted (may contain newlines)
+---@field before string     the cursor line before the cursor
+---@field after string      the cursor line after the cursor
+---@field replace integer   bytes after the cursor that a full accept replaces (item range end)
+---@field mark integer|nil  extmark id
+
+---@type slm.Ghost|nil
+local ghost = nil
+---@type {client: vim.lsp.Client, id: integer, seq: integer}|nil
+local pending = nil
+local seq = 0
+local timer = nil
+
+local function cursor()
+  local pos = api.nvim_win_get_cursor(0)
+  return pos[1] - 1, pos[2]
+end
+
+local function in_insert_mode()
+  return api.nvim_get_mode().mode:sub(1, 1) == "i"
+end
+
+local function get_line(bufnr, row)
+  return api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
+end
+
+--- Byte index of an LSP character offset in `line` for the client's position encoding.
+local function byte_index(line, index, encoding)
+  if encoding == "utf-8" then
+    return math.min(index, #line)
+  end
+  local ok, byte
+  if vim.fn.has("nvim-0.11") == 1 then
+    ok, byte = pcall(vim.str_byteindex, line, encoding, index, false)
+  else
+    ok, byte = pcall(vim.str_byteindex, line, index, encoding == "utf-16")
+  end
+  return ok and byte or #line
+end
+
+function M.is_visible()
+  return ghost ~= nil
+end
+
+--- The ghost text still to be inserted (nil when none is shown).
+---@return string|nil
+function M.get_text()
+  return ghost and ghost.text or nil
+end
+
+local function stop_timer()
+  if timer then
+    timer:stop()
+  end
+end
+
+--- Cancels the request in flight, if any.
+function M.cancel()
+  stop_timer()
+  if pending then
+    local p = pending
+    pending = nil
+    M.stats.cancelled = M.stats.cancelled + 1
+    pcall(client.cancel, p.client, p.id)
+  end
+end
+
+--- Removes the ghost text.
+function M.clear()
+  if ghost then
+    if api.nvim_buf_is_valid(ghost.bufnr) then
+      api.nvim_buf_clear_namespace(ghost.bufnr, M.ns, 0, -1)
+    end
+    ghost = nil
+  end
+end
+
+--- Hides the ghost text and cancels requests; no new request until the next edit.
+function M.dismiss()
+  M.cancel()
+  M.clear()
+end
+
+local function display(text)
+  local tab = string.rep(" ", vim.bo.tabstop > 0 and vim.bo.tabstop or 8)
+  return (text:gsub("\t", tab))
+end
+
+local function render()
+  local g = assert(ghost)
+  local lines = vim.split(g.text, "\n", { plain = true })
+  local opts = {
+    id = g.mark,
+    hl_mode = "combine",
+    priority = 1000,
+  }
+  if lines[1] ~= "" then
+    opts.virt_text = { { display(lines[1]), M.hl_group } }
+    opts.virt_text_pos = "inline"
+  end
+  if #lines > 1 then
+    local virt_lines = {}
+    for i = 2, #lines do
+      virt_lines[#virt_lines + 1] = { { display(lines[i]), M.hl_group } }
+    end
+    opts.virt_lines = virt_lines
+  end
+  g.mark = api.nvim_buf_set_extmark(g.bufnr, M.ns, g.row, g.col, opts)
+end
+
+--- Shows `text` as ghost text at the cursor of the current window (also used by tests).
+---@param text string
+---@param replace integer|nil bytes after the cursor that accepting replaces
+function M.show(text, replace)
+  M.clear()
+  if text == "" then
+    return
+  end
+  local bufnr = api.nvim_get_current_buf()
+  local row, col = cursor()
+  local line = get_line(bufnr, row)
+  ghost = {
+    bufnr = bufnr,
+    row = row,
+    col = col,
+    text = text,
+    before = line:sub(1, col),
+    after = line:sub(col + 1),
+    replace = replace or 0,
+  }
+  M.stats.shown = M.stats.shown + 1
+  render()
+end
+
+--- The text to show for an inline completion answer, or nil. Handles an item range that
+--- starts before the cursor (its text up to the cursor must be what was typed) or ends after it.
+local function suggestion_from(result, params, encoding, bufnr)
+  local items = type(result) == "table" and (result.items or result) or {}
+  local item = type(items) == "table" and items[1] or nil
+  if type(item) ~= "table" then
+    return nil
+  end
+  local text = item.insertText
+  if type(text) == "table" then
+    text = text.value -- StringValue (snippet): shown and inserted as plain text
+  end
+  if type(text) ~= "string" or text == "" then
+    return nil
+  end
+  local replace = 0
+  local range = type(item.range) == "table" and item.range or nil
+  if range then
+    local pos = params.position
+    local s, e = range.start, range["end"]
+    if s.line ~= pos.line or e.line ~= pos.line or s.character > pos.character then
+      return nil -- not at the cursor: ignore
+    end
+    local row, col = cursor()
+    local line = get_line(bufnr, row)
+    if s.character < pos.character then
+      local typed = line:sub(byte_index(line, s.character, encoding) + 1, col)
+      if text:sub(1, #typed) ~= typed then
+        return nil
+      end
+      text = text:sub(#typed + 1)
+    end
+    if e.character > pos.character then
+      replace = byte_index(line, e.character, encoding) - col
+    end
+  end
+  if text == "" then
+    return nil
+  end
+  return text, replace
+end
+
+--- Sends textDocument/inlineCompletion for the cursor now (cancelling the one in flight).
+---@param trigger_kind integer|nil 1: invoked, 2 (default): automatic
+function M.request(trigger_kind)
+  stop_timer()
+  if not require("slm").is_enabled() or not in_insert_mode() then
+    return
+  end
+  local bufnr = api.nvim_get_current_buf()
+  local c = client.get(bufnr)
+  if not c then
+    return
+  end
+  M.cancel()
+  seq = seq + 1
+  local my_seq = seq
+  local tick = api.nvim_buf_get_changedtick(bufnr)
+  local row, col = cursor()
+  local params = vim.lsp.util.make_position_params(0, c.offset_encoding)
+  params.context = { triggerKind = trigger_kind or 2 }
+  local id = client.request(c, "textDocument/inlineCompletion", params, function(err, result)
+    if not pending or pending.seq ~= my_seq then
+      M.stats.stale = M.stats.stale + 1 -- superseded (cancelled, or a newer request went out)
+      return
+    end
+    pending = nil
+    if err then
+      M.stats.errors = M.stats.errors + 1
+      return
+    end
+    local r, cl = cursor()
+    if
+      api.nvim_get_current_buf() ~= bufnr
+      or api.nvim_buf_get_changedtick(bufnr) ~= tick
+      or r ~= row
+      or cl ~= col
+      or not in_insert_mode()
+      or not require("slm").is_enabled()
+    then
+      M.stats.stale = M.stats.stale + 1
+      return
+    end
+    local text, replace = suggestion_from(result, params, c.offset_encoding, bufnr)
+    if not text then
+      M.stats.empty = M.stats.empty + 1
+      return
+    end
+    M.show(text, replace)
+  end, bufnr)
+  if id then
+    M.stats.requests = M.stats.requests + 1
+    pending = { client = c, id = id, seq = my_seq }
+  end
+end
+
+--- Requests after the debounce delay (restarting it).
+function M.schedule()
+  stop_timer()
+  if not require("slm").is_enabled() then
+    return
+  end
+  timer = timer or vim.uv.new_timer()
+  timer:start(
+    config.options.debounce_ms,
+    0,
+    vim.schedule_wrap(function()
+      M.request(2)
+    end)
+  )
+end
+
+--- After the text or the cursor changed in insert mode: keeps the ghost text if the user typed
+--- its beginning (showing the rest), else clears it, cancels the request in flight and
+--- requests again after the debounce.
+function M.on_change()
+  local bufnr = api.nvim_get_current_buf()
+  local row, col = cursor()
+  if ghost then
+    local g = ghost
+    local line = get_line(bufnr, row)
+    local k = col - g.col
+    local typed = g.text:sub(1, math.max(k, 0))
+    if
+      g.bufnr == bufnr
+      and g.row == row
+      and k >= 0
+      and not typed:find("\n", 1, true)
+      and line == g.before .. typed .. g.after
+    then
+      if k == 0 then
+        return -- nothing changed for the ghost text (e.g. CursorMovedI after TextChangedI)
+      end
+      M.stats.typed_through = M.stats.typed_through + k
+      g.text = g.text:sub(k + 1)
+      g.col = col
+      g.before = line:sub(1, col)
+      if g.text ~= "" then
+        render()
+        return
+      end
+    end
+    M.clear()
+  end
+  M.cancel()
+  if config.options.auto_trigger then
+    M.schedule()
+  end
+end
+
+--- Inserts part of the ghost text at the cursor and moves the cursor to its end.
+---@param kind "all"|"word"|"line"
+---@return boolean accepted
+function M.accept(kind)
+  kind = kind or "all"
+  if not ghost then
+    return false
+  end
+  local g = ghost
+  local row, col = cursor()
+  if api.nvim_get_current_buf() ~= g.bufnr or row ~= g.row or col ~= g.col then
+    M.clear()
+    return false
+  end
+  local piece = g.text
+  if kind == "word" then
+    piece = g.text:match("^%s*[%w_]+") or g.text:match("^%s*[^%w_%s]+") or g.text:match("^%s+") or g.text
+  elseif kind == "line" then
+    local first = g.text:match("^[^\n]*")
+    -- At the end of the first line: the line break and the next line.
+    piece = first ~= "" and first or g.text:match("^\n[^\n]*")
+  end
+  local rest = g.text:sub(#piece + 1)
+  local replace = rest == "" and g.replace or 0
+  local lines = vim.split(piece, "\n", { plain = true })
+  M.cancel()
+  api.nvim_buf_set_text(g.bufnr, row, col, row, col + replace, lines)
+  local new_row = row + #lines - 1
+  local new_col = #lines == 1 and col + #lines[1] or #lines[#lines]
+  api.nvim_win_set_cursor(0, { new_row + 1, new_col })
+  if rest == "" then
+    M.stats.accepted = M.stats.accepted + 1
+    M.clear()
+  else
+    M.stats.partial = M.stats.partial + 1
+    local line = get_line(g.bufnr, new_row)
+    g.row, g.col, g.text = new_row, new_col, rest
+    g.before, g.after = line:sub(1, new_col), line:sub(new_col + 1)
+    render()
+  end
+  return true
+end
+
+function M.accept_word()
+  return M.accept("word")
+end
+
+function M.accept_line()
+  return M.accept("line")
+end
+
+--- Clears everything (InsertLeave, BufLeave, disabling).
+function M.reset()
+  M.cancel()
+  M.clear()
+end
+
+return M

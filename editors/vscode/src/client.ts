@@ -1,0 +1,261 @@
+/**
+ * The language client: starts `slm-lsp serve` on stdio, sends the settings as
+ * initializationOptions and answers workspace/configuration `slm` (client-only keys removed),
+ * forwards `slm/status` to the status bar, and offers the two requests the rest of the
+ * extension needs: inline completion and executeCommand.
+ *
+ * Three built-in features of vscode-languageclient are left out (see `SKIPPED_FEATURES`).
+ */
+
+import * as os from 'node:os';
+import * as vscode from 'vscode';
+import {
+  DynamicFeature,
+  ExecuteCommandRequest,
+  InlineCompletionRequest,
+  LanguageClient,
+  LanguageClientOptions,
+  RequestType,
+  ServerOptions,
+  StaticFeature,
+  State,
+  TransportKind,
+} from 'vscode-languageclient/node';
+import { CONFIG_SECTION, STATUS_NOTIFICATION } from './constants';
+import { ghostTexts, inlineCompletionParams, InlineCompletionRequestParams } from './inlineProtocol';
+import { PythonInterpreter } from './python';
+import {
+  cli,
+  clientSettings,
+  commandLine,
+  configurationItem,
+  initializationOptions,
+  PathContext,
+  resolveServerCommand,
+  ServerCommand,
+} from './settings';
+import { StatusBar, StatusNotification } from './status';
+
+/**
+ * Documents the server sees: files and unsaved buffers (not output channels, git views...).
+ * `satisfies`, not a type annotation: the literal's type fits both VS Code's and the LSP client's selector types.
+ */
+export const DOCUMENT_SELECTOR = [{ scheme: 'file' }, { scheme: 'untitled' }] satisfies vscode.DocumentFilter[];
+
+/**
+ * Built-in features we do not register:
+ * - textDocument/completion: the same completion as the ghost text, in the suggest widget.
+ *   VS Code would ask for both on the same keystroke, and the server drops the older request
+ *   for a document when a newer one comes, so the two would cancel each other.
+ * - workspace/executeCommand: it registers VS Code commands named like the server's
+ *   (`slm.loadAdapter`, `slm.status`), which are this extension's own commands (with a file
+ *   picker, a status view); they call the server with `executeCommand()` below.
+ * - textDocument/inlineCompletion is only in `registerProposedFeatures()`, which we never call:
+ *   `InlineProvider` (inline.ts) does it, with the debounce and the status bar.
+ */
+const SKIPPED_FEATURES = new Set<string>(['textDocument/completion', 'workspace/executeCommand']);
+
+/** `textDocument/inlineCompletion` with LSP 3.18's params (`InlineCompletionRequest.type` has the proposal's trigger kinds). */
+const INLINE_COMPLETION = new RequestType<InlineCompletionRequestParams, unknown, void>(InlineCompletionRequest.method);
+
+class SlmLanguageClient extends LanguageClient {
+  // Called from the base constructor for every built-in feature.
+  public override registerFeature(feature: StaticFeature | DynamicFeature<unknown>): void {
+    const method = (feature as Partial<DynamicFeature<unknown>>).registrationType?.method;
+    if (method !== undefined && SKIPPED_FEATURES.has(method)) {
+      return;
+    }
+    super.registerFeature(feature);
+  }
+}
+
+export function pathContext(): PathContext {
+  return { home: os.homedir(), workspaceFolder: vscode.workspace.workspaceFolders?.[0]?.uri.fsPath };
+}
+
+/** The plain `slm` settings object, as the server would get it from VS Code. */
+export function readSection(): unknown {
+  return vscode.workspace.getConfiguration().get(CONFIG_SECTION);
+}
+
+export class SlmClient implements vscode.Disposable {
+  private client: LanguageClient | undefined;
+  private starting: Promise<void> | undefined;
+  private serverCommand: ServerCommand | undefined;
+
+  constructor(
+    private readonly output: vscode.LogOutputChannel,
+    private readonly status: StatusBar,
+    private readonly python: PythonInterpreter,
+  ) {}
+
+  get running(): boolean {
+    return this.client?.state === State.Running;
+  }
+
+  /** The command line last used (or that would be used) to run slm-lsp. */
+  async command(): Promise<ServerCommand> {
+    const settings = clientSettings(readSection());
+    const interpreter = settings.serverPath ? undefined : await this.python.active(vscode.workspace.workspaceFolders?.[0]?.uri);
+    return resolveServerCommand({
+      serverPath: settings.serverPath,
+      python: interpreter?.path,
+      pythonHasServer: interpreter?.hasServer,
+      paths: pathContext(),
+    });
+  }
+
+  /** Start the server (no-op when it runs or is starting). */
+  start(): Promise<void> {
+    if (this.client?.state === State.Running) {
+      return Promise.resolve();
+    }
+    this.starting ??= this.doStart().finally(() => {
+      this.starting = undefined;
+    });
+    return this.starting;
+  }
+
+  private async doStart(): Promise<void> {
+    this.status.setServerState('starting');
+    const base = await this.command();
+    this.serverCommand = base;
+    const serve = cli(base, 'serve');
+    this.output.info(`starting ${commandLine(serve.command, serve.args)} (from ${base.source})`);
+    const cwd = vscode.workspace.workspaceFolders?.[0]?.uri.fsPath;
+    const serverOptions: ServerOptions = {
+      command: serve.command,
+      args: serve.args,
+      transport: TransportKind.stdio,
+      options: cwd ? { cwd } : {},
+    };
+    const clientOptions: LanguageClientOptions = {
+      documentSelector: DOCUMENT_SELECTOR,
+      outputChannel: this.output,
+      initializationOptions: () => initializationOptions(readSection(), pathContext()),
+      synchronize: { configurationSection: CONFIG_SECTION },
+      middleware: {
+        workspace: {
+          // The default answer is the whole `slm` section; the server rejects our own keys.
+          configuration: async (params, token, next) => {
+            const result = await next(params, token);
+            if (!Array.isArray(result)) {
+              return result;
+            }
+            return result.map((value, i) => configurationItem(params.items[i]?.section, value, pathContext()));
+          },
+        },
+      },
+    };
+    const client = new SlmLanguageClient('slm-lsp', 'slm-lsp', serverOptions, clientOptions);
+    client.onNotification(STATUS_NOTIFICATION, (params: StatusNotification) => {
+      this.output.debug(`${STATUS_NOTIFICATION} ${JSON.stringify(params)}`);
+      this.status.onNotification(params);
+    });
+    client.onDidChangeState((event) => {
+      if (event.newState === State.Stopped && this.client === client) {
+        this.status.setServerState('stopped');
+      }
+    });
+    this.client = client;
+    try {
+      await client.start();
+      // The server reports `loading` when the load starts; until then it waits for settings.
+      if (this.status.server === 'starting') {
+        this.status.setServerState('loading');
+      }
+    } catch (err) {
+      const message = startError(base, err);
+      this.output.error(message);
+      this.status.setServerState('error', message);
+      void vscode.window.showErrorMessage(message, 'Open Settings', 'Show Log').then((choice) => {
+        if (choice === 'Open Settings') {
+          void vscode.commands.executeCommand('workbench.action.openSettings', 'slm.serverPath');
+        } else if (choice === 'Show Log') {
+          this.output.show();
+        }
+      });
+    }
+  }
+
+  async stop(): Promise<void> {
+    await this.starting?.catch(() => undefined);
+    const client = this.client;
+    this.client = undefined;
+    if (client?.needsStop()) {
+      try {
+        await client.stop(5000);
+      } catch (err) {
+        this.output.warn(`stopping the server: ${String(err)}`);
+      }
+    }
+    this.status.setServerState('stopped');
+  }
+
+  async restart(): Promise<void> {
+    await this.stop();
+    await this.start();
+  }
+
+  /** `textDocument/inlineCompletion`, cancelled with `token` (VS Code cancels on the next keystroke). */
+  async inlineCompletion(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    context: vscode.InlineCompletionContext,
+    token: vscode.CancellationToken,
+  ): Promise<vscode.InlineCompletionItem[] | undefined> {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      return undefined;
+    }
+    const c2p = client.code2ProtocolConverter;
+    const selected = context.selectedCompletionInfo;
+    const params = inlineCompletionParams(
+      c2p.asUri(document.uri),
+      c2p.asPosition(position),
+      context.triggerKind,
+      selected && { range: c2p.asRange(selected.range), text: selected.text },
+    );
+    const result = await client.sendRequest(INLINE_COMPLETION, params, token);
+    if (token.isCancellationRequested) {
+      return undefined;
+    }
+    return ghostTexts(result, params.position).map((ghost) => {
+      const text = ghost.snippet ? new vscode.SnippetString(ghost.text) : ghost.text;
+      const range = ghost.range && client.protocol2CodeConverter.asRange(ghost.range);
+      const item = new vscode.InlineCompletionItem(text, range);
+      if (ghost.filterText !== undefined) {
+        item.filterText = ghost.filterText;
+      }
+      return item;
+    });
+  }
+
+  /** `workspace/executeCommand` on the server. */
+  async executeCommand(command: string, args: unknown[] = []): Promise<unknown> {
+    await this.starting;
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      throw new Error('the slm-lsp server is not running (see "slm-lsp: Show Log")');
+    }
+    return client.sendRequest(ExecuteCommandRequest.type, { command, arguments: args });
+  }
+
+  /** The base command of the server last started, for `pull` and `finetune`. */
+  async cliCommand(...args: string[]): Promise<{ command: string; args: string[] }> {
+    return cli(this.serverCommand ?? (await this.command()), ...args);
+  }
+
+  dispose(): void {
+    void this.stop();
+  }
+}
+
+function startError(base: ServerCommand, err: unknown): string {
+  const text = err instanceof Error ? err.message : String(err);
+  const hint =
+    base.source === 'serverPath'
+      ? 'check slm.serverPath'
+      : 'install slm-lsp (pip install slm-lsp, or `make install` in its repository) and put `slm-lsp` on PATH, select an interpreter that has it, or set slm.serverPath';
+  return `slm-lsp: could not start ${commandLine(base.command, base.args)}: ${text}. ${hint}.`;
+}

@@ -1,0 +1,35 @@
+/**
+ * Names shared with the server. Mirrors `slm_lsp/methods.py` (same names, same values);
+ * `tests/test_methods.py` at the repository root checks that they agree.
+ *
+ * Pure: no `vscode` import, so the Node tests can load it.
+ */
+
+/** Server → client: `{state, detail, latencyMs}` for the status bar. */
+export const STATUS_NOTIFICATION = 'slm/status';
+
+/** workspace/executeCommand: `[path]` applies a GGUF LoRA adapter, `[]` or `[""]` removes it. */
+export const COMMAND_LOAD_ADAPTER = 'slm.loadAdapter';
+
+/** workspace/executeCommand: returns the model, template, state and last timings. */
+export const COMMAND_STATUS = 'slm.status';
+
+/** The workspace/configuration section the server asks for (and the prefix of our settings). */
+export const CONFIG_SECTION = 'slm';
+
+/** The commands the server implements. */
+export const COMMANDS = [COMMAND_LOAD_ADAPTER, COMMAND_STATUS];
+
+/** The extension's own VS Code commands (package.json `contributes.commands`). */
+export const EXTENSION_COMMANDS = {
+  toggle: 'slm.toggle',
+  restartServer: 'slm.restartServer',
+  pullModel: 'slm.pullModel',
+  loadAdapter: COMMAND_LOAD_ADAPTER,
+  finetune: 'slm.finetune',
+  showLog: 'slm.showLog',
+  status: COMMAND_STATUS,
+} as const;
+
+/** Models `slm-lsp pull` knows by name (slm_lsp/models.py CATALOG); the first is the default. */
+export const CATALOG_MODELS = ['llama-3.2-3b', 'qwen2.5-coder-0.5b', 'qwen2.5-coder-1.5b', 'qwen2.5-coder-7b'];

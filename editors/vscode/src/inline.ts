@@ -1,0 +1,51 @@
+/**
+ * Ghost text: an InlineCompletionItemProvider that waits `slm.debounceMs` after the last
+ * keystroke, then forwards to the server's `textDocument/inlineCompletion` with VS Code's
+ * cancellation token (a newer keystroke cancels it: `$/cancelRequest`, and the server stops
+ * generating). Accepting is VS Code's own: Tab, Ctrl+Right (word), and "Accept Line".
+ */
+
+import * as vscode from 'vscode';
+import { SlmClient } from './client';
+import { elapsedMs, settle } from './debounce';
+import { ClientSettings, languageEnabled } from './settings';
+import { StatusBar } from './status';
+
+export class InlineProvider implements vscode.InlineCompletionItemProvider {
+  constructor(
+    private readonly client: SlmClient,
+    private readonly status: StatusBar,
+    private readonly settings: () => ClientSettings,
+    private readonly log: vscode.LogOutputChannel,
+  ) {}
+
+  async provideInlineCompletionItems(
+    document: vscode.TextDocument,
+    position: vscode.Position,
+    context: vscode.InlineCompletionContext,
+    token: vscode.CancellationToken,
+  ): Promise<vscode.InlineCompletionList | vscode.InlineCompletionItem[] | undefined> {
+    const settings = this.settings();
+    if (!settings.enabled || !this.client.running || !languageEnabled(settings.enabledLanguages, document.languageId)) {
+      return undefined;
+    }
+    // An explicit "Trigger Inline Suggestion" is not debounced.
+    const wait = context.triggerKind === vscode.InlineCompletionTriggerKind.Automatic ? settings.debounceMs : 0;
+    if (!(await settle(wait, token))) {
+      return undefined;
+    }
+    const start = performance.now();
+    const done = this.status.requestStarted();
+    try {
+      const result = await this.client.inlineCompletion(document, position, context, token);
+      done(token.isCancellationRequested ? undefined : elapsedMs(start));
+      return result;
+    } catch (err) {
+      done();
+      if (!token.isCancellationRequested && !(err instanceof vscode.CancellationError)) {
+        this.log.error(`inline completion failed: ${err instanceof Error ? err.message : String(err)}`);
+      }
+      return undefined;
+    }
+  }
+}

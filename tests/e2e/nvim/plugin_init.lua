@@ -1,0 +1,484 @@
+-- Headless Neovim driver for tests/e2e/test_nvim_plugin.py: the editors/nvim plugin against
+-- the real server and the tiny model, with real insert-mode typing.
+--
+-- Run as: nvim --headless --clean -u tests/e2e/nvim/plugin_init.lua FILE.py
+-- Environment (set by the test):
+--   SLM_NVIM_OUT         where the JSON report is written
+--   SLM_NVIM_SERVER_CMD  the server command, a JSON array
+--   SLM_NVIM_PLUGIN_DIR  editors/nvim (prepended to 'runtimepath')
+--   SLM_NVIM_LINE        1-based line to type at (the end of `    return `)
+--
+-- Keys go in with nvim_input() and the driver waits in a coroutine (timers, not vim.wait), so
+-- Neovim's own insert-mode loop handles them: mappings, TextChangedI/CursorMovedI, redraws.
+-- The driver wraps require("slm.client").request to record every inlineCompletion answer the
+-- plugin receives (the asserts compare the ghost text with the server's insertText) and, for
+-- the cancellation step, to hand one answer to the plugin late.
+-- Every failure writes {"ok": false, "error": ...} and exits with :cquit 1.
+
+local OUT = os.getenv("SLM_NVIM_OUT")
+local api = vim.api
+local report = { ok = false, notifications = {}, all_notifications = {} }
+
+-- Long enough that the driver's own steps never straddle it by accident on a busy machine.
+local DEBOUNCE_MS = 200
+-- How long "nothing happens" is watched for: the debounce twice, plus slack.
+local QUIET_MS = 2 * DEBOUNCE_MS + 200
+
+-- Capture what the plugin tells the user (report.notifications is emptied between steps).
+vim.notify = function(msg, level)
+  table.insert(report.notifications, { msg = tostring(msg), level = level })
+  table.insert(report.all_notifications, { msg = tostring(msg), level = level })
+end
+
+local function write_report()
+  local f = assert(io.open(assert(OUT, "SLM_NVIM_OUT is not set"), "w"))
+  f:write(vim.json.encode(report))
+  f:close()
+end
+
+local function fail(msg)
+  report.ok = false
+  report.error = tostring(msg)
+  pcall(write_report)
+  io.stderr:write("slm nvim plugin e2e: " .. tostring(msg) .. "\n")
+  vim.cmd("cquit 1")
+end
+
+local function getenv(name)
+  local value = os.getenv(name)
+  if value == nil or value == "" then
+    error(name .. " is not set", 0)
+  end
+  return value
+end
+
+---------------------------------------------------------------------------------------------
+-- A spy on the plugin's requests
+
+---@type {id: integer|nil, params: table, err: any, result: any, answered: boolean, held: boolean}[]
+local inline_log = {}
+local cancelled_ids = {}
+local hold_next = false -- hold the next inlineCompletion answer until release_held()
+local held = {}
+
+local function spy_on(slm_client)
+  local real_request, real_cancel = slm_client.request, slm_client.cancel
+  slm_client.request = function(c, method, params, handler, bufnr)
+    if method ~= "textDocument/inlineCompletion" then
+      return real_request(c, method, params, handler, bufnr)
+    end
+    local entry = { params = vim.deepcopy(params), answered = false, held = hold_next }
+    hold_next = false
+    entry.id = real_request(c, method, params, function(err, result, ctx, cfg)
+      entry.answered, entry.err, entry.result = true, err or vim.NIL, result or vim.NIL
+      if entry.held then
+        held[#held + 1] = function()
+          handler(err, result, ctx, cfg)
+        end
+      else
+        handler(err, result, ctx, cfg)
+      end
+    end, bufnr)
+    inline_log[#inline_log + 1] = entry
+    return entry.id
+  end
+  slm_client.cancel = function(c, id)
+    cancelled_ids[#cancelled_ids + 1] = id
+    return real_cancel(c, id)
+  end
+end
+
+local function release_held()
+  local pending = held
+  held = {}
+  for _, deliver in ipairs(pending) do
+    deliver()
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- Set-up, before VimEnter like a user's init.lua: the plugin on the runtimepath, filetype
+-- detection (--clean leaves it off), then setup(): an invalid option is refused (and nothing
+-- starts), then the real one, then a second call is ignored. An error here still ends the
+-- session (a failing -u script would otherwise leave headless Neovim waiting forever).
+
+local slm, suggestion, status, slm_client
+
+local function configure()
+  vim.opt.rtp:prepend(getenv("SLM_NVIM_PLUGIN_DIR"))
+  vim.cmd("filetype on")
+  local cmd = vim.json.decode(getenv("SLM_NVIM_SERVER_CMD"))
+  slm = require("slm")
+  slm_client = require("slm.client")
+  spy_on(slm_client)
+  report.invalid_setups = {}
+  local invalid_options = {
+    { debounce_ms = "soon" },
+    { modle = "typo.gguf" },
+    { keymaps = { accept = 3 } },
+    { cmd = {} },
+  }
+  for _, opts in ipairs(invalid_options) do
+    report.notifications = {}
+    local returned = slm.setup(opts)
+    local message = report.notifications[1] and report.notifications[1].msg or vim.NIL
+    table.insert(report.invalid_setups, { returned = returned, message = message })
+  end
+  report.setup = slm.setup({
+    cmd = cmd,
+    debounce_ms = DEBOUNCE_MS,
+    -- The tiny model writes a few identifier-like words: keep each answer short.
+    settings = { completion = { maxTokens = 4, enabledLanguages = { "python" } } },
+  })
+  report.setup_again = slm.setup({})
+  report.notifications = {}
+  suggestion = require("slm.suggestion")
+  status = require("slm.status")
+end
+
+local configured, configure_error = xpcall(configure, debug.traceback)
+if not configured then
+  fail(configure_error)
+end
+
+---------------------------------------------------------------------------------------------
+-- Coroutine helpers
+
+local main_co
+
+local function resume(...)
+  local ok, err = coroutine.resume(main_co, ...)
+  if not ok then
+    fail(debug.traceback(main_co, err))
+  end
+end
+
+-- Only for "nothing happens during this time" checks; everything else waits for a condition.
+local function sleep(ms)
+  vim.defer_fn(resume, ms)
+  coroutine.yield()
+end
+
+local function wait_for(what, timeout_ms, cond, interval)
+  local start = vim.uv.now()
+  while true do
+    local value = cond()
+    if value then
+      return value
+    end
+    if vim.uv.now() - start > timeout_ms then
+      error("timed out after " .. timeout_ms .. " ms waiting for " .. what, 0)
+    end
+    sleep(interval or 10)
+  end
+end
+
+local function escape(keys)
+  return (keys:gsub("<", "<lt>"))
+end
+
+local function mode()
+  return api.nvim_get_mode().mode
+end
+
+local function cursor()
+  local c = api.nvim_win_get_cursor(0)
+  return { c[1], c[2] }
+end
+
+local function marks()
+  local out = {}
+  for _, m in ipairs(api.nvim_buf_get_extmarks(0, suggestion.ns, 0, -1, { details = true })) do
+    local d = m[4]
+    local virt_lines = {}
+    for _, chunks in ipairs(d.virt_lines or {}) do
+      virt_lines[#virt_lines + 1] = chunks[1] and chunks[1][1] or ""
+    end
+    out[#out + 1] = {
+      row = m[2],
+      col = m[3],
+      text = d.virt_text and d.virt_text[1] and d.virt_text[1][1] or vim.NIL,
+      hl = d.virt_text and d.virt_text[1] and d.virt_text[1][2] or vim.NIL,
+      pos = d.virt_text_pos or vim.NIL,
+      virt_lines = virt_lines,
+    }
+  end
+  return out
+end
+
+local function stats()
+  return vim.deepcopy(suggestion.stats)
+end
+
+--- What the user sees: the cursor line and position, the ghost text and its extmarks.
+local function state()
+  return {
+    line = api.nvim_get_current_line(),
+    cursor = cursor(),
+    ghost = suggestion.get_text() or vim.NIL,
+    marks = marks(),
+    stats = stats(),
+    mode = mode(),
+  }
+end
+
+--- The last inlineCompletion answer the plugin received: its position and first insertText.
+local function last_answer()
+  for i = #inline_log, 1, -1 do
+    local entry = inline_log[i]
+    if entry.answered then
+      local items = type(entry.result) == "table" and entry.result.items or {}
+      return {
+        index = i,
+        position = entry.params.position,
+        insert_text = items[1] and items[1].insertText or vim.NIL,
+      }
+    end
+  end
+  return vim.NIL
+end
+
+-- Types `keys` (nvim_input notation) and returns state() as it was right after the plugin
+-- handled the change (this autocommand is defined after the plugin's, so it runs after it):
+-- whatever the debounce timer does later cannot blur what typing itself did.
+local function type_and_snapshot(keys)
+  local snapshot
+  api.nvim_create_autocmd("TextChangedI", {
+    once = true,
+    callback = function()
+      snapshot = state()
+    end,
+  })
+  api.nvim_input(keys)
+  return wait_for("the change from typing " .. keys, 5000, function()
+    return snapshot
+  end, 2)
+end
+
+local function wait_ghost(what)
+  return wait_for(what or "ghost text", 20000, function()
+    return suggestion.get_text()
+  end)
+end
+
+local function dismiss()
+  api.nvim_input("<C-]>")
+  wait_for("the ghost text to go", 5000, function()
+    return not suggestion.is_visible()
+  end, 2)
+end
+
+---------------------------------------------------------------------------------------------
+
+local function main()
+  local bufnr = api.nvim_get_current_buf()
+  report.filetype = vim.bo.filetype
+  report.version = slm.version
+  report.methods = require("slm.methods")
+  local hl = api.nvim_get_hl(0, { name = "SlmGhostText" })
+  report.hl_link = hl.link or vim.NIL
+
+  local client = wait_for("the server to attach", 30000, function()
+    return slm_client.get(bufnr)
+  end)
+  report.client_name = client.name
+  report.clients = #vim.lsp.get_clients({ name = "slm-lsp" })
+  report.offset_encoding = client.offset_encoding
+  wait_for("slm/status ready", 30000, function()
+    return status.last and status.last.state == "ready"
+  end)
+  report.status_ready = vim.deepcopy(status.last)
+
+  -- 1. Typing in insert mode shows ghost text at the cursor: "A" and three letters in one go
+  --    (as fast typing arrives), so every key lands inside the debounce.
+  api.nvim_win_set_cursor(0, { tonumber(getenv("SLM_NVIM_LINE")), 0 })
+  api.nvim_input("Arad")
+  wait_ghost("the first ghost text")
+  report.first = state()
+  report.first.answer = last_answer()
+  report.first.uri = inline_log[1] and inline_log[1].params.textDocument.uri or vim.NIL
+  report.buffer_uri = vim.uri_from_bufnr(bufnr)
+
+  -- 2. Typing the ghost text's next character keeps the rest, without a new request.
+  local ghost = suggestion.get_text()
+  local char = vim.fn.strcharpart(ghost, 0, 1)
+  report.type_through = { before = state(), char = char, skipped = vim.fn.strchars(ghost) < 2 }
+  if not report.type_through.skipped then
+    report.type_through.after = type_and_snapshot(escape(char))
+    sleep(QUIET_MS)
+    report.type_through.later = state()
+  end
+
+  -- 3. <M-w> accepts the suggestion's next word, then <Tab> the rest: the text goes into the
+  --    buffer, the cursor to its end, the ghost away.
+  ghost = wait_ghost()
+  report.accept = { before = state(), word_skipped = ghost:match("^%s*[%w_]+") == ghost }
+  if not report.accept.word_skipped then
+    report.accept.word = type_and_snapshot("<M-w>")
+  end
+  report.accept.after = type_and_snapshot("<Tab>")
+
+  -- 4. A new suggestion follows; a character that does not match it clears it at once, and
+  --    another suggestion comes after the debounce.
+  wait_ghost("a suggestion after accepting")
+  report.mismatch = { before = state(), answer = last_answer() }
+  local other = report.mismatch.before.ghost:sub(1, 1) == "Q" and "Z" or "Q"
+  report.mismatch.typed = other
+  report.mismatch.after = type_and_snapshot(other)
+  wait_for("a suggestion after the mismatch", 20000, function()
+    return suggestion.stats.shown > report.mismatch.after.stats.shown and suggestion.get_text()
+  end)
+  report.mismatch.next = state()
+  report.mismatch.next_answer = last_answer()
+
+  -- 5. <C-]> dismisses; nothing is requested until the next edit. Without ghost text <Tab>
+  --    is a plain <Tab> again.
+  report.dismiss = { before = state() }
+  dismiss()
+  report.dismiss.after = state()
+  sleep(QUIET_MS)
+  report.dismiss.later = state()
+  report.dismiss.tab = type_and_snapshot("<Tab>")
+  wait_ghost("a suggestion after the tab")
+  dismiss()
+
+  -- 6. Multi-line ghost text (virtual lines), accepted by word, by line, then whole. The tiny
+  --    model writes single lines, so this text goes in through suggestion.show(), the function
+  --    the answer handler calls.
+  local row = cursor()[1]
+  suggestion.show("alpha beta\n        gamma()\n    delta")
+  report.multi = { shown = state(), row = row }
+  local steps = {}
+  for _, key in ipairs({ "<M-w>", "<M-j>", "<M-j>", "<M-l>" }) do
+    local step = type_and_snapshot(key)
+    step.key = key
+    step.lines = api.nvim_buf_get_lines(0, row - 1, row + 2, false)
+    steps[#steps + 1] = step
+  end
+  report.multi.steps = steps
+
+  -- 7. A request still in flight when the user types again is cancelled, and its answer is
+  --    not shown. The spy holds that answer back until after the typing, so the order is fixed
+  --    whatever the machine's speed.
+  local last = wait_ghost("a suggestion after the multi-line accept")
+  dismiss()
+  local cancel = { before = state() }
+  hold_next = true
+  api.nvim_input(last:sub(1, 1) == "(" and " " or "(")
+  wait_for("a request", 5000, function()
+    return suggestion.stats.requests > cancel.before.stats.requests
+  end, 2)
+  local old = inline_log[#inline_log]
+  wait_for("the server's answer (held back)", 20000, function()
+    return #held > 0
+  end, 2)
+  cancel.old = { id = old.id, held = old.held }
+  cancel.in_flight = state()
+  cancel.after_typing = type_and_snapshot("x")
+  release_held()
+  cancel.after_release = state()
+  cancel.cancelled_ids = vim.deepcopy(cancelled_ids)
+  wait_for("the suggestion for the newer text", 20000, function()
+    return suggestion.stats.shown > cancel.before.stats.shown and suggestion.get_text()
+  end)
+  cancel.after = state()
+  cancel.answer = last_answer()
+  cancel.requests_seen = #inline_log
+  report.cancel = cancel
+
+  -- 8. Leaving insert mode clears the ghost text.
+  api.nvim_input("<Esc>")
+  wait_for("normal mode", 5000, function()
+    return mode() == "n"
+  end)
+  report.insert_leave = { marks = marks(), visible = suggestion.is_visible() }
+
+  -- 9. :checkhealth slm
+  local ok, err = pcall(vim.cmd, "checkhealth slm")
+  report.health = { ok = ok, err = ok and vim.NIL or tostring(err) }
+  report.health.lines = api.nvim_buf_get_lines(0, 0, -1, false)
+  vim.cmd("tabclose")
+
+  -- 10. :SlmStatus: the last slm/status notification, then the server's slm.status answer.
+  report.notifications = {}
+  vim.cmd("SlmStatus")
+  wait_for(":SlmStatus server line", 10000, function()
+    for _, n in ipairs(report.notifications) do
+      if n.msg:find("[slm] server:", 1, true) then
+        return true
+      end
+    end
+  end)
+  report.slm_status = vim.deepcopy(report.notifications)
+
+  -- 11. :SlmToggle turns requests off (typing sends nothing), and on again.
+  report.notifications = {}
+  vim.cmd("SlmToggle")
+  local toggle = { enabled_after_first = slm.is_enabled(), before = state() }
+  api.nvim_input("opri")
+  wait_for("the typing", 5000, function()
+    return vim.endswith(api.nvim_get_current_line(), "pri") -- after any autoindent
+  end, 2)
+  sleep(QUIET_MS)
+  toggle.off = state()
+  vim.cmd("SlmToggle")
+  toggle.enabled_after_second = slm.is_enabled()
+  type_and_snapshot("n")
+  wait_for("a suggestion after enabling", 20000, function()
+    return suggestion.get_text()
+  end)
+  toggle.on = state()
+  toggle.messages = vim.deepcopy(report.notifications)
+  report.toggle = toggle
+  api.nvim_input("<Esc>")
+  wait_for("normal mode", 5000, function()
+    return mode() == "n"
+  end)
+
+  -- 12. :SlmLoadAdapter with a missing file: an error for the user, and the server carries on
+  --     (removing the adapter, which there is none of, works).
+  report.notifications_before_adapter = #report.all_notifications
+  report.notifications = {}
+  vim.cmd("SlmLoadAdapter " .. vim.fn.fnameescape(vim.fn.getcwd() .. "/missing-adapter.gguf"))
+  wait_for("the adapter error", 10000, function()
+    for _, n in ipairs(report.notifications) do
+      if n.msg:find("[slm] could not load the adapter", 1, true) then
+        return true
+      end
+    end
+  end)
+  report.adapter_missing = vim.deepcopy(report.notifications)
+  report.notifications = {}
+  vim.cmd("SlmLoadAdapter")
+  wait_for("the adapter removal", 10000, function()
+    return #report.notifications > 0
+  end)
+  report.adapter_removed = vim.deepcopy(report.notifications)
+
+  -- Shut down; the server must exit by itself.
+  report.stats = stats()
+  if vim.fn.has("nvim-0.11") == 1 then
+    client:stop()
+  else
+    client.stop()
+  end
+  wait_for("the server to exit", 15000, function()
+    return status.last and status.last.state == "stopped"
+  end)
+  report.final_status = vim.deepcopy(status.last)
+  report.ok = true
+  write_report()
+  vim.cmd("qall!")
+end
+
+api.nvim_create_autocmd("VimEnter", {
+  once = true,
+  callback = function()
+    -- Hard stop well inside the test's subprocess timeout.
+    vim.defer_fn(function()
+      fail("timed out after 100 s")
+    end, 100000)
+    main_co = coroutine.create(main)
+    vim.schedule(resume)
+  end,
+})

