@@ -12,10 +12,10 @@ help:  ## list the targets
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,finetune]'
 	touch $@
 
-install: $(BIN)/.installed  ## create .venv and install slm-lsp with the dev tools (builds llama.cpp: ~7 min on 2 cores)
+install: $(BIN)/.installed  ## create .venv and install slm-lsp with the dev tools and the finetune extra (builds llama.cpp: ~7 min on 2 cores; torch==2.13.0 is the CPU wheel)
 
 demo: $(BIN)/.installed  ## print a completion for examples/circle.py, with timings (downloads the default model if none is set)
 	$(BIN)/slm-lsp complete $(SAMPLE) --pull

@@ -131,20 +131,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.typing import run_typing_bench
 
         return run_typing_bench(args)
+    if args.bench == "index":
+        from .bench.index import run_index_bench
+
+        return run_index_bench(args)
     from .bench.humaneval import run_humaneval_bench
 
     return run_humaneval_bench(args)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .bench.eval import run_eval
+
+    setup_logging(args.verbose)
+    logging.getLogger("slm_lsp").setLevel(logging.WARNING)
+    return run_eval(args)
+
+
 def cmd_finetune(args: argparse.Namespace) -> int:
-    try:
-        from finetune.config import ConfigError, from_args
-        from finetune.lora import FinetuneError, main
-    except ImportError as exc:
-        print(f"error: {exc}; install the finetune extra: pip install -e '.[finetune]'", file=sys.stderr)
-        return 2
+    from finetune.config import ConfigError, from_args
+    from finetune.lora import FinetuneError, main
+
     try:
         return main(from_args(args))
+    except ModuleNotFoundError as exc:  # torch, transformers, peft, accelerate
+        print(f"error: {exc}; install the finetune extra: pip install -e '.[finetune]'", file=sys.stderr)
+        return 2
     except (ConfigError, FinetuneError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -186,14 +198,37 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--lines", type=int, default=20, help="lines of the file to retype")
     b.add_argument("--start-line", type=int, default=0, help="first line to retype (0: the middle of the file)")
     b.add_argument("--baseline-samples", type=int, default=8, help="requests re-run without reuse for the ratio")
+    b.add_argument("--context", metavar="REPO",
+                   help="index REPO (which holds FILE) and put repo context in every prompt, as the server does")
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
     b = bsub.add_parser("humaneval", help="HumanEval single-line infilling pass@1: server vs. raw model")
     b.add_argument("-n", type=int, default=60, help="tasks (spread evenly over the set)")
     b.add_argument("--data", help="HumanEval-SingleLineInfilling.jsonl(.gz)")
+    b.add_argument("--typed", type=int, default=0, metavar="K",
+                   help="first ask with the last K prefix characters untyped (answer through KV reuse)")
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
+    b = bsub.add_parser("index", help="repo index: full index time, peak memory, one-file update, context p50/p95")
+    b.add_argument("repo")
+    b.add_argument("--requests", type=int, default=200, help="context requests to time")
+    b.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("eval", help="line completion on a repository: in-file vs. repo context vs. Jaccard baseline")
+    p.add_argument("repo")
+    p.add_argument("-n", type=int, default=40, help="tasks (3/4 on lines using names imported from the repo)")
+    p.add_argument("--mode", default="all", help="infile, repo, baseline, a comma list, both (infile,repo) or all")
+    p.add_argument("--prefix-tokens", type=int, default=768, help="prefix budget")
+    p.add_argument("--suffix-tokens", type=int, default=256, help="suffix budget")
+    p.add_argument("--context-tokens", type=int, default=1024, help="repo context budget")
+    p.add_argument("--source-budget-ms", type=int, default=0,
+                   help="time budget of each context source (0: the config's context.time_budget_ms)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jsonl", help="write every task's outcome here")
+    p.add_argument("-v", "--verbose", action="store_true", help="print each task")
+    _model_args(p)
+    p.set_defaults(func=cmd_eval)
 
     from finetune.config import add_arguments as finetune_arguments  # no torch at parse time
 

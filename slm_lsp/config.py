@@ -69,12 +69,45 @@ class CompletionConfig:
 
 
 @dataclass
+class ContextConfig:
+    enabled: bool = True
+    """Put code from other files of the workspace before the current one (repo-aware context):
+    definitions of the names used near the cursor, similar snippets, recent edits, and the
+    headers of the scopes around a cut prefix."""
+
+    max_tokens: int = 1024
+    """Token budget for that context. A file shorter than its prefix/suffix budgets lends them
+    what it leaves unused. Clamped so that the prompt fits ``model.n_ctx``."""
+
+    sources: list[str] = field(default_factory=lambda: ["definitions", "similar", "recent"])
+    """Context sources to use: ``definitions``, ``similar``, ``recent``."""
+
+    time_budget_ms: int = 50
+    """Time budget of each context source per request; a late or failing source is skipped."""
+
+    max_file_kb: int = 512
+    """Files larger than this are not indexed."""
+
+    max_files: int = 50000
+    """At most this many files are indexed per workspace folder."""
+
+    exclude: list[str] = field(default_factory=list)
+    """Extra gitignore-style patterns of files not to index (``.gitignore`` files apply too)."""
+
+    watch: bool = True
+    """Keep the index live with file system events (watchdog)."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The GGUF model and how llama.cpp runs it."""
 
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     """Prompt budgets and the shape of completions."""
+
+    context: ContextConfig = field(default_factory=ContextConfig)
+    """Repo-aware context: the workspace index and what goes into the prompt from it."""
 
     log_level: str = "info"
     """Server log level: debug, info, warning or error."""
@@ -153,6 +186,10 @@ def _validate(config: Config, errors: list[str]) -> None:
         ("completion.time_budget_ms", config.completion, "time_budget_ms", config.completion.time_budget_ms >= 50),
         ("completion.suffix_refresh_tokens", config.completion, "suffix_refresh_tokens",
          config.completion.suffix_refresh_tokens >= 0),
+        ("context.max_tokens", config.context, "max_tokens", config.context.max_tokens >= 0),
+        ("context.time_budget_ms", config.context, "time_budget_ms", config.context.time_budget_ms >= 1),
+        ("context.max_file_kb", config.context, "max_file_kb", config.context.max_file_kb >= 1),
+        ("context.max_files", config.context, "max_files", config.context.max_files >= 1),
         ("log_level", config, "log_level", config.log_level in LOG_LEVELS),
     ]
     for name, section, key, ok in checks:

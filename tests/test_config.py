@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from slm_lsp.config import CompletionConfig, Config, ModelConfig, describe, merge_config
+from slm_lsp.config import CompletionConfig, Config, ContextConfig, ModelConfig, describe, merge_config
 
 
 def _only_error(errors: list[str], field: str) -> str:
@@ -210,6 +210,7 @@ def test_describe_documents_every_field():
     names = [name for name, _default, _doc in rows]
     expected = ([f"model.{f.name}" for f in dataclasses.fields(ModelConfig)]
                 + [f"completion.{f.name}" for f in dataclasses.fields(CompletionConfig)]
+                + [f"context.{f.name}" for f in dataclasses.fields(ContextConfig)]
                 + ["log_level"])
     assert names == expected
     for name, _default, doc in rows:

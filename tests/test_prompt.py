@@ -320,3 +320,73 @@ def test_five_megabyte_document_is_fast(tok):
         _check_cuts(doc, row, column, p)
     print(f"\n5 MB document: builds in {', '.join(f'{1000 * t:.1f}' for t in times)} ms")
     assert max(times) < 5.0  # tokenizing the whole file alone takes seconds
+
+
+# -- repo context budget, duplicates, scope headers -------------------------------------------
+def test_context_budget_keeps_the_highest_priorities_in_order(tok):
+    b = _builder(tok, prefix_tokens=64, suffix_tokens=0)
+    text = _file(50)  # longer than the prefix budget: nothing unused to lend the context
+    pieces = [ContextFile(f"f{i}.py", f"def function_{i}(argument):\n    return {i}\n", priority=p)
+              for i, p in enumerate([1.0, 5.0, 3.0, 4.0])]
+    one = len(tok.tokenize(pieces[0].text)) + len(tok.tokenize("f0.py")) + 3
+    req = PromptRequest(text, 40, 0, context=pieces, context_tokens=2 * one + 1)
+    kept = b.fit_context(req, "", "")
+    assert [f.path for f in kept] == ["f1.py", "f3.py"]  # the two best, in their given order
+    b.build(req)
+    assert [f.path for f in b.last_context] == ["f1.py", "f3.py"]
+    unlimited = b.fit_context(PromptRequest(text, 40, 0, context=pieces), "", "")
+    assert len(unlimited) == 4
+
+
+def test_a_short_file_lends_its_unused_budget_to_the_context(tok):
+    b = _builder(tok, prefix_tokens=1024, suffix_tokens=0)
+    pieces = [ContextFile(f"f{i}.py", f"def function_{i}(argument):\n    return {i}\n") for i in range(40)]
+    short = b.fit_context(PromptRequest("x = 1\n", 1, 0, context=pieces, context_tokens=32), "x = 1\n", "")
+    long_prefix = "\n".join(f"v{i} = {i}" for i in range(400))
+    tight = b.fit_context(PromptRequest(long_prefix, 1, 0, context=pieces, context_tokens=32), long_prefix, "")
+    assert len(short) > len(tight) >= 1
+
+
+def test_context_that_repeats_the_visible_code_is_dropped(tok):
+    b = _builder(tok, prefix_tokens=512)
+    text = "def helper(a):\n    return a * 2\n\nvalue = helper(3)\n"
+    dup = ContextFile("copy.py", "def helper(a):\n    return a * 2\n")
+    other = ContextFile("util.py", "def different(b):\n    return b + 1\n")
+    b.build(PromptRequest(text, 3, 8, context=[dup, other], context_tokens=512))
+    assert [f.path for f in b.last_context] == ["util.py"]
+
+
+def test_neighbouring_pieces_of_one_file_share_a_block(tok):
+    b = _builder(tok, prefix_tokens=512)
+    req = PromptRequest("y", 0, 1, path="main.py", repo_name="r",
+                        context=[ContextFile("u.py", "def a():\n    ..."), ContextFile("u.py", "def b():\n    ...")])
+    t = tok.template
+    ids = b.context_text(req)
+    assert ids.count(tok.special(t.file_sep)) == 2  # u.py once, then the current file
+    assert tok.detokenize(ids).count("u.py") == 1
+
+
+def test_scope_headers_when_the_prefix_is_cut(tok):
+    body = "".join(f"        total_{i} = compute(index, {i})\n" for i in range(300))
+    text = "import os\n\nclass Ledger:\n    \"\"\"Doc.\"\"\"\n\n    def balance(self, index):\n" + body
+    line = text.count("\n") - 1
+    b = _builder(tok, prefix_tokens=128, suffix_tokens=0)
+    p = b.build(PromptRequest(text, line, 8, context_tokens=256))
+    head_text = tok.detokenize(p.head)
+    assert head_text.index("class Ledger:\n    def balance(self, index):\n") < head_text.index(p.prefix[:30])
+    assert "import os" not in head_text
+    # Without context (the server's context switched off) the head is the plain window.
+    plain = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(PromptRequest(text, line, 8))
+    assert "class Ledger" not in tok.detokenize(plain.head)
+
+
+def test_scope_headers_function():
+    from slm_lsp.engine.prompt import scope_headers
+
+    lines = [x + "\n" for x in ["class A:", "    x = 1", "    def f(self):", "        # c", "        y = 2",
+                                "        z = 3"]]
+    assert scope_headers(lines, 4, 5) == "class A:\n    def f(self):\n"
+    assert scope_headers(lines, 0, 5) == ""
+    brace = [x + "\n" for x in ["int main() {", "  if (x) {", "    a();", "  }", "  b();"]]
+    assert scope_headers(brace, 2, 2) == "int main() {\n  if (x) {\n"
+    assert scope_headers(brace, 4, 4) == "int main() {\n"

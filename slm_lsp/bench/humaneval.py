@@ -3,7 +3,9 @@
 Each task's hole becomes an empty line in a document (prompt + empty line + suffix) with the
 cursor on it, and the server's engine answers as it would in an editor (windows, shaping).
 In the same run the raw model answers the plain PSM prompt, greedy, cut at the first newline.
-Every completion is run against the task's tests in a subprocess.
+Every completion is run against the task's tests in a subprocess. With ``--typed K`` the server
+is first asked with the last K characters of the prefix still untyped, so its answer goes
+through KV reuse and the suffix shift as during typing (and may come from the type-through cache).
 """
 
 from __future__ import annotations
@@ -78,6 +80,12 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         # The server, as in an editor: the hole is an empty line with the cursor on it.
         doc = task["prompt"] + "\n" + task["suffix"]
         line = task["prompt"].count("\n")
+        if args.typed:
+            # As in an editor: the last characters of the prefix were typed after an earlier
+            # request, so this answer comes through prefix reuse and the shifted suffix.
+            before = task["prompt"][: -args.typed]
+            engine.complete(CompletionRequest(task["task_id"], before + "\n" + task["suffix"],
+                                              before.count("\n"), len(before.rsplit("\n", 1)[-1]), "python"))
         t0 = time.perf_counter()
         res = engine.complete(CompletionRequest(task["task_id"], doc, line, 0, "python"))
         server_ms.append((time.perf_counter() - t0) * 1000)

@@ -11,9 +11,12 @@ is compared with ours to show what the KV shift costs in fidelity.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from ..config import merge_config
 from ..engine.service import CompletionEngine, CompletionRequest
@@ -33,6 +36,19 @@ def typing_script(text: str, start_line: int, n_lines: int, every: int) -> tuple
     return before, region, after, pauses
 
 
+def _context_provider(repo: str):  # -> ContextProvider
+    from ..context.index import ContextIndex
+    from ..context.provider import ContextProvider
+
+    t0 = time.perf_counter()
+    index = ContextIndex(os.path.realpath(repo), Path(tempfile.mkdtemp(prefix="slm-bench-")))
+    index.build()
+    print(f"repo {repo}: {index.stats['files']} files indexed in {time.perf_counter() - t0:.1f} s")
+    provider = ContextProvider()
+    provider.add_index(index)
+    return provider
+
+
 def run_typing_bench(args: argparse.Namespace) -> int:
     from .. import cli
 
@@ -48,15 +64,24 @@ def run_typing_bench(args: argparse.Namespace) -> int:
     print(f"model {runner.name} ({runner.template.name}), {runner.threads} threads, {runner.n_gpu_layers} GPU layers; "
           f"typing {len(region)} chars of {args.file} ({args.lines} lines), a request every {args.every} chars "
           f"({len(pauses)} requests)")
-    latencies, model_latencies, evaluated, reused, prompts = [], [], [], [], []
-    hits = 0
+    provider = _context_provider(args.context) if args.context else None
+    path = os.path.realpath(args.file)
+    latencies, model_latencies, evaluated, reused, prompts, context_ms = [], [], [], [], [], []
+    hits = context_kept = 0
     for i, offset in enumerate(pauses):
         typed = region[:offset]
         doc = before + typed + after
         cursor_line = doc.count("\n", 0, len(before) + offset)
         line_start = doc.rfind("\n", 0, len(before) + offset) + 1
-        req = CompletionRequest(args.file, doc, cursor_line, len(before) + offset - line_start, path=args.file)
+        req = CompletionRequest(args.file, doc, cursor_line, len(before) + offset - line_start, path=path)
         t0 = time.perf_counter()
+        if provider is not None:
+            # What features.context does for each request: the sticky context of the scope.
+            ctx = provider.gather(req.document_key, path, doc, cursor_line)
+            req.context, req.repo_name, req.repo_path = ctx.files, ctx.repo_name, ctx.repo_path
+            req.context_tokens = config.context.max_tokens
+            context_ms.append((time.perf_counter() - t0) * 1000)
+            context_kept += ctx.reused
         res = engine.complete(req)
         ms = (time.perf_counter() - t0) * 1000
         latencies.append(ms)
@@ -77,6 +102,11 @@ def run_typing_bench(args: argparse.Namespace) -> int:
         print(f"prompt tokens per request:   evaluated mean {statistics.fmean(evaluated):.0f} "
               f"(p50 {percentile(evaluated, 50):.0f}), reused mean {statistics.fmean(reused):.0f} "
               f"(p50 {percentile(reused, 50):.0f})")
+    if provider is not None:
+        print(f"repo context:                {summary(context_ms)} to assemble; kept as it was for "
+              f"{context_kept}/{len(pauses)} requests; last prompt's context: "
+              f"{sorted({f.path for f in (engine.builder.last_context if engine.builder else [])})}")
+        provider.close()
     engine.close()
 
     # Baseline: the same prompts through plain llama-cpp-python, no reuse.

@@ -97,6 +97,8 @@ class PromptBuilder:
         self._windows: dict[str, _Window] = {}
         self.last_prompt: Prompt | None = None
         """The last prompt built (benchmarks replay it through other code paths)."""
+        self.last_context: list[ContextFile] = []
+        """The context pieces that made it into the last prompt (status and tests read them)."""
         self._count_cache: dict[str, int] = {}
 
     # -- token counting ---------------------------------------------------------------------
@@ -207,6 +209,7 @@ class PromptBuilder:
         headers = scope_headers(lines, start, line) if req.context_tokens is not None else ""
         if req.context:
             req = replace(req, context=self.fit_context(req, prefix, suffix, self.count(headers)))
+        self.last_context = req.context
         self.last_prompt = self.layout(prefix, suffix, self.context_text(req), headers)
         return self.last_prompt
 

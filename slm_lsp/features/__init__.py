@@ -1,9 +1,10 @@
 """LSP features: thin adapters from LSP params to a plain engine call. One module per method."""
 
-from . import commands, completion, documents, inline_completion, lifecycle
+from . import commands, completion, context, documents, inline_completion, lifecycle
 
 FEATURES = [
     lifecycle.register,
+    context.register,
     documents.register,
     inline_completion.register,
     completion.register,

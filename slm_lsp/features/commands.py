@@ -38,4 +38,17 @@ def register(server: SlmLanguageServer) -> None:
             "nGpuLayers": runner.n_gpu_layers if runner else None,
             "lastLatencyMs": ls.last_latency_ms,
             "cacheHits": ls.engine.cache.hits,
+            "context": _context_status(ls),
         }
+
+
+def _context_status(ls: SlmLanguageServer) -> dict[str, Any]:
+    """The indexes, and which other files the last prompt drew on."""
+    builder = ls.engine.builder
+    last = builder.last_context if builder is not None else []
+    return {
+        "indexes": [{"root": i.root, "ready": i.ready.is_set(), "files": len(i.snapshot.files)}
+                    for i in ls.context.provider.indexes],
+        "lastPromptFiles": sorted({f.path for f in last}),
+        "lastPromptContext": [{"path": f.path, "text": f.text[:400]} for f in last],
+    }

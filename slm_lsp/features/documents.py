@@ -8,7 +8,9 @@ an unknown document is an InvalidParams error. Binary documents get no completio
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote, urlparse
 
 from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
@@ -49,6 +51,7 @@ async def run_completion(ls: "SlmLanguageServer", uri: str, position: types.Posi
     request = completion_request(ls, uri, position)
     if request is None:
         return None
+    await ls.context.attach(ls, request)
     handle = ls.engine.submit(request)
     try:
         result = await asyncio.wrap_future(handle.future)
@@ -64,3 +67,5 @@ def register(server: "SlmLanguageServer") -> None:
     @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
     def did_close(ls: "SlmLanguageServer", params: types.DidCloseTextDocumentParams) -> None:
         ls.engine.forget(params.text_document.uri)
+        ls.context.provider.forget(params.text_document.uri)
+        ls.context.buffer_closed(Path(unquote(urlparse(params.text_document.uri).path)).as_posix())

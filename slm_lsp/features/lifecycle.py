@@ -114,6 +114,7 @@ def register(server: "SlmLanguageServer") -> None:
     async def initialized(ls: "SlmLanguageServer", params: types.InitializedParams) -> None:
         settings = await fetch_workspace_settings(ls)
         apply_settings(ls, settings)
+        await ls.context.start(ls)  # indexes the workspace in the background
         await load_model(ls)
 
     @server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
@@ -126,4 +127,5 @@ def register(server: "SlmLanguageServer") -> None:
 
     @server.feature(types.SHUTDOWN)
     def shutdown(ls: "SlmLanguageServer", params: None) -> None:
+        ls.context.stop()
         ls.engine.close()

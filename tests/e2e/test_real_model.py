@@ -19,7 +19,9 @@ CMD = server_command("--model", REAL_MODEL or "unset", "--threads", str(min(os.c
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=CMD))
 async def client(lsp_client: LanguageClient):
-    await lsp_client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities()))
+    # These tests are about what the model writes, not speed: no time budget cuts it short on a busy machine.
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(), initialization_options={"completion": {"timeBudgetMs": 120000}}))
     yield
     await lsp_client.shutdown_session()
 

@@ -1,0 +1,254 @@
+"""The one typed configuration of ``slm-lsp finetune``: a dataclass with a docstring per field.
+
+Values come, later winning, from the field defaults, the preset (``--preset quick|full``) and
+the flags typed on the command line (``--lora-r 16``; every field is a flag, its docstring the
+help). ``validate`` names the flag the user typed. The config used is saved as ``config.json``
+beside the adapter.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
+MLP = ["gate_proj", "up_proj", "down_proj"]
+
+
+class ConfigError(ValueError):
+    """An invalid value; the message names the flag."""
+
+
+@dataclass
+class FinetuneConfig:
+    # -- what and where ---------------------------------------------------------------------
+    repo: str = ""
+    """The repository to adapt the model to (git-tracked files when it is a git repo)."""
+
+    base: str = ""
+    """The base model: the GGUF file the server runs (loaded by transformers with ``gguf_file``,
+    dequantized) or a Hugging Face directory with safetensors weights."""
+
+    gguf: str = ""
+    """The GGUF model the server runs, when ``base`` is a Hugging Face directory: gives the GGUF
+    architecture and runs the completion evaluation. Default: ``base`` when it is a GGUF file."""
+
+    out: str = ""
+    """Output directory: ``adapter.gguf``, ``template.json``, ``config.json``, ``eval.json``,
+    ``checkpoints/``. A directory that already holds a published adapter is refused."""
+
+    preset: str = "quick"
+    """``quick``: a laptop CPU, minutes on a 0.5B model (attention-only LoRA, short sequences).
+    ``full``: GPUs, bf16, attention and MLP LoRA, longer sequences and more steps."""
+
+    # -- data -------------------------------------------------------------------------------
+    heldout_fraction: float = 0.1
+    """Share of the files held out for evaluation (split by file, never by example)."""
+
+    max_file_bytes: int = 200_000
+    """Files larger than this are skipped (data dumps, generated tables)."""
+
+    node_fraction: float = 0.6
+    """Share of examples whose middle is a tree-sitter syntax node (expression, statement,
+    block, function body); the rest are the rest of a line (like typing) or a random span."""
+
+    line_fraction: float = 0.25
+    """Share of examples whose middle is the rest of a line from a random cursor."""
+
+    spm_fraction: float = 0.1
+    """Share of examples in suffix-prefix-middle order (the rest prefix-suffix-middle)."""
+
+    context_fraction: float = 0.5
+    """Share of examples with repo context (other files of the repo) before the file, in the
+    format the server uses (``<|repo_name|>``/``<|file_sep|>`` for Qwen2.5-Coder)."""
+
+    max_middle_lines: int = 8
+    """Most lines in a middle."""
+
+    loss_on: str = "middle"
+    """``middle``: the loss is taken on the middle (and its end token) only; ``all``: on the
+    whole sequence."""
+
+    # -- LoRA -------------------------------------------------------------------------------
+    lora_r: int = 8
+    """LoRA rank."""
+
+    lora_alpha: float = 16.0
+    """LoRA alpha: the update is scaled by ``alpha / r``."""
+
+    lora_dropout: float = 0.05
+    """Dropout on the LoRA input during training."""
+
+    target_modules: list[str] = field(default_factory=lambda: list(ATTENTION))
+    """Linear modules that get a LoRA (Hugging Face names, e.g. ``q_proj,v_proj``)."""
+
+    # -- training ---------------------------------------------------------------------------
+    steps: int = 30
+    """Optimizer steps."""
+
+    batch_size: int = 1
+    """Sequences per micro-batch (per process)."""
+
+    grad_accum: int = 2
+    """Micro-batches per optimizer step."""
+
+    seq_len: int = 256
+    """Most tokens in a training sequence (context, prefix, suffix and middle together)."""
+
+    lr: float = 5e-4
+    """Peak learning rate (AdamW), reached after ``warmup_steps``, then cosine decay to 10%."""
+
+    warmup_steps: int = 5
+    """Linear warm-up steps."""
+
+    weight_decay: float = 0.0
+    """AdamW weight decay on the LoRA weights."""
+
+    precision: str = "fp32"
+    """``fp32`` (CPU) or ``bf16`` (GPUs: base weights in bf16, autocast, LoRA weights fp32)."""
+
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about 30% slower."""
+
+    save_every: int = 10
+    """Save a checkpoint every this many steps (and on Ctrl-C)."""
+
+    resume: bool = False
+    """Continue from the newest checkpoint in ``out/checkpoints``."""
+
+    threads: int = 0
+    """CPU threads for torch and llama.cpp (0: all cores)."""
+
+    seed: int = 1234
+    """Seed of the data sampling, the split and the LoRA initialisation."""
+
+    # -- evaluation -------------------------------------------------------------------------
+    eval_examples: int = 16
+    """Held-out FIM examples for the loss before and after training."""
+
+    eval_lines: int = 20
+    """Held-out line completions (exact match, edit similarity) run through the server's
+    completion engine on the GGUF, before and after (0: skip)."""
+
+    eval_prompt_tokens: int = 0
+    """Prompt budget of the line completion evaluation, split 3:1 between prefix and suffix
+    (0: the server's defaults, ``completion.prefix_tokens`` + ``completion.suffix_tokens``)."""
+
+    min_loss_gain: float = 0.01
+    """The adapter is published only if the held-out loss drops by at least this much (nats
+    per token) and the edit similarity does not drop by more than ``max_similarity_drop``."""
+
+    max_similarity_drop: float = 0.01
+    """See ``min_loss_gain``."""
+
+    keep_anyway: bool = False
+    """Publish the adapter even if the held-out results did not improve."""
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the flag of the first invalid value."""
+        def need(ok: bool, name: str, what: str) -> None:
+            if not ok:
+                raise ConfigError(f"--{name.replace('_', '-')}: {what}, got {getattr(self, name)!r}")
+
+        need(bool(self.repo), "repo", "the repository to learn from is required")
+        need(bool(self.base), "base", "the base model (GGUF file or HF directory) is required")
+        need(bool(self.out), "out", "an output directory is required")
+        need(self.preset in PRESETS, "preset", f"one of {', '.join(PRESETS)}")
+        need(0.0 < self.heldout_fraction < 1.0, "heldout_fraction", "between 0 and 1")
+        for name in ("node_fraction", "line_fraction", "spm_fraction", "context_fraction"):
+            need(0.0 <= getattr(self, name) <= 1.0, name, "between 0 and 1")
+        need(self.node_fraction + self.line_fraction <= 1.0, "line_fraction",
+             "node_fraction + line_fraction must be at most 1")
+        need(self.loss_on in ("middle", "all"), "loss_on", "middle or all")
+        need(self.precision in ("fp32", "bf16"), "precision", "fp32 or bf16")
+        need(self.lora_r >= 1, "lora_r", "at least 1")
+        need(self.lora_alpha > 0, "lora_alpha", "positive")
+        need(0.0 <= self.lora_dropout < 1.0, "lora_dropout", "in [0, 1)")
+        need(bool(self.target_modules), "target_modules", "at least one module")
+        for name in ("steps", "batch_size", "grad_accum", "save_every", "max_middle_lines", "eval_examples"):
+            need(getattr(self, name) >= 1, name, "at least 1")
+        need(self.seq_len >= 64, "seq_len", "at least 64")
+        need(self.lr > 0, "lr", "positive")
+        for name in ("warmup_steps", "eval_lines", "threads", "eval_prompt_tokens"):
+            need(getattr(self, name) >= 0, name, "not negative")
+        need(self.max_file_bytes >= 1024, "max_file_bytes", "at least 1024")
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Qwen2.5-Coder-0.5B on 2 CPU cores shared with other jobs: 23 minutes in all (load 1-3 min,
+    # 30 steps of 2 x 256 tokens at ~18 s, evaluation 2 x 2-7 min). The field defaults are this preset.
+    "quick": {"eval_prompt_tokens": 512},
+    # A GPU (or several under `accelerate launch`): bf16, LoRA on attention and MLP.
+    "full": {"precision": "bf16", "target_modules": ATTENTION + MLP, "lora_r": 16, "lora_alpha": 32.0,
+             "steps": 1000, "batch_size": 8, "grad_accum": 2, "seq_len": 2048, "lr": 2e-4, "warmup_steps": 50,
+             "save_every": 200, "eval_examples": 200, "eval_lines": 300, "gradient_checkpointing": True,
+             "eval_prompt_tokens": 0},
+}
+
+
+def _docs(cls: type) -> dict[str, str]:
+    """Field docstrings (the string literal after each annotated field)."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:]):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+FIELD_DOCS = _docs(FinetuneConfig)
+POSITIONAL = ("repo",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per field (``--lora-r``), the field's docstring as help; ``repo`` is positional."""
+    hints = get_type_hints(FinetuneConfig)
+    defaults = FinetuneConfig()
+    for f in dataclasses.fields(FinetuneConfig):
+        kind, doc = hints[f.name], FIELD_DOCS.get(f.name, "")
+        default = getattr(defaults, f.name)
+        help_text = f"{doc} (default: {','.join(default) if isinstance(default, list) else default})"
+        help_text = help_text.replace("%", "%%")
+        if f.name in POSITIONAL:
+            parser.add_argument(f.name, help=doc)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        elif kind == list[str]:
+            parser.add_argument(flag, default=argparse.SUPPRESS, help=help_text,
+                                type=lambda s: [x.strip() for x in s.split(",") if x.strip()])
+        else:
+            parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text,
+                                choices=list(PRESETS) if f.name == "preset" else None)
+
+
+def from_args(args: argparse.Namespace | dict[str, Any]) -> FinetuneConfig:
+    """Defaults, then the preset, then the values given explicitly; validated."""
+    given = dict(vars(args) if isinstance(args, argparse.Namespace) else args)
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    given = {k: v for k, v in given.items() if k in names}
+    preset = given.get("preset", FinetuneConfig.preset)
+    if preset not in PRESETS:
+        raise ConfigError(f"--preset: one of {', '.join(PRESETS)}, got {preset!r}")
+    cfg = FinetuneConfig(**{**PRESETS[preset], **given})
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: Path) -> FinetuneConfig:
+    """The config saved beside an adapter (``config.json``)."""
+    data = json.loads(Path(path).read_text())
+    names = {f.name for f in dataclasses.fields(FinetuneConfig)}
+    return FinetuneConfig(**{k: v for k, v in data.items() if k in names})

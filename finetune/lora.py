@@ -1,0 +1,325 @@
+"""``slm-lsp finetune``: adapt the model to a repository with LoRA, export a GGUF adapter.
+
+Reads top to bottom: data -> base model -> evaluation before -> LoRA training (checkpoints,
+``--resume``, Ctrl-C saves) -> evaluation after -> export -> publish only if it helps.
+
+The same command runs on several GPUs with no change::
+
+    accelerate launch -m slm_lsp finetune REPO --base M.gguf --preset full --out DIR
+    torchrun --nproc-per-node 4 -m slm_lsp finetune REPO --base M.gguf --preset full --out DIR
+
+(accelerate wraps the model in DDP; each process takes every ``world_size``-th example, since
+example ``i`` is a pure function of the seed and ``i``; only the first process evaluates,
+saves and exports.)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from slm_lsp.engine.model import ADAPTER_TEMPLATE
+
+from .config import FinetuneConfig
+from .data import DataSettings, ExampleMaker, collate, count_by, load_files
+from .evaluate import completion_scores, heldout_loss, line_tasks
+
+ADAPTER = "adapter.gguf"
+CHECKPOINTS = "checkpoints"
+EXIT_NOT_PUBLISHED = 3
+
+
+class FinetuneError(Exception):
+    """A problem the user can fix; the message names the flag or file."""
+
+
+def main(cfg: FinetuneConfig) -> int:
+    """Run a whole finetune; returns the process exit code (0: published,
+    3: trained but not published because the held-out results did not improve, 130: Ctrl-C)."""
+    import torch
+    from accelerate import Accelerator
+    from peft import LoraConfig, get_peft_model
+    from tqdm import tqdm
+
+    cfg.validate()
+    out = Path(cfg.out).expanduser()
+    ckpt_dir = out / CHECKPOINTS
+    if (out / ADAPTER).exists():
+        raise FinetuneError(f"--out: {out} already holds a published adapter (a server may be using it); "
+                            "adapters are never overwritten: choose a new --out")
+    if not cfg.resume and latest_checkpoint(ckpt_dir) is not None:
+        raise FinetuneError(f"--out: {out} holds checkpoints of an earlier run: pass --resume or choose a new --out")
+    threads = cfg.threads or (os.cpu_count() or 1)
+    torch.set_num_threads(threads)
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+
+    def say(msg: str) -> None:
+        if is_main:
+            print(msg, file=sys.stderr, flush=True)
+
+    t_start = time.perf_counter()
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+
+    # -- 1. data: files, by-file split ------------------------------------------------------
+    files = load_files(Path(cfg.repo), heldout_fraction=cfg.heldout_fraction, max_file_bytes=cfg.max_file_bytes,
+                       seed=cfg.seed)
+    if not files.train or not files.heldout:
+        raise FinetuneError(f"{cfg.repo}: too few code files ({len(files.train)} train, {len(files.heldout)} "
+                            f"held-out; dropped {dict(files.dropped)})")
+    say(f"finetune: {len(files.train)} train files, {len(files.heldout)} held-out; dropped {dict(files.dropped)}")
+
+    # -- 2. base model, tokenizer, FIM template ---------------------------------------------
+    t0 = time.perf_counter()
+    from .base import load_base
+
+    base = load_base(cfg.base, cfg.gguf, cfg.precision)
+    base.model.to(accelerator.device)
+    say(f"finetune: base {cfg.base} loaded in {time.perf_counter() - t0:.0f} s; GGUF architecture {base.arch}, "
+        f"template {base.template.name}")
+    settings = DataSettings.from_config(cfg)
+    repo_name = Path(cfg.repo).resolve().name
+    maker = ExampleMaker(files.train, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
+                         settings=settings, repo_name=repo_name, seed=cfg.seed)
+    eval_maker = ExampleMaker(files.heldout, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
+                              settings=settings, repo_name=repo_name, seed=cfg.seed + 1)
+    eval_examples = eval_maker.examples(range(cfg.eval_examples))
+    tasks = line_tasks(files.heldout, cfg.eval_lines, cfg.seed) if base.gguf is not None else []
+    pad_id = base.end_token
+
+    # -- 3. evaluation before ---------------------------------------------------------------
+    before_file = ckpt_dir / "eval_before.json"
+    before: dict[str, Any] = {}
+    if is_main:
+        if cfg.resume and before_file.is_file():
+            before = json.loads(before_file.read_text())
+        else:
+            t0 = time.perf_counter()
+            before = {"loss": heldout_loss(base.model, eval_examples, pad_id)}
+            if tasks and base.gguf is not None:
+                before["completion"] = completion_scores(base.gguf, tasks, threads=threads,
+                                                         prompt_tokens=cfg.eval_prompt_tokens).as_dict()
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(before_file, before)
+            say(f"finetune: before: {_summary(before)} ({time.perf_counter() - t0:.0f} s)")
+    accelerator.wait_for_everyone()
+
+    # -- 4. LoRA ----------------------------------------------------------------------------
+    model = get_peft_model(base.model, LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha,  # type: ignore[arg-type]
+                                                  lora_dropout=cfg.lora_dropout,
+                                                  target_modules=list(cfg.target_modules), task_type="CAUSAL_LM"))
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.enable_input_require_grads()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps))
+    step, history = 0, list[float]()
+    if cfg.resume:
+        step, history = load_checkpoint(ckpt_dir, model, optimizer, scheduler)
+        say(f"finetune: resumed at step {step} from {ckpt_dir}")
+    model, optimizer = accelerator.prepare(model, optimizer)  # the scheduler steps once per step, not per process
+    model.train()
+
+    def save(at: int) -> None:
+        if is_main:
+            save_checkpoint(ckpt_dir, at, accelerator.unwrap_model(model), optimizer, scheduler, history)
+
+    # -- 5. training -----------------------------------------------------------------------
+    n_tokens = 0
+    t_train = time.perf_counter()
+    bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, desc="finetune", unit="step", file=sys.stderr)
+    try:
+        while step < cfg.steps:
+            step_loss = 0.0
+            for micro in range(cfg.grad_accum):
+                first = ((step * cfg.grad_accum + micro) * world + rank) * cfg.batch_size
+                examples = maker.examples(range(first, first + cfg.batch_size))
+                batch = {k: torch.tensor(v, device=accelerator.device) for k, v in collate(examples, pad_id).items()}
+                n_tokens += int(batch["attention_mask"].sum())
+                sync = micro == cfg.grad_accum - 1
+                with nullcontext() if sync else accelerator.no_sync(model):  # DDP: all-reduce on the last only
+                    with accelerator.autocast():
+                        loss = model(**batch).loss / cfg.grad_accum
+                    accelerator.backward(loss)
+                step_loss += float(loss.detach())
+            accelerator.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            history.append(step_loss)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
+            if step % cfg.save_every == 0 and step < cfg.steps:
+                save(step)
+    except KeyboardInterrupt:
+        bar.close()
+        save(step)
+        say(f"\nfinetune: interrupted at step {step}: checkpoint saved in {ckpt_dir}; continue with --resume")
+        return 130
+    bar.close()
+    save(step)
+    train_s = time.perf_counter() - t_train
+    accelerator.wait_for_everyone()
+    if not is_main:
+        return 0
+
+    # -- 6. evaluation after, export --------------------------------------------------------
+    peft_model = accelerator.unwrap_model(model)
+    staging = out / "staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    from .export import export_peft_model
+
+    hf_cfg = peft_model.base_model.model.config
+    export_peft_model(peft_model, staging / ADAPTER, arch=base.arch, n_blocks=base.n_blocks,
+                      n_head=hf_cfg.num_attention_heads,
+                      n_head_kv=getattr(hf_cfg, "num_key_value_heads", None) or hf_cfg.num_attention_heads,
+                      metadata={"general.name": f"slm-lsp finetune of {Path(cfg.base).name} on {repo_name}",
+                                "adapter.slm_lsp.fim_template": base.template.to_json()})
+    base.template.save(staging / ADAPTER_TEMPLATE)
+    t0 = time.perf_counter()
+    after: dict[str, Any] = {"loss": heldout_loss(peft_model, eval_examples, pad_id)}
+    if tasks and base.gguf is not None:
+        after["completion"] = completion_scores(base.gguf, tasks, adapter=staging / ADAPTER, threads=threads,
+                                                prompt_tokens=cfg.eval_prompt_tokens).as_dict()
+    say(f"finetune: after:  {_summary(after)} ({time.perf_counter() - t0:.0f} s)")
+
+    # -- 7. publish only what helps ---------------------------------------------------------
+    improved, why = judge(before, after, cfg)
+    publish = improved or cfg.keep_anyway
+    report = {
+        "before": before, "after": after, "improved": improved, "reason": why, "published": publish,
+        "steps": step, "train_seconds": round(train_s, 1), "train_tokens_per_second": round(n_tokens / train_s, 1),
+        "total_seconds": round(time.perf_counter() - t_start, 1),
+        "train_loss_first_last_5": [_mean(history[:5]), _mean(history[-5:])],
+        "files": {"train": len(files.train), "heldout": [f.path for f in files.heldout],
+                  "dropped": dict(files.dropped)},
+        "examples": {"eval": len(eval_examples), "eval_kinds": count_by(eval_examples, lambda e: e.kind),
+                     "line_tasks": len(tasks)},
+        "template": base.template.name,
+    }
+    _write_json(staging / "eval.json", report)
+    (staging / "config.json").write_text(cfg.to_json())
+    if publish:
+        for name in (ADAPTER_TEMPLATE, "config.json", "eval.json", ADAPTER):  # the adapter last
+            move_no_clobber(staging / name, out / name)
+        staging.rmdir()
+        say(f"finetune: {why}; published {out / ADAPTER} (use it: slm-lsp serve --adapter {out / ADAPTER}, or "
+            "workspace/executeCommand slm.loadAdapter)")
+        return 0
+    rejected = out / "rejected"
+    shutil.rmtree(rejected, ignore_errors=True)
+    staging.rename(rejected)
+    say(f"finetune: {why}; the adapter was NOT published (kept in {rejected}; --keep-anyway publishes it)")
+    return EXIT_NOT_PUBLISHED
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to 10% of the peak."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def judge(before: dict[str, Any], after: dict[str, Any], cfg: FinetuneConfig) -> tuple[bool, str]:
+    """Whether the adapter measurably helps on the held-out files, and why (not)."""
+    gain = before["loss"] - after["loss"]
+    if gain < cfg.min_loss_gain:
+        return False, (f"held-out loss {before['loss']:.3f} -> {after['loss']:.3f} "
+                       f"(gain {gain:.3f} < {cfg.min_loss_gain})")
+    why = f"held-out loss {before['loss']:.3f} -> {after['loss']:.3f}"
+    if "completion" in before and "completion" in after:
+        es0, es1 = before["completion"]["edit_similarity"], after["completion"]["edit_similarity"]
+        if es1 < es0 - cfg.max_similarity_drop:
+            return False, f"{why}, but edit similarity dropped {es0:.3f} -> {es1:.3f}"
+        why += f", edit similarity {es0:.3f} -> {es1:.3f}"
+    return True, why
+
+
+def _mean(xs: list[float]) -> float:
+    return round(sum(xs) / len(xs), 4) if xs else float("nan")
+
+
+def _summary(result: dict[str, Any]) -> str:
+    text = f"held-out loss {result['loss']:.4f}"
+    c = result.get("completion")
+    if c:
+        text += (f", line completions: exact match {c['exact_match']:.3f}, edit similarity "
+                 f"{c['edit_similarity']:.3f} (n={c['n']}, {c['mean_ms']:.0f} ms each)")
+    return text
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def move_no_clobber(src: Path, dst: Path) -> None:
+    """Move ``src`` to ``dst`` atomically, never replacing an existing ``dst`` (a hard link
+    fails if the name exists; where links are not supported, a checked rename)."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise FinetuneError(f"{dst} appeared meanwhile: not overwriting it") from None
+    except OSError:
+        if dst.exists():
+            raise FinetuneError(f"{dst} exists: not overwriting it") from None
+        os.replace(src, dst)
+        return
+    src.unlink()
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    found = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
+    return found[-1] if found else None
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model: Any, optimizer: Any, scheduler: Any, history: list[float],
+                    keep: int = 2) -> Path:
+    """LoRA weights, optimizer and scheduler state and the step, written atomically (a
+    temporary directory, then a rename); the ``keep`` newest are kept."""
+    import torch
+
+    final = ckpt_dir / f"step-{step:06d}"
+    tmp = ckpt_dir / f"step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save_pretrained(str(tmp))
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "state.pt")
+    (tmp / "progress.json").write_text(json.dumps({"step": step, "history": history}))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(ckpt_dir: Path, model: Any, optimizer: Any, scheduler: Any) -> tuple[int, list[float]]:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    ckpt = latest_checkpoint(ckpt_dir)
+    if ckpt is None:
+        raise FinetuneError(f"--resume: no checkpoint in {ckpt_dir}")
+    set_peft_model_state_dict(model, load_file(str(ckpt / "adapter_model.safetensors")))
+    state = torch.load(ckpt / "state.pt", map_location="cpu", weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    progress = json.loads((ckpt / "progress.json").read_text())
+    return int(progress["step"]), list(progress["history"])

@@ -1,0 +1,255 @@
+"""Repo-aware context for one completion request: the sources, their budgets, and stickiness.
+
+Sources, each run under its own time budget and guarded (a failing or slow one is skipped):
+recent edits (a ring fed from didChange), similar snippets of other files, and definitions of
+the names used near the cursor. The scope headers of a cut prefix are added by the prompt
+builder. The result is ordered for the KV cache: the parts that change least come first
+(recent, similar), the definitions last, nearest the file; within a scope the whole context is
+*sticky*: it is computed again only when the cursor enters another scope, a file it was drawn
+from changes in the index, or the code now uses a name whose definition it lacks. So typing
+inside a function reuses the cached context tokens on every keystroke.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from ..engine.prompt import ContextFile
+from .index import ContextIndex, Snapshot
+from .parsing import Import, language_of, parse_source
+from .sources.definitions import Found, find_definitions, same_family
+from .sources.recent import Chunk, RecentChunks
+from .sources.similar import Snippet, query_tokens, similar_snippets
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("definitions", "similar", "recent")
+SCOPE_START = re.compile(r"^(?:[A-Za-z_@]|\S.*[({]\s*$)")
+MAX_SIMILAR = 4
+MAX_CANDIDATE_FILES = 24
+MAX_DEFINITIONS = 24
+STRONG_USE = 0.1
+"""A definition scored above this (its name is used near the cursor) must be in the context."""
+
+T = TypeVar("T")
+
+
+@dataclass
+class ContextOptions:
+    sources: list[str] = field(default_factory=lambda: list(SOURCES))
+    time_budget_ms: int = 50
+    """Per source."""
+    max_similar: int = MAX_SIMILAR
+
+
+@dataclass
+class ContextResult:
+    files: list[ContextFile]
+    repo_name: str = ""
+    repo_path: str = ""
+    reused: bool = False
+    """The sticky context of the previous request was kept as it was."""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Sticky:
+    scope: str
+    head: list[ContextFile]
+    defs: list[ContextFile]
+    def_keys: set[tuple[str, str, str]]
+    versions: dict[str, int]
+    files: list[ContextFile] = field(default_factory=list)
+
+
+def scope_key(lines: list[str], line: int) -> str:
+    """The nearest unindented line that opens a scope at or above ``line`` (a def, a class, a
+    function signature): requests in the same top-level scope share their context."""
+    for j in range(min(line, len(lines) - 1), max(-1, line - 2000), -1):
+        text = lines[j]
+        if text and not text[0].isspace() and SCOPE_START.match(text) and not text.startswith(("#", "//", "}")):
+            return f"{j}:{text.strip()[:120]}"
+    return "0:"
+
+
+class ContextProvider:
+    def __init__(self, options: ContextOptions | None = None) -> None:
+        self.options = options or ContextOptions()
+        self.indexes: list[ContextIndex] = []
+        self.recent = RecentChunks()
+        self._sticky: dict[str, _Sticky] = {}
+        self._parsed: dict[str, tuple[str, list[Import], set[str]]] = {}
+        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="slm-context")
+        self._lock = threading.Lock()
+        self.last: ContextResult | None = None
+        """The last result (status and tests read it)."""
+
+    # -- workspace --------------------------------------------------------------------------
+    def add_index(self, index: ContextIndex) -> None:
+        self.indexes.append(index)
+
+    def locate(self, path: str) -> tuple[ContextIndex | None, str]:
+        """The index whose root holds ``path`` (the deepest one) and the path relative to it."""
+        best: tuple[ContextIndex | None, str] = (None, "")
+        for index in self.indexes:
+            rel = index.relative(path)
+            if rel is not None and (best[0] is None or len(index.root) > len(best[0].root)):
+                best = (index, rel)
+        return best
+
+    def note_edit(self, path: str, text: str, line: int) -> None:
+        index, rel = self.locate(path)
+        self.recent.note(rel or path, text, line)
+
+    def forget(self, key: str) -> None:
+        self._sticky.pop(key, None)
+        self._parsed.pop(key, None)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- sources ----------------------------------------------------------------------------
+    def _run(self, name: str, fn: Callable[[float], T], default: T, timings: dict[str, float]) -> T:
+        """``fn(deadline)`` in a worker thread; its result, or ``default`` when it fails or is late."""
+        if name not in self.options.sources:
+            return default
+        budget = self.options.time_budget_ms / 1000
+        t0 = time.monotonic()
+        try:
+            result = self._pool.submit(fn, t0 + budget).result(timeout=budget * 2)
+        except FutureTimeout:
+            log.warning("context source %s took more than %.0f ms: skipped", name, budget * 2000)
+            result = default
+        except Exception:
+            log.exception("context source %s failed: skipped", name)
+            result = default
+        timings[name] = (time.monotonic() - t0) * 1000
+        return result
+
+    def _current(self, key: str, snap: Snapshot, rel: str, text: str) -> tuple[list[Import], set[str]]:
+        """Imports and own definitions of the file being edited (the index's live buffer entry,
+        else parsed now and kept for this text)."""
+        entry = snap.entry(rel)
+        if entry is not None and entry.buffer:
+            return entry.imports, {d.name for d in entry.definitions}
+        lang = language_of(rel)
+        if lang is None:
+            return [], set()
+        digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).hexdigest()
+        hit = self._parsed.get(key)
+        if hit is not None and hit[0] == digest:
+            return hit[1], hit[2]
+        parsed = parse_source(text, lang)
+        own = {d.name for d in parsed.definitions}
+        self._parsed[key] = (digest, parsed.imports, own)
+        return parsed.imports, own
+
+    # -- the request ------------------------------------------------------------------------
+    def gather(self, key: str, path: str, text: str, line: int, hide_current: bool = False) -> ContextResult:
+        """Context for a request at ``line`` of ``path`` (whose current text is ``text``).
+        ``hide_current`` leaves the file itself out of the index (the evaluation's setting)."""
+        timings: dict[str, float] = {}
+        index, rel = self.locate(path)
+        if index is None:
+            recent = self._recent_part(path, line, timings)
+            result = ContextResult(recent, "", "", timings_ms=timings)
+            self.last = result
+            return result
+        snap = index.snapshot.hide(rel) if hide_current else index.snapshot
+        lines = text.split("\n")
+        lang = language_of(rel) or ""
+        imports: list[Import] = []
+        own: set[str] = set()
+        try:
+            if lang:
+                imports, own = self._current(key, snap, rel, text)
+        except Exception:
+            log.exception("could not parse %s for its imports", rel)
+        found: list[Found] = self._run(
+            "definitions", lambda d: find_definitions(snap, rel, lang, lines, line, imports, own, d),
+            [], timings) if lang else []
+        found = found[:MAX_DEFINITIONS]
+        scope = scope_key(lines, line)
+        sticky = self._sticky.get(key)
+        fresh = sticky is not None and sticky.scope == scope and all(
+            (e.version if (e := snap.entry(p)) is not None else -1) == v for p, v in sticky.versions.items())
+        if sticky is not None and fresh:
+            strong = {f.key for f in found if f.score >= STRONG_USE}
+            if strong <= sticky.def_keys:
+                result = ContextResult(sticky.files, index.name, rel, True, timings)
+                self.last = result
+                return result
+            head = sticky.head  # only the definitions part changes: the head keeps its KV cells
+        else:
+            head = self._recent_part(rel, line, timings) + self._similar_part(index, snap, rel, lines, line,
+                                                                               imports, lang, timings)
+        defs = _definition_files(found)
+        versions = {p: e.version for p in {f.path for f in head} | {f.path for f in found}
+                    if (e := snap.entry(p)) is not None}
+        state = _Sticky(scope, head, defs, {f.key for f in found}, versions, head + defs)
+        self._sticky[key] = state
+        result = ContextResult(state.files, index.name, rel, False, timings)
+        self.last = result
+        return result
+
+    def _recent_part(self, rel: str, line: int, timings: dict[str, float]) -> list[ContextFile]:
+        none: list[Chunk] = []
+        chunks = self._run("recent", lambda d: self.recent.chunks(rel, (line - 64, line + 64)), none, timings)
+        return [ContextFile(c.path, c.text, 0.5 + 0.01 * i) for i, c in enumerate(chunks)]
+
+    def _similar_part(self, index: ContextIndex, snap: Snapshot, rel: str, lines: list[str], line: int,
+                      imports: list[Import], lang: str, timings: dict[str, float]) -> list[ContextFile]:
+        def run(deadline: float) -> list[Snippet]:
+            recent = {c.path for c in self.recent.chunks()} | set(index.open_buffers())
+            candidates: list[str] = []
+
+            def push(p: str) -> None:
+                if (p != rel and p not in candidates and snap.entry(p) is not None
+                        and same_family(language_of(p), lang or language_of(rel))):
+                    candidates.append(p)
+
+            for p in sorted(recent):
+                push(p)
+            if lang:
+                from .sources.definitions import _resolve
+
+                for imp in imports:
+                    for p in _resolve(snap, rel, lang, imp)[:2]:
+                        push(p)
+            folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
+            for p in snap.paths():
+                if len(candidates) >= MAX_CANDIDATE_FILES:
+                    break
+                if p.startswith(folder) and "/" not in p[len(folder):]:
+                    push(p)
+            query = query_tokens(lines, line)
+            return similar_snippets(query, candidates[:MAX_CANDIDATE_FILES], index.read_text, recent,
+                                    self.options.max_similar, deadline)
+
+        none: list[Snippet] = []
+        snippets = self._run("similar", run, none, timings)
+        snippets.sort(key=lambda s: s.score)  # the best nearest the file
+        return [ContextFile(s.path, s.text, 0.8 + s.score) for s in snippets]
+
+
+def _definition_files(found: list[Found]) -> list[ContextFile]:
+    """One piece per definition, grouped by file (source order inside a file); the files with the
+    best-used names come last, nearest the cursor."""
+    by_path: dict[str, list[Found]] = {}
+    for f in found:
+        by_path.setdefault(f.path, []).append(f)
+    groups = sorted(by_path.values(), key=lambda fs: max(f.score for f in fs))
+    out: list[ContextFile] = []
+    for fs in groups:
+        for f in sorted(fs, key=lambda f: f.definition.line):
+            out.append(ContextFile(f.path, f.text, 1.0 + 2.0 * f.score))
+    return out

@@ -1,0 +1,1 @@
+"""Context sources, one per file: definitions, similar snippets, recent edits."""

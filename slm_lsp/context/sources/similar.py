@@ -1,0 +1,95 @@
+"""Source 2: snippets of other files that look like the code before the cursor.
+
+Jaccard similarity of identifier sets between the last ``QUERY_LINES`` lines before the cursor
+and sliding windows of other files. Candidates are bounded (the work is per request): open and
+recently edited files first (their score gets a bonus), then the files the current one imports,
+then its neighbours in the same folder. ``rank_windows`` is also the evaluation's baseline over
+every file of a repository.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+QUERY_LINES = 20
+WINDOW, STEP = 20, 10
+MAX_FILE_LINES = 4000
+MIN_SCORE = 0.12
+RECENT_BONUS = 1.25
+
+
+@dataclass
+class Snippet:
+    path: str
+    start: int
+    text: str
+    score: float
+
+
+def tokens(text: str) -> set[str]:
+    return set(TOKEN.findall(text))
+
+
+def query_tokens(lines: list[str], line: int, n: int = QUERY_LINES) -> set[str]:
+    return tokens("\n".join(lines[max(0, line - n):line + 1]))
+
+
+def jaccard(a: set[str], b: set[str]) -> float:
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+_CACHE: dict[tuple[str, int, int, int], list[tuple[int, str, set[str]]]] = {}
+
+
+def _windows(path: str, text: str, window: int, step: int) -> list[tuple[int, str, set[str]]]:
+    """(start, text, identifier set) of a file's windows, kept while the text is the same."""
+    key = (path, hash(text), window, step)
+    hit = _CACHE.get(key)
+    if hit is None:
+        lines = text.split("\n")[:MAX_FILE_LINES]
+        hit = []
+        for start in range(0, max(1, len(lines) - window // 2), step):
+            chunk = "\n".join(lines[start:start + window])
+            hit.append((start, chunk, tokens(chunk)))
+        if len(_CACHE) > 512:
+            _CACHE.clear()
+        _CACHE[key] = hit
+    return hit
+
+
+def rank_windows(query: set[str], files: Iterable[tuple[str, str, float]], k: int, window: int = WINDOW,
+                 step: int = STEP, deadline: float = float("inf"), min_score: float = MIN_SCORE) -> list[Snippet]:
+    """Top ``k`` windows by Jaccard similarity to ``query`` (at most one per file region),
+    from (path, text, score multiplier) triples."""
+    best: list[Snippet] = []
+    for path, text, bonus in files:
+        if time.monotonic() > deadline:
+            break
+        per_file: list[Snippet] = []
+        for start, chunk, toks in _windows(path, text, window, step):
+            score = jaccard(query, toks) * bonus
+            if score >= min_score:
+                per_file.append(Snippet(path, start, chunk, score))
+        per_file.sort(key=lambda s: -s.score)
+        taken: list[Snippet] = []
+        for s in per_file:  # no two overlapping windows of one file
+            if all(abs(s.start - t.start) >= window for t in taken):
+                taken.append(s)
+            if len(taken) >= 2:
+                break
+        best.extend(taken)
+    best.sort(key=lambda s: -s.score)
+    return best[:k]
+
+
+def similar_snippets(query: set[str], candidates: list[str], read: Callable[[str], str],
+                     recent: set[str], k: int, deadline: float) -> list[Snippet]:
+    files = ((p, read(p), RECENT_BONUS if p in recent else 1.0) for p in candidates)
+    return rank_windows(query, files, k, deadline=deadline)

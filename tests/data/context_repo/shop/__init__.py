@@ -1,0 +1,3 @@
+from .pricing import apply_discount
+
+__all__ = ["apply_discount"]

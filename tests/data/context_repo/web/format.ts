@@ -1,0 +1,4 @@
+// Formats a price for display.
+export function formatPrice(value: number, currency: string): string {
+  return `${value.toFixed(2)} ${currency}`;
+}

@@ -1,0 +1,206 @@
+"""slm_lsp.context.index (with ignore rules and parsing): the walk, skip rules, import
+resolution, live updates, snapshots, and persistence that survives a kill during a write."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from slm_lsp.context.ignore import IgnoreRules
+from slm_lsp.context.index import ContextIndex, import_keys, index_file_for
+from slm_lsp.context.parsing import parse_source
+
+FIXTURE = Path(__file__).parent / "data" / "context_repo"
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    root = tmp_path / "repo"
+    shutil.copytree(FIXTURE, root)
+    # What the walk must skip (made here: the project's own .gitignore would keep some out of git).
+    (root / "debug.log").write_text("log\n")
+    (root / "keep.log").write_text("not code\n")
+    (root / "notes").mkdir()
+    (root / "notes" / "draft.py").write_text("def ignored_by_gitignore():\n    pass\n")
+    (root / "build").mkdir()
+    (root / "build" / "out.py").write_text("def built():\n    pass\n")
+    (root / "node_modules" / "lib").mkdir(parents=True)
+    (root / "node_modules" / "lib" / "index.js").write_text("export function vendored() {}\n")
+    (root / "app" / "bundle.js").write_text("var a=1;" * 2000)  # minified: one huge line
+    (root / "app" / "blob.py").write_bytes(b"\x00\x01binary" * 100)
+    (root / "app" / "huge.py").write_text("x = 1\n" * 200_000)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.py").write_text("def outside_secret():\n    pass\n")
+    os.symlink(outside / "secret.py", root / "app" / "linked.py")
+    os.symlink(outside, root / "linked_dir")
+    return root
+
+
+def _index(root: Path, tmp_path: Path) -> ContextIndex:
+    from slm_lsp.context.index import IndexOptions
+
+    return ContextIndex(str(root), tmp_path / "cache", IndexOptions(max_file_bytes=256 * 1024))
+
+
+def test_walk_respects_ignore_rules_and_skips(repo: Path, tmp_path: Path):
+    index = _index(repo, tmp_path)
+    snap = index.build()
+    assert sorted(snap.files) == ["app/checkout.py", "shop/__init__.py", "shop/cart.py", "shop/pricing.py",
+                                  "web/format.ts", "web/view.ts"]
+    # Generated (protobuf marker), minified, binary, too big, vendored, gitignored and linked-out
+    # files are all absent; the stats count what was parsed.
+    assert index.stats["files"] == 6 and index.stats["parsed"] == 6
+    assert index.ready.is_set()
+
+
+def test_gitignore_matcher():
+    rules = IgnoreRules("/nonexistent", ["*.log", "!keep.log", "build/", "/top.py", "docs/**/gen", "a?c.py"])
+    assert rules.ignored("x/debug.log")
+    assert not rules.ignored("keep.log")
+    assert rules.ignored("src/build/y.py")  # inside an ignored directory
+    assert not rules.ignored("build")  # a file named like a directory-only rule
+    assert rules.ignored("top.py") and not rules.ignored("sub/top.py")  # anchored
+    assert rules.ignored("docs/a/b/gen/x.py") and rules.ignored("docs/gen/x.py")
+    assert rules.ignored("abc.py") and not rules.ignored("abbc.py")
+    assert rules.ignored("node_modules/x.js") and rules.ignored("a/.git/config")
+    assert not rules.ignored("src/main.py")
+
+
+def test_nested_gitignore(repo: Path, tmp_path: Path):
+    (repo / "shop" / ".gitignore").write_text("cart.py\n")
+    snap = _index(repo, tmp_path).build()
+    assert "shop/cart.py" not in snap.files and "shop/pricing.py" in snap.files
+
+
+def test_definitions_and_imports_are_resolved(repo: Path, tmp_path: Path):
+    snap = _index(repo, tmp_path).build()
+    pricing = snap.files["shop/pricing.py"]
+    by_name = {d.name: d for d in pricing.definitions}
+    assert by_name["apply_discount"].signature == "def apply_discount(amount: float, percent: float) -> float:"
+    assert by_name["apply_discount"].doc == "Return amount reduced by percent (0-100)."
+    cart = {d.name: d for d in snap.files["shop/cart.py"].definitions}
+    assert cart["LineItem"].kind == "class" and "    sku: str" in cart["LineItem"].fields
+    assert cart["add_item"].parent == "ShoppingCart" and cart["add_item"].kind == "method"
+    checkout = snap.files["app/checkout.py"]
+    resolved = {imp.module: [p for k in import_keys("app/checkout.py", "python", imp) for p in snap.module_files(k)]
+                for imp in checkout.imports}
+    assert resolved == {"shop": ["shop/__init__.py"], "shop.cart": ["shop/cart.py"],
+                        "shop.pricing": ["shop/pricing.py"]}
+    view = snap.files["web/view.ts"]
+    keys = import_keys("web/view.ts", "typescript", view.imports[0])
+    assert next(snap.module_files(k) for k in keys if snap.module_files(k)) == ["web/format.ts"]
+    assert snap.defining("formatPrice") == ["web/format.ts"]
+
+
+@pytest.mark.parametrize(("lang", "source", "defs", "imports"), [
+    ("go", 'package x\nimport (\n f "fmt"\n "a/b/c"\n)\n// Do does it.\nfunc (c *C) Do(x int) error { return nil }\n',
+     [("Do", "function", "func (c *C) Do(x int) error", "Do does it.")], [("fmt", "f"), ("a/b/c", "c")]),
+    ("rust", "use crate::a::{B, c::D as E};\n/// Adds.\npub fn add(x: i32) -> i32 { x }\n",
+     [("add", "function", "pub fn add(x: i32) -> i32", "Adds.")], [("crate::a", ""), ("crate::a::c", "")]),
+    ("java", "import a.b.C;\nclass A {\n  /** Mm. */\n  int m(int x) { return 1; }\n}\n",
+     [("A", "class", "class A", ""), ("m", "method", "  int m(int x)", "Mm.")], [("a.b", "")]),
+    ("c", '#include "x.h"\nstatic int *f(int a) { return 0; }\n',
+     [("f", "function", "static int *f(int a)", "")], [("x.h", "")]),
+    ("cpp", '#include "y.hpp"\nint A::b(int x) { return 2; }\n', [("b", "function", "int A::b(int x)", "")],
+     [("y.hpp", "")]),
+    ("javascript", 'import d, {a as b} from "./x";\nconst g = (x) => x;\n',
+     [("g", "function", "const g = (x) => x;", "")], [("./x", "")]),
+    ("tsx", 'import {a} from "./x";\nexport interface I { a: number }\n', [("I", "class", "interface I", "")],
+     [("./x", "")]),
+])
+def test_languages(lang, source, defs, imports):
+    parsed = parse_source(source, lang)
+    assert [(d.name, d.kind, d.signature, d.doc) for d in parsed.definitions] == defs
+    assert [(i.module, i.alias) for i in parsed.imports] == imports
+
+
+def test_restart_reparses_only_changed_files(repo: Path, tmp_path: Path):
+    first = _index(repo, tmp_path)
+    first.build()
+    assert first.cache_file is not None and first.cache_file.is_file()
+    time.sleep(0.01)
+    (repo / "shop" / "pricing.py").write_text("def renamed_price(x):\n    return x\n")
+    again = _index(repo, tmp_path)
+    snap = again.build()
+    assert again.stats["parsed"] == 1 and again.stats["reused"] == 5
+    assert snap.defining("renamed_price") == ["shop/pricing.py"] and not snap.defining("apply_discount")
+
+
+def test_damaged_saved_index_is_rebuilt(repo: Path, tmp_path: Path):
+    index = _index(repo, tmp_path)
+    assert index.cache_file is not None
+    index.cache_file.parent.mkdir(parents=True)
+    index.cache_file.write_text('{"schema": 1, "root": "x", "fil')
+    snap = index.build()
+    assert len(snap.files) == 6 and index.stats["parsed"] == 6
+
+
+KILLER = """
+import os, sys, time, json
+from pathlib import Path
+from slm_lsp.context.index import ContextIndex
+index = ContextIndex(sys.argv[1], Path(sys.argv[2]))
+index.build()                      # the good index, saved
+real_dump = json.dump
+def slow_dump(data, fh, **kw):     # the next save writes half of its data, then hangs
+    text = json.dumps(data)
+    fh.write(text[: len(text) // 2])
+    fh.flush()
+    print("WRITING", flush=True)
+    time.sleep(60)
+json.dump = slow_dump
+index.save(force=True)
+"""
+
+
+def test_kill_during_write_leaves_the_old_index(repo: Path, tmp_path: Path):
+    cache = tmp_path / "cache"
+    proc = subprocess.Popen([sys.executable, "-c", KILLER, str(repo), str(cache)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "WRITING"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = index_file_for(str(repo), cache)
+    assert json.loads(saved.read_text())["schema"] == 1  # the old file, whole
+    assert list(saved.parent.glob("*.tmp"))  # the half-written one is beside it, unused
+    index = ContextIndex(str(repo), cache)
+    index.build()
+    assert index.stats["reused"] == 6 and index.stats["parsed"] == 0
+
+
+def test_buffers_override_disk_and_snapshots_stay_consistent(repo: Path, tmp_path: Path):
+    index = _index(repo, tmp_path)
+    before = index.build()
+    index.update_buffer("shop/pricing.py", "def typed_in_editor(a):\n    return a\n")
+    after = index.snapshot
+    assert after is not before and after.version > before.version
+    assert before.defining("apply_discount") == ["shop/pricing.py"]  # an old snapshot never changes
+    assert after.defining("typed_in_editor") == ["shop/pricing.py"] and not after.defining("apply_discount")
+    index.update_paths(["shop/pricing.py"])  # a disk event for an open buffer: the buffer wins
+    assert index.snapshot.defining("typed_in_editor")
+    index.close_buffer("shop/pricing.py")
+    assert index.snapshot.defining("apply_discount") == ["shop/pricing.py"]
+    hidden = index.snapshot.hide("shop/pricing.py")
+    assert hidden.defining("apply_discount") == [] and hidden.entry("shop/pricing.py") is None
+
+
+def test_update_paths_create_modify_delete(repo: Path, tmp_path: Path):
+    index = _index(repo, tmp_path)
+    index.build()
+    (repo / "shop" / "stock.py").write_text("def restock(sku):\n    pass\n")
+    index.update_paths(["shop/stock.py"])
+    assert index.snapshot.defining("restock") == ["shop/stock.py"]
+    (repo / "shop" / "stock.py").unlink()
+    index.update_paths([], ["shop/stock.py"])
+    assert not index.snapshot.defining("restock")
+    index.update_paths(["debug.log", "notes/draft.py"])  # ignored paths stay out
+    assert "notes/draft.py" not in index.snapshot.files

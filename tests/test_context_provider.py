@@ -1,0 +1,193 @@
+"""slm_lsp.context.provider and its sources: definitions through imports, similar snippets, the
+recent-edit ring, per-source time budgets and failures, and sticky context across keystrokes."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from slm_lsp.context.index import ContextIndex
+from slm_lsp.context.provider import ContextOptions, ContextProvider, scope_key
+from slm_lsp.context.sources.recent import RecentChunks
+from slm_lsp.context.sources.similar import jaccard, rank_windows, tokens
+
+FIXTURE = Path(__file__).parent / "data" / "context_repo"
+CHECKOUT = "app/checkout.py"
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    root = tmp_path / "repo"
+    shutil.copytree(FIXTURE, root)
+    index = ContextIndex(str(root), None)
+    index.build()
+    provider = ContextProvider(ContextOptions(time_budget_ms=2000))
+    provider.add_index(index)
+    return root, index, provider
+
+
+def _gather(provider: ContextProvider, root: Path, text: str, line: int, key: str = "doc", **kw):
+    return provider.gather(key, str(root / CHECKOUT), text, line, **kw)
+
+
+def test_definitions_of_used_names_through_imports(setup):
+    root, _index, provider = setup
+    text = (root / CHECKOUT).read_text()
+    result = _gather(provider, root, text, 8)
+    assert (result.repo_name, result.repo_path) == ("repo", CHECKOUT)
+    by_path: dict[str, str] = {}
+    for f in result.files:
+        if f.priority >= 1.0:  # definitions (similar snippets and recent edits rank below 1)
+            by_path[f.path] = by_path.get(f.path, "") + f.text
+    # Resolved through "from shop import apply_discount" → shop/__init__.py re-exports pricing.py.
+    pricing = by_path["shop/pricing.py"]
+    assert "def apply_discount(amount: float, percent: float) -> float:" in pricing
+    assert '"""Return amount reduced by percent (0-100)."""' in pricing
+    assert "return amount * (1 - percent / 100)" not in pricing  # signatures, not bodies
+    # A class: its header, fields and method signatures.
+    cart = by_path["shop/cart.py"]
+    assert "class ShoppingCart:" in cart and "def add_item(self, sku: str, quantity: int, unit_price: float)" in cart
+    assert "self.items.append(item)" not in cart
+    # The names used right at the cursor rank highest (they are last: nearest the file).
+    assert result.files[-1].path in ("shop/pricing.py", "shop/cart.py")
+    assert max(f.priority for f in result.files if f.path == "shop/pricing.py") > 1.5
+
+
+def test_hidden_file_and_no_self_context(setup):
+    root, _index, provider = setup
+    text = (root / CHECKOUT).read_text()
+    result = _gather(provider, root, text, 8, hide_current=True)
+    assert all(f.path != CHECKOUT for f in result.files)
+    assert any(f.path == "shop/pricing.py" for f in result.files)
+
+
+def test_typescript_definitions(setup):
+    root, _index, provider = setup
+    text = (root / "web" / "view.ts").read_text()
+    result = provider.gather("ts", str(root / "web" / "view.ts"), text, 3)
+    texts = "".join(f.text for f in result.files if f.path == "web/format.ts")
+    assert "export function formatPrice(value: number, currency: string): string" in texts
+    assert "// Formats a price for display." in texts
+
+
+def test_context_is_sticky_while_typing_in_a_scope(setup):
+    root, _index, provider = setup
+    text = (root / CHECKOUT).read_text()
+    first = _gather(provider, root, text, 8)
+    lines = text.split("\n")
+    for typed in ["n", "ne", "net2 = "]:
+        lines[8] = "    " + typed
+        again = _gather(provider, root, "\n".join(lines), 8)
+        assert again.reused and again.files is first.files  # the same tokens: the KV cache is reused
+    # Another scope: computed again.
+    moved = _gather(provider, root, text + "\n\ndef other():\n    x = 1\n", 14)
+    assert not moved.reused
+
+
+def test_context_changes_when_a_used_definition_changes(setup):
+    root, index, provider = setup
+    text = (root / CHECKOUT).read_text()
+    _gather(provider, root, text, 8)
+    index.update_buffer("shop/pricing.py", "def apply_discount(amount, percent, rounding):\n    pass\n"
+                        "def with_tax(amount):\n    pass\n")
+    again = _gather(provider, root, text, 8)
+    assert not again.reused
+    assert any("rounding" in f.text for f in again.files)
+
+
+def test_a_newly_used_name_brings_its_definition(setup):
+    root, _index, provider = setup
+    text = "from shop.pricing import with_tax, apply_discount\n\n\ndef f(x):\n    y = x\n    return y\n"
+    first = _gather(provider, root, text, 4)
+    lines = text.split("\n")
+    lines[4] = "    y = with_tax(x)"
+    again = _gather(provider, root, "\n".join(lines), 4)
+    # with_tax was already there (imported names are always candidates): nothing changes...
+    assert again.reused and again.files is first.files
+
+
+def test_failing_and_slow_sources_are_skipped(setup, monkeypatch):
+    root, _index, provider = setup
+    import slm_lsp.context.provider as mod
+
+    def boom(*a, **k):
+        raise RuntimeError("broken source")
+
+    monkeypatch.setattr(mod, "similar_snippets", boom)
+    text = (root / CHECKOUT).read_text()
+    result = _gather(provider, root, text, 8)
+    assert any(f.path == "shop/pricing.py" for f in result.files)  # definitions still there
+
+    def slow(*a, **k):
+        time.sleep(1.0)
+        return []
+
+    monkeypatch.setattr(mod, "find_definitions", slow)
+    provider.options.time_budget_ms = 50
+    t0 = time.monotonic()
+    result = _gather(provider, root, text, 8, key="other")
+    assert time.monotonic() - t0 < 0.6  # not held up by the slow source
+    assert result.timings_ms["definitions"] < 500
+
+
+def test_recent_ring():
+    ring = RecentChunks(size=3, chunk_lines=8)
+    text = "\n".join(f"line {i}" for i in range(100))
+    ring.note("a.py", text, 50)
+    ring.note("a.py", text, 51)  # overlaps the previous chunk: replaces it
+    assert len(ring.chunks()) == 1
+    for i, path in enumerate(["b.py", "c.py", "d.py"]):
+        ring.note(path, text, 10 * i)
+    chunks = ring.chunks()
+    assert [c.path for c in chunks] == ["b.py", "c.py", "d.py"]  # oldest dropped, oldest first
+    assert all(len(c.text.split("\n")) <= 8 for c in chunks)
+    assert [c.path for c in ring.chunks(exclude_path="c.py")] == ["b.py", "d.py"]
+    assert [c.path for c in ring.chunks("b.py", (90, 99))] == ["b.py", "c.py", "d.py"]  # far from the cursor
+
+
+def test_recent_edits_in_context(setup):
+    root, _index, provider = setup
+    other = root / "shop" / "cart.py"
+    provider.note_edit(str(other), other.read_text(), 20)
+    text = (root / CHECKOUT).read_text()
+    result = _gather(provider, root, text, 8)
+    recent = [f for f in result.files if f.priority < 0.8]
+    assert recent and recent[0].path == "shop/cart.py" and "def add_item" in recent[0].text
+
+
+def test_similar_windows():
+    query = tokens("total = compute_total(items, tax_rate)\nreturn round(total, 2)")
+    files = [("a.py", "x = 1\n" * 40 + "total = compute_total(items, tax_rate)\nreturn round(total, 2)\n", 1.0),
+             ("b.py", "def unrelated():\n    pass\n" * 10, 1.0)]
+    best = rank_windows(query, files, k=2, window=10, step=5)
+    assert best and best[0].path == "a.py" and "compute_total" in best[0].text
+    assert all(s.path != "b.py" for s in best)
+    assert jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3)
+
+
+def test_scope_key():
+    lines = ["import os", "", "class A:", "    def f(self):", "        x = 1", "", "def g():", "    y"]
+    assert scope_key(lines, 4) == scope_key(lines, 3) != scope_key(lines, 7)
+    assert scope_key(lines, 0).startswith("0:")
+
+
+def test_definitions_and_snippets_come_from_the_same_language_family(tmp_path: Path):
+    root = tmp_path / "repo"
+    shutil.copytree(FIXTURE, root)
+    # Neither file is imported by checkout.py: only the by-name fallback can find them.
+    (root / "shop" / "audit.py").write_text("def audit_totals(order):\n    \"\"\"Check an order's sums.\"\"\"\n"
+                                            "    return True\n")
+    (root / "web" / "totals.js").write_text("export function reconcile_totals(a, b) {\n  return a + b;\n}\n")
+    index = ContextIndex(str(root), None)
+    index.build()
+    provider = ContextProvider(ContextOptions(time_budget_ms=2000))
+    provider.add_index(index)
+    text = (root / CHECKOUT).read_text() + "\n\ndef close(order):\n    audit_totals(order)\n"
+    text += "    reconcile_totals(order)\n"
+    result = _gather(provider, root, text, text.count("\n") - 1)
+    paths = {f.path for f in result.files}
+    assert "shop/audit.py" in paths
+    assert not any(p.endswith((".js", ".ts")) for p in paths)

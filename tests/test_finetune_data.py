@@ -1,0 +1,236 @@
+"""Finetune data: file filters, the by-file split, node-aligned middles, and examples laid out
+exactly like the server's prompts. No torch: the tiny GGUF's llama.cpp tokenizer stands in for
+the model's tokenizer (both implement PromptBuilder's Tokenizer protocol)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from finetune.config import ConfigError, FinetuneConfig, from_args
+from finetune.data import (
+    IGNORE_INDEX,
+    DataSettings,
+    ExampleMaker,
+    SourceFile,
+    line_span,
+    load_files,
+    node_spans,
+)
+from finetune.evaluate import edit_similarity, line_tasks
+from slm_lsp.config import CompletionConfig
+from slm_lsp.engine.fim import SPM
+from slm_lsp.engine.model import LlamaRunner
+from slm_lsp.engine.prompt import PromptBuilder, PromptRequest, plain_fim_prompt
+from tests.conftest import TINY_MODEL
+
+REPO = Path(__file__).parent / "data" / "finetune_repo"
+KEPT = {"geom/__init__.py", "geom/cli.py", "geom/io/csvio.py", "geom/io/jsonio.py", "geom/ops.py",
+        "geom/registry.py", "geom/shapes.py"}
+
+
+@pytest.fixture(scope="module")
+def runner():
+    r = LlamaRunner(str(TINY_MODEL), threads=1, n_ctx=512)
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="module")
+def files():
+    return load_files(REPO, heldout_fraction=0.3, seed=0)
+
+
+def maker_for(runner, files, **settings):
+    return ExampleMaker(files, runner.template, runner, end_token=runner.special("<|endoftext|>"),
+                        settings=DataSettings(**settings), repo_name="geom", seed=0)
+
+
+def test_filters_drop_generated_vendored_minified_ignored_and_duplicates(files):
+    kept = {f.path for f in files.train + files.heldout}
+    assert kept == KEPT
+    # ops_copy.py duplicates ops.py; constants_pb2.py and tables.py are generated; widget.min.js by
+    # name and packed.js by line length are minified; vendor/ is vendored; build/ and secret_*.py
+    # (made by the test below) are in .gitignore; geom/io/__init__.py is tiny.
+    assert files.dropped["duplicate"] == 1 and files.dropped["generated"] == 3
+    assert files.dropped["minified"] == 1 and files.dropped["vendored"] == 1 and files.dropped["tiny"] == 1
+
+
+def test_huge_and_binary_files_are_dropped(tmp_path):
+    shutil.copytree(REPO, tmp_path / "repo")
+    (tmp_path / "repo" / "big.py").write_text("x = 1\n" * 50_000)
+    (tmp_path / "repo" / "blob.py").write_bytes(b"data = 1\n" * 10 + b"\0\xff")
+    fs = load_files(tmp_path / "repo", max_file_bytes=100_000)
+    assert fs.dropped["huge"] == 1 and fs.dropped["binary"] == 1
+
+
+def test_gitignore_is_respected_outside_git(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / "build").mkdir()
+    (repo / "build" / "out.py").write_text("print('a build output, ignored by build/ in .gitignore')\n")
+    (repo / "geom" / "secret_keys.py").write_text("TOKEN = 'ignored by secret_*.py in .gitignore, never read'\n")
+    (repo / "geom" / "io" / ".gitignore").write_text("csvio.py\n")  # nested .gitignore files count too
+    assert {f.path for f in (lambda fs: fs.train + fs.heldout)(load_files(repo))} == KEPT - {"geom/io/csvio.py"}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_repo_uses_tracked_files_only(tmp_path):
+    repo = tmp_path / "repo"
+    shutil.copytree(REPO, repo)
+    (repo / "untracked.py").write_text("def untracked():\n    return 'not in the index, so not trained on'\n")
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "geom", ".gitignore"], check=True)
+    fs = load_files(repo)
+    assert {f.path for f in fs.train + fs.heldout} == KEPT
+
+
+def test_split_is_by_file_deterministic_and_stable(files):
+    train, held = {f.path for f in files.train}, {f.path for f in files.heldout}
+    assert train and held and not train & held
+    assert len(held) == 2  # 30% of 7 files
+    again = load_files(REPO, heldout_fraction=0.3, seed=0)
+    assert {f.path for f in again.heldout} == held
+
+
+def test_node_spans_are_syntax_nodes():
+    text = (REPO / "geom" / "shapes.py").read_text()
+    spans = {text[s:e] for s, e in node_spans(SourceFile("geom/shapes.py", text), max_lines=8)}
+    assert "return math.pi * self.radius ** 2" in spans  # a statement
+    assert "math.pi * self.radius ** 2" in spans  # an expression
+    assert "return Circle(self.radius * factor)" in spans  # a function body (block)
+    assert 'super().__init__(side, side)' in spans
+    assert all(len(s.splitlines()) <= 8 for s in spans)
+    # Non-ASCII text: character offsets, not byte offsets.
+    uni = SourceFile("u.py", "name = 'héllo'\nresult = compute(name, 'ü')\n")
+    assert "compute(name, 'ü')" in {uni.text[s:e] for s, e in node_spans(uni, 4)}
+
+
+def test_line_span_is_the_rest_of_a_line():
+    import random
+
+    text = "def f(x):\n    total = compute(x) + 1\n    return total\n"
+    for seed in range(20):
+        start, end = line_span(text, random.Random(seed))
+        assert text[end] == "\n" and "\n" not in text[start:end]
+        assert not (text[start - 1].isalnum() and text[start].isalnum())  # never inside a word
+
+
+def test_example_is_the_servers_prompt_then_the_middle(runner, files):
+    maker = maker_for(runner, files.train, seq_len=2048, context_fraction=0.0, spm_fraction=0.0)
+    f = next(x for x in files.train + files.heldout if x.path == "geom/ops.py")
+    start = f.text.index("sum(shape.area()")
+    end = f.text.index("\n", start)
+    ex = maker.make(f, (start, end))
+    assert ex is not None
+    middle_ids = runner.tokenize(f.text[start:end]) + [runner.special("<|endoftext|>")]
+    # What the server's engine builds for the document without the middle, cursor at the hole
+    # (the default server settings; the budgets hold the whole file here).
+    doc = f.text[:start] + f.text[end:]
+    line = doc.count("\n", 0, start)
+    column = start - (doc.rfind("\n", 0, start) + 1)
+    cc = CompletionConfig()
+    builder = PromptBuilder(runner.template, runner, 10_000, 10_000, runner.bos, cc.near_lines)
+    expected = builder.build(PromptRequest(doc, line, column)).tokens
+    assert ex.input_ids == expected + middle_ids
+    assert ex.labels == [IGNORE_INDEX] * len(expected) + middle_ids
+    # ... which is the plain FIM prompt, but for where the server splits the suffix tokens.
+    plain = plain_fim_prompt(runner.template, runner.tokenize, runner.special, f.text[:start], f.text[end:],
+                             runner.bos)
+    assert runner.detokenize(expected) == runner.detokenize(plain)
+
+
+def test_examples_mix_kinds_layouts_and_context_and_fit(runner, files):
+    maker = maker_for(runner, files.train, seq_len=256, spm_fraction=0.3, context_fraction=0.5)
+    examples = maker.examples(range(60))
+    assert all(len(e.input_ids) <= 256 and len(e.input_ids) == len(e.labels) for e in examples)
+    assert {e.kind for e in examples} == {"node", "line", "random"}
+    assert {e.layout for e in examples} == {"psm", SPM}
+    repo_tok, suf = runner.special("<|repo_name|>"), runner.special("<|fim_suffix|>")
+    with_context = [e for e in examples if e.input_ids[0] == repo_tok]
+    assert 10 < len(with_context) < 50
+    spm = next(e for e in examples if e.layout == SPM and e.input_ids[0] != repo_tok)
+    assert spm.input_ids[0] == suf
+    assert maker.example(7).input_ids == maker_for(runner, files.train, seq_len=256, spm_fraction=0.3,
+                                                   context_fraction=0.5).example(7).input_ids  # deterministic
+
+
+def test_loss_on_all_labels_the_whole_sequence(runner, files):
+    ex = maker_for(runner, files.train, loss_on="all").example(0)
+    assert ex.labels == ex.input_ids
+
+
+def test_line_tasks_hide_the_rest_of_a_line(files):
+    tasks = line_tasks(files.heldout, 5, seed=0)
+    assert len(tasks) == 5
+    for t in tasks:
+        original = next(f.text for f in files.heldout if f.path == t.path)
+        lines = t.text.split("\n")
+        assert lines[t.line][:t.column] + t.target + lines[t.line][t.column:] in original.split("\n")
+        assert lines[t.line][t.column:] == ""
+
+
+def test_edit_similarity():
+    assert edit_similarity("abc", "abc") == 1.0
+    assert edit_similarity("", "abcd") == 0.0
+    assert edit_similarity("kitten", "sitting") == pytest.approx(1 - 3 / 7)
+
+
+def test_config_presets_flags_and_messages():
+    cfg = from_args({"repo": "r", "base": "b.gguf", "out": "o", "preset": "full", "lora_r": 4})
+    assert cfg.precision == "bf16" and cfg.lora_r == 4 and "down_proj" in cfg.target_modules
+    with pytest.raises(ConfigError, match="--lora-r"):
+        from_args({"repo": "r", "base": "b", "out": "o", "lora_r": 0})
+    with pytest.raises(ConfigError, match="--base"):
+        FinetuneConfig(repo="r", out="o").validate()
+    from finetune.config import FIELD_DOCS
+
+    assert all(FIELD_DOCS.get(name) for name in FinetuneConfig.__dataclass_fields__)  # a doc per field
+
+
+def test_cli_help_lists_every_field():
+    from slm_lsp.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["finetune", "repo", "--base", "m.gguf", "--out", "o", "--target-modules", "q_proj,v_proj",
+                              "--keep-anyway"])
+    cfg = from_args(args)
+    assert cfg.target_modules == ["q_proj", "v_proj"] and cfg.keep_anyway and cfg.steps == FinetuneConfig.steps
+
+
+class _FakeVocab:
+    """A tokenizer stand-in that only knows which token texts exist."""
+
+    def __init__(self, texts: list[str]) -> None:
+        self.ids = {t: i for i, t in enumerate(texts)}
+
+    def has_token(self, text: str) -> bool:
+        return text in self.ids
+
+    def token_text(self, tid: int) -> str:
+        return next(t for t, i in self.ids.items() if i == tid)
+
+
+def test_llama3_gets_reserved_special_tokens_as_fim_sentinels():
+    from finetune.base import LLAMA3_RESERVED, choose_template
+    from slm_lsp.engine.fim import FALLBACK
+
+    llama3 = _FakeVocab(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+                        + [f"<|reserved_special_token_{i}|>" for i in range(248)])
+    template = choose_template({"general.name": "Llama 3.2 3B Instruct"}, llama3)  # type: ignore[arg-type]
+    assert template.is_fim and template.name == LLAMA3_RESERVED.name
+    assert (template.prefix, template.suffix, template.middle) == (LLAMA3_RESERVED.prefix, LLAMA3_RESERVED.suffix,
+                                                                   LLAMA3_RESERVED.middle)
+    assert template.stop[0] == "<|end_of_text|>" and template.file_sep and template.repo_name
+    assert choose_template({}, _FakeVocab(["a", "b"])) == FALLBACK  # type: ignore[arg-type]
+
+
+def test_cli_reports_a_bad_flag_by_name(capsys, tmp_path):
+    from slm_lsp.cli import main
+
+    assert main(["finetune", str(REPO), "--base", "m.gguf", "--out", str(tmp_path / "o"), "--lora-r", "0"]) == 2
+    assert "--lora-r: at least 1" in capsys.readouterr().err

@@ -1,0 +1,114 @@
+"""Serving a finetuned adapter: the engine's completion changes when an adapter is loaded and
+the adapter's ``template.json`` replaces the prompt template; over LSP, ``slm.loadAdapter``
+swaps it without a restart. The adapter is a random one written by finetune.export with numpy
+(no torch needed)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from finetune.export import LoraWeight, lora_tensors, write_gguf_adapter
+from slm_lsp.config import merge_config
+from slm_lsp.engine.fim import FimTemplate
+from slm_lsp.engine.service import CompletionEngine, CompletionRequest
+from tests.conftest import TINY_MODEL, server_command
+
+TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
+
+
+def random_adapter(directory: Path, seed: int = 0) -> Path:
+    """A strong random LoRA on every projection of the tiny model, with a template.json."""
+    rng = np.random.default_rng(seed)
+    shapes = {"self_attn.q_proj": (64, 64), "self_attn.v_proj": (32, 64), "mlp.down_proj": (64, 128),
+              "mlp.up_proj": (128, 64)}
+    weights = {f"model.layers.{i}.{name}": LoraWeight(rng.normal(0, 1.0, (4, n_in)).astype(np.float32),
+                                                      rng.normal(0, 1.0, (n_out, 4)).astype(np.float32))
+               for i in range(2) for name, (n_out, n_in) in shapes.items()}
+    directory.mkdir(parents=True, exist_ok=True)
+    path = write_gguf_adapter(directory / "adapter.gguf", lora_tensors(weights, arch="llama", n_blocks=2, n_head=4,
+                                                                       n_head_kv=2), arch="llama", alpha=8.0)
+    FimTemplate("tiny-finetuned", "psm", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+                ("<|endoftext|>", "<|fim_pad|>"), "<|repo_name|>", "<|file_sep|>").save(directory / "template.json")
+    return path
+
+
+ADAPTER = random_adapter(Path(tempfile.mkdtemp(prefix="slm-lsp-adapter-")))
+
+
+def test_engine_completion_changes_with_the_adapter_and_its_template():
+    cfg = merge_config({"model": {"threads": 1, "n_ctx": 1024},
+                        "completion": {"max_tokens": 8, "prefix_tokens": 256, "suffix_tokens": 64}}).config
+    engine = CompletionEngine(cfg)
+    try:
+        engine.load(str(TINY_MODEL)).result(timeout=60)
+        req = CompletionRequest("file:///a.py", TEXT, 3, 18, "python")
+        before = engine.complete(req).text
+        engine.call(lambda runner: runner.set_adapter(str(ADAPTER))).result(timeout=30)
+        assert engine.builder is not None and engine.builder.template.name == "tiny-finetuned"
+        after = engine.complete(req).text
+        assert after and after != before  # the adapter changes the completion (not a cache hit)
+        engine.call(lambda runner: runner.set_adapter(None)).result(timeout=30)
+        assert engine.builder.template.name == "qwen2.5-coder"
+        assert engine.complete(req).text == before
+    finally:
+        engine.close()
+
+
+def test_engine_loads_the_configured_adapter():
+    cfg = merge_config({"model": {"threads": 1, "n_ctx": 1024, "adapter": str(ADAPTER)}}).config
+    engine = CompletionEngine(cfg)
+    try:
+        engine.load(str(TINY_MODEL)).result(timeout=60)
+        assert engine.runner is not None and engine.runner.adapter_path == str(ADAPTER)
+        assert engine.builder is not None and engine.builder.template.name == "tiny-finetuned"
+    finally:
+        engine.close()
+
+
+URI = "file:///work/total.py"
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--model", str(TINY_MODEL))))
+async def client(lsp_client: LanguageClient):
+    await lsp_client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(),
+        initialization_options={"completion": {"maxTokens": 8, "timeBudgetMs": 5000}},
+    ))
+    yield
+    await lsp_client.shutdown_session()
+
+
+async def _inline(client: LanguageClient) -> str:
+    result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(3, 18),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+    assert isinstance(result, types.InlineCompletionList) and result.items
+    text = result.items[0].insert_text
+    assert isinstance(text, str)
+    return text
+
+
+async def test_load_adapter_command_swaps_without_restart(client: LanguageClient):
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=URI, language_id="python", version=1, text=TEXT)))
+    before = await _inline(client)
+    reply = await client.workspace_execute_command_async(types.ExecuteCommandParams(
+        command="slm.loadAdapter", arguments=[str(ADAPTER)]))
+    assert reply == {"adapter": str(ADAPTER)}
+    status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="slm.status"))
+    assert status["adapter"] == str(ADAPTER) and status["template"] == "tiny-finetuned"
+    assert await _inline(client) != before
+    await client.workspace_execute_command_async(types.ExecuteCommandParams(command="slm.loadAdapter",
+                                                                            arguments=[]))
+    assert await _inline(client) == before
+    with pytest.raises(JsonRpcException, match="not found"):
+        await client.workspace_execute_command_async(types.ExecuteCommandParams(
+            command="slm.loadAdapter", arguments=[str(ADAPTER.parent / "missing.gguf")]))

@@ -1,0 +1,118 @@
+"""The finetune script end to end on the tiny model: training lowers the held-out loss, the
+adapter is exported and published with its template, config and report; Ctrl-C saves a
+checkpoint that ``--resume`` continues from; an adapter that does not help is not published;
+a published adapter is never overwritten."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from finetune import lora
+from finetune.config import FinetuneConfig
+from finetune.lora import FinetuneError, main
+from slm_lsp.engine.fim import FimTemplate
+from slm_lsp.engine.model import LlamaRunner
+from tests.test_finetune_export import save_as_hf_dir
+from tests.tiny_model import build_tiny_gguf
+
+REPO = Path(__file__).parent / "data" / "finetune_repo"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    d = tmp_path_factory.mktemp("tiny-train")
+    gguf = build_tiny_gguf(d / "tiny.gguf", seed=5, name="tiny-qwen-coder-f32")
+    return gguf, save_as_hf_dir(gguf, d / "hf")
+
+
+def config(tmp_path, base, **kw) -> FinetuneConfig:
+    values = dict(repo=str(REPO), base=str(base), out=str(tmp_path / "out"), steps=8, seq_len=192, lr=1e-2,
+                  warmup_steps=1, grad_accum=2, save_every=4, eval_examples=6, eval_lines=3, threads=1,
+                  heldout_fraction=0.3, keep_anyway=True, lora_dropout=0.0)
+    values.update(kw)
+    cfg = FinetuneConfig(**values)
+    cfg.validate()
+    return cfg
+
+
+def test_training_lowers_heldout_loss_and_publishes(tiny, tmp_path):
+    gguf, hf_dir = tiny
+    cfg = config(tmp_path, hf_dir, gguf=str(gguf))  # an HF directory base, served as the GGUF
+    assert main(cfg) == 0
+    out = Path(cfg.out)
+    assert sorted(p.name for p in out.iterdir()) == ["adapter.gguf", "checkpoints", "config.json", "eval.json",
+                                                     "template.json"]
+    report = json.loads((out / "eval.json").read_text())
+    assert report["after"]["loss"] < report["before"]["loss"] - 0.5, report
+    assert report["published"] and report["steps"] == 8
+    assert {"exact_match", "edit_similarity", "n"} <= set(report["after"]["completion"])
+    assert json.loads((out / "config.json").read_text())["lr"] == 1e-2
+    template = FimTemplate.load(out / "template.json")
+    runner = LlamaRunner(str(gguf), threads=1, n_ctx=512)
+    try:
+        runner.set_adapter(str(out / "adapter.gguf"))  # llama.cpp accepts it; its template comes along
+        assert runner.template == template and runner.adapter_path == str(out / "adapter.gguf")
+    finally:
+        runner.close()
+    with pytest.raises(FinetuneError, match="never overwritten"):
+        main(cfg)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny, tmp_path, monkeypatch):
+    gguf, _hf_dir = tiny
+    cfg = config(tmp_path, gguf, steps=6, save_every=100, eval_lines=0)  # the GGUF itself as the base
+    calls = {"n": 0}
+    real_collate = lora.collate
+
+    def interrupting_collate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 7:  # during step 4 (2 micro-batches per step)
+            raise KeyboardInterrupt
+        return real_collate(*args, **kwargs)
+
+    monkeypatch.setattr(lora, "collate", interrupting_collate)
+    assert main(cfg) == 130
+    ckpt = Path(cfg.out) / "checkpoints"
+    assert [p.name for p in ckpt.glob("step-*")] == ["step-000003"]
+    assert not (Path(cfg.out) / "adapter.gguf").exists()
+    monkeypatch.setattr(lora, "collate", real_collate)
+    with pytest.raises(FinetuneError, match="--resume"):
+        main(cfg)
+    cfg.resume = True
+    assert main(cfg) == 0
+    progress = json.loads((ckpt / "step-000006" / "progress.json").read_text())
+    assert progress["step"] == 6 and len(progress["history"]) == 6
+    assert json.loads((Path(cfg.out) / "eval.json").read_text())["steps"] == 6
+
+
+def test_an_adapter_that_does_not_help_is_not_published(tiny, tmp_path):
+    gguf, _hf_dir = tiny
+    cfg = config(tmp_path, gguf, steps=2, keep_anyway=False, min_loss_gain=1000.0, eval_lines=0)
+    assert main(cfg) == lora.EXIT_NOT_PUBLISHED
+    out = Path(cfg.out)
+    assert not (out / "adapter.gguf").exists()
+    assert (out / "rejected" / "adapter.gguf").is_file()
+    report = json.loads((out / "rejected" / "eval.json").read_text())
+    assert not report["published"] and "gain" in report["reason"]
+
+
+def test_move_no_clobber(tmp_path):
+    (tmp_path / "a").write_text("new")
+    (tmp_path / "b").write_text("in use")
+    with pytest.raises(FinetuneError):
+        lora.move_no_clobber(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "in use"
+    lora.move_no_clobber(tmp_path / "a", tmp_path / "c")
+    assert (tmp_path / "c").read_text() == "new" and not (tmp_path / "a").exists()
+
+
+def test_lr_schedule():
+    factors = [lora.lr_factor(s, 2, 10) for s in range(10)]
+    assert factors[0] < factors[1] < factors[2] == 1.0 and factors[-1] >= 0.1
+    assert all(a >= b for a, b in zip(factors[2:], factors[3:]))
