@@ -9,9 +9,20 @@ SAMPLE ?= examples/circle.py:6:12
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
+# llama.cpp is compiled for this machine's CPU, without its AMX kernels on x86-64: some virtual
+# machines advertise AMX and fault on its first instruction (SIGILL), and the small batches of
+# code completion gain nothing from it. CMAKE_ARGS from the environment (CUDA, ...) come after.
+ifeq ($(shell uname -m),x86_64)
+NO_AMX = -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF '-DCMAKE_C_FLAGS=$(NO_AMX)' '-DCMAKE_CXX_FLAGS=$(NO_AMX)'
+endif
+LLAMA_SPEC = $(shell grep -o '"llama-cpp-python[^"]*"' pyproject.toml)
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	@# --no-cache-dir: a wheel that pip cached from an earlier build (other flags) is not reused.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(BIN)/pip install -q --no-cache-dir $(LLAMA_SPEC)
 	$(BIN)/pip install -q -e '.[dev,finetune]'
 	touch $@
 
