@@ -207,3 +207,23 @@ def test_paragraph_stops_at_a_blank_line():
     assert s.multiline and s.stop_at_blank
     text = "c = 3\n    d = 4\n\n    e = 5\n"
     assert s.finish(text) == "c = 3\n    d = 4"
+
+
+def test_a_line_that_opens_a_block_brings_its_body():
+    # The hole after ``try:`` (HumanEval/124): ``if len(date) == 0:`` alone would not parse.
+    s = CompletionShaper.for_cursor("def f(date):\n    try:\n", "\n        a, b = date.split('-')\n")
+    assert not s.multiline
+    text = "        if len(date) == 0:\n            return False\n        a, b = date.split('-')\n"
+    end = s.stop_at(text)
+    assert end is not None and text[:end] == "        if len(date) == 0:\n            return False"
+    assert s.stop_at("        if len(date) == 0:\n            return False") is None  # may still grow
+    assert s.finish("        if len(date) == 0:\n            return False  ") == (
+        "        if len(date) == 0:\n            return False")
+    # Cut by the budget: whole lines only; a plain line still ends at its newline.
+    assert s.finish("        if not date:\n            return Fa", complete=False) == "        if not date:"
+    assert s.stop_at("        date = date.strip()\n        x") == len("        date = date.strip()")
+    # Text right of the cursor, or a ':' that opens no block (a dict entry): one line.
+    t = _shaper("d = {\n    'a': 1,\n    ", "\n    'c': 3,\n}\n")
+    assert not t.multiline and t.stop_at("'b': {\n        'x': 2") == len("'b': {")
+    u = _shaper("    if ", " pass\n")
+    assert u.stop_at("x:\n        y") == len("x:")

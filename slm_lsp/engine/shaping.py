@@ -1,7 +1,8 @@
 """Completion shaping: how much to generate, when to stop, and what to show.
 
 * single-line when there is text right of the cursor, when the cursor is mid-statement, or when
-  it sits on a blank line between existing lines of the same block (filling a hole);
+  it sits on a blank line between existing lines of the same block (filling a hole); a line that
+  opens a block (``if x:``) brings its body along, as it is no statement on its own;
 * multi-line (a block) on a blank line after a block opener whose body is still empty, or at the
   end of a block; it stops when indentation returns to the enclosing level;
 * stops when the output starts to repeat the suffix, never duplicates closing brackets or
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 
 BLOCK_OPENER = re.compile(r"(:|\{|\(|\[|=>|\bdo|\bthen|\belse|->)\s*(#.*|//.*)?$")
 CLOSERS = set(")]}>\"'`;,")
+PY_BLOCK_OPENER = re.compile(
+    r"^\s*(if|elif|else|for|while|with|try|except|finally|def|class|async|match|case)\b.*:\s*(#.*)?$")
 
 
 def indent_of(line: str) -> int:
@@ -81,6 +84,8 @@ class CompletionShaper:
         complete; None to keep generating."""
         if not self.multiline:
             nl = text.find("\n")
+            if nl >= 0 and self._opens_block(text[:nl]):
+                return self._block_end(text)
             return nl if nl >= 0 else None
         lines = text.split("\n")
         complete = lines[:-1]  # the last one may still grow
@@ -95,6 +100,23 @@ class CompletionShaper:
             offset += len(line) + 1
         if len(complete) >= self.max_lines:
             return offset - 1
+        return None
+
+    def _opens_block(self, first: str) -> bool:
+        """A one-line answer that opens an indented block (``if x:``) is no statement on its own:
+        the answer goes on to the block's body, as an editor user expects to see it."""
+        return not self.rest_of_line.strip() and PY_BLOCK_OPENER.search(self.line_start + first) is not None
+
+    def _block_end(self, text: str) -> int | None:
+        """End of the block opened by the first line of ``text``: before the first line indented
+        at or below the opener (or blank), after ``max_lines``; None while it may still grow."""
+        lines = text.split("\n")
+        opener = indent_of(self.line_start + lines[0])
+        offset = len(lines[0]) + 1
+        for i, line in enumerate(lines[1:-1], 1):
+            if i >= self.max_lines or not line.strip() or indent_of(line) <= opener or self._repeats_suffix(line):
+                return offset - 1
+            offset += len(line) + 1
         return None
 
     def _ends_block(self, line: str, index: int) -> bool:
@@ -114,10 +136,12 @@ class CompletionShaper:
         end = self.stop_at(text + "\n") if self.multiline else self.stop_at(text)
         if end is not None:
             text = text[:end]
-        elif self.multiline and not complete and "\n" in text:
+        elif not complete and "\n" in text:  # a block cut by the budget: whole lines only
             text = text[: text.rfind("\n")]
         text = self._repair_indent(text)
-        if not self.multiline:
+        if not self.multiline and "\n" in text:  # one line that opened a block, with its body
+            text = "\n".join(x.rstrip() for x in text.rstrip().split("\n"))
+        elif not self.multiline:
             text = text.rstrip("\r")
             if self._repeats_suffix(self.line_start + text) and not self.rest_of_line.strip():
                 return ""
