@@ -191,3 +191,43 @@ def test_definitions_and_snippets_come_from_the_same_language_family(tmp_path: P
     paths = {f.path for f in result.files}
     assert "shop/audit.py" in paths
     assert not any(p.endswith((".js", ".ts")) for p in paths)
+
+
+def test_fallback_skips_locals_attributes_and_tests(tmp_path: Path):
+    root = tmp_path / "repo"
+    shutil.copytree(FIXTURE, root)
+    (root / "shop" / "audit.py").write_text("def audit_totals(order):\n    return True\n")
+    (root / "tests").mkdir()
+    (root / "tests" / "helpers.py").write_text("def pending_orders():\n    return []\n")
+    (root / "shop" / "queue.py").write_text("class Queue:\n    def drain_all(self):\n        return []\n")
+    index = ContextIndex(str(root), None)
+    index.build()
+    provider = ContextProvider(ContextOptions(time_budget_ms=2000))
+    provider.add_index(index)
+    # ``pending_orders`` is a local here, ``drain_all`` a method of an object of unknown type:
+    # the repository's function and method of those names are not what this code uses.
+    text = (root / CHECKOUT).read_text() + (
+        "\n\ndef close(order, queue):\n    pending_orders = []\n    pending_orders.append(order)\n"
+        "    queue.drain_all()\n    queue.drain_all()\n    audit_totals(order)\n")
+    paths = {f.path for f in _gather(provider, root, text, text.count("\n") - 1).files}
+    assert "shop/audit.py" in paths
+    assert "tests/helpers.py" not in paths and "shop/queue.py" not in paths
+
+
+def test_files_importing_the_same_names_feed_similar_snippets(setup):
+    from slm_lsp.context.provider import import_siblings
+
+    root, index, provider = setup
+    (root / "app" / "refund.py").write_text(
+        "from shop import apply_discount\nfrom shop.cart import ShoppingCart\n\n\n"
+        "def refund(owner: str, coupon: float) -> float:\n    cart = ShoppingCart(owner)\n"
+        "    cart.add_item(\"apple\", 3, 0.5)\n    return -apply_discount(cart.subtotal(), coupon)\n")
+    (root / "app" / "unrelated.py").write_text("from shop.cart import ShoppingCart\n")
+    index.update_paths(["app/refund.py", "app/unrelated.py"])
+    snap = index.snapshot
+    imports = snap.entry(CHECKOUT).imports
+    assert import_siblings(snap, CHECKOUT, imports, time.monotonic() + 5) == ["app/refund.py"]
+    text = (root / CHECKOUT).read_text()
+    result = _gather(provider, root, text, 8)
+    assert any(f.path == "app/refund.py" and "-apply_discount(cart.subtotal(), coupon)" in f.text
+               for f in result.files)

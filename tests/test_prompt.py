@@ -366,18 +366,49 @@ def test_neighbouring_pieces_of_one_file_share_a_block(tok):
     assert tok.detokenize(ids).count("u.py") == 1
 
 
-def test_scope_headers_when_the_prefix_is_cut(tok):
+def test_imports_and_scope_headers_when_the_prefix_is_cut(tok):
     body = "".join(f"        total_{i} = compute(index, {i})\n" for i in range(300))
-    text = "import os\n\nclass Ledger:\n    \"\"\"Doc.\"\"\"\n\n    def balance(self, index):\n" + body
+    text = ("import os\nfrom .ledger import (\n    compute,\n    Entry,\n)\n\nclass Ledger:\n    \"\"\"Doc.\"\"\"\n\n"
+            "    def balance(self, index):\n" + body)
     line = text.count("\n") - 1
     b = _builder(tok, prefix_tokens=128, suffix_tokens=0)
     p = b.build(PromptRequest(text, line, 8, context_tokens=256))
     head_text = tok.detokenize(p.head)
-    assert head_text.index("class Ledger:\n    def balance(self, index):\n") < head_text.index(p.prefix[:30])
-    assert "import os" not in head_text
-    # Without context (the server's context switched off) the head is the plain window.
+    want = ("import os\nfrom .ledger import (\n    compute,\n    Entry,\n)\n"
+            "class Ledger:\n    def balance(self, index):\n")
+    assert head_text.index(want) < head_text.index(p.prefix[:30])
+    assert "Doc." not in head_text
+    # Without context (the server's context switched off), or with the headers switched off
+    # (the evaluation's plain baseline), the head is the plain window.
     plain = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(PromptRequest(text, line, 8))
-    assert "class Ledger" not in tok.detokenize(plain.head)
+    assert "class Ledger" not in tok.detokenize(plain.head) and "import os" not in tok.detokenize(plain.head)
+    bare = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(
+        PromptRequest(text, line, 8, context_tokens=256, file_headers=False))
+    assert "class Ledger" not in tok.detokenize(bare.head) and "import os" not in tok.detokenize(bare.head)
+
+
+def test_imports_stay_within_their_share_of_the_context_budget(tok):
+    imports = "".join(f"from pkg.module_{i} import name_{i}\n" for i in range(200))
+    body = "".join(f"    x_{i} = name_{i}(x_{i - 1})\n" for i in range(1, 300))
+    text = imports + "def run(x_0):\n" + body
+    b = _builder(tok, prefix_tokens=128, suffix_tokens=0)
+    b.build(PromptRequest(text, text.count("\n") - 1, 4, context_tokens=300))
+    lines = [x + "\n" for x in text.split("\n")]
+    header = b.import_header(lines, 250, 100)
+    assert header.startswith("from pkg.module_0 import name_0\n") and header.endswith("\n")
+    assert 0 < b.count(header) <= 100 and header.count("\n") < 200  # whole statements, cut at the budget
+
+
+def test_import_statements_of_each_language():
+    from slm_lsp.engine.prompt import import_statements
+
+    src = ("import os\nfrom x import (\n    a,\n    b,\n)\nfrom .y import z  # c\nimport {\n  q,\n} from \"m\";\n"
+           "use std::{\n    io,\n};\n#include <stdio.h>\nimport (\n\t\"fmt\"\n)\nx = 1\n    import inner\n"
+           "from_here = 2\n")
+    got = import_statements([x + "\n" for x in src.split("\n")])
+    assert got == ["import os\n", "from x import (\n    a,\n    b,\n)\n", "from .y import z  # c\n",
+                   "import {\n  q,\n} from \"m\";\n", "use std::{\n    io,\n};\n", "#include <stdio.h>\n",
+                   "import (\n\t\"fmt\"\n)\n"]
 
 
 def test_scope_headers_function():

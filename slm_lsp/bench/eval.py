@@ -9,7 +9,8 @@ must write it back. Lines that use names imported from other files of the reposi
 * ``infile``: the file's own prefix and suffix only;
 * ``repo``: plus the context the server would attach (``ContextProvider.gather``);
 * ``baseline``: plus the top-8 Jaccard-ranked 30-line windows of the other files, in the
-  model's repo-level format (the usual retrieval baseline).
+  model's repo-level format (the usual retrieval baseline), and nothing else (no imports or
+  scope headers of a cut prefix window).
 
 Prints exact match (first line, whitespace-trimmed), edit similarity and latency per mode, for
 all tasks and for the cross-file ones.
@@ -104,7 +105,7 @@ def build_tasks(index: ContextIndex, n: int, seed: int = 0, languages: tuple[str
     other: list[Task] = []
     for path in sorted(snap.paths()):
         entry = snap.entry(path)
-        if entry is None or entry.language not in languages or _is_test(path) or "/examples/" in f"/{path}":
+        if entry is None or entry.language not in languages or _is_test(path):
             continue
         names = _repo_names(snap, path)
         lines = index.read_text(path).split("\n")
@@ -207,7 +208,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 req.context_tokens = args.context_tokens
             elif mode == "baseline" and baseline is not None:
                 req.context, req.repo_name, req.repo_path = baseline.context(task), index.name, task.path
-                req.context_tokens = args.context_tokens
+                req.context_tokens, req.file_headers = args.context_tokens, False  # the plain baseline
             result = engine.complete(req)
             predicted = result.text.split("\n")[0].strip()
             gen = result.generation

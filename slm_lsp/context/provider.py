@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..engine.prompt import ContextFile
-from .index import ContextIndex, Snapshot
+from .index import ContextIndex, FileEntry, Snapshot
 from .parsing import Import, language_of, parse_source
-from .sources.definitions import Found, find_definitions, same_family
+from .sources.definitions import Found, _is_test, find_definitions, same_family
 from .sources.recent import Chunk, RecentChunks
 from .sources.similar import Snippet, query_tokens, similar_snippets
 
@@ -36,8 +36,10 @@ SOURCES = ("definitions", "similar", "recent")
 SCOPE_START = re.compile(r"^(?:[A-Za-z_@]|\S.*[({]\s*$)")
 MAX_SIMILAR = 4
 MAX_CANDIDATE_FILES = 24
+MAX_SIBLINGS = 8
 MAX_DEFINITIONS = 24
 STRONG_USE = 0.1
+STRONG_SIMILAR = 0.3
 """A definition scored above this (its name is used near the cursor) must be in the context."""
 
 T = TypeVar("T")
@@ -219,6 +221,8 @@ class ContextProvider:
 
             for p in sorted(recent):
                 push(p)
+            for p in import_siblings(snap, rel, imports, deadline)[:MAX_SIBLINGS]:
+                push(p)
             if lang:
                 from .sources.definitions import _resolve
 
@@ -238,7 +242,44 @@ class ContextProvider:
         none: list[Snippet] = []
         snippets = self._run("similar", run, none, timings)
         snippets.sort(key=lambda s: s.score)  # the best nearest the file
-        return [ContextFile(s.path, s.text, 0.8 + s.score) for s in snippets]
+        # The best snippet, when it is really alike, competes with the definitions of names used
+        # near the cursor; the rest only fill what the definitions leave.
+        best = snippets[-1] if snippets and snippets[-1].score >= STRONG_SIMILAR else None
+        return [ContextFile(s.path, s.text, (2.0 if s is best else 0.8) + s.score) for s in snippets]
+
+
+_IMPORTED_NAMES: dict[tuple[str, int], frozenset[str]] = {}
+
+
+def _imported_names(entry: FileEntry) -> frozenset[str]:
+    key = (entry.path, entry.version)
+    names = _IMPORTED_NAMES.get(key)
+    if names is None:
+        names = frozenset(local for imp in entry.imports for _, local in imp.names if local != "*")
+        if len(_IMPORTED_NAMES) > 50000:
+            _IMPORTED_NAMES.clear()
+        _IMPORTED_NAMES[key] = names
+    return names
+
+
+def import_siblings(snap: Snapshot, rel: str, imports: list[Import], deadline: float) -> list[str]:
+    """Other files that import the same names as this one, most shared first: code that calls
+    the same APIs is where the calls this file is about to make are already written."""
+    mine = frozenset(local for imp in imports for _, local in imp.names if local != "*")
+    if not mine:
+        return []
+    scored: list[tuple[int, str]] = []
+    for p in snap.paths():
+        if time.monotonic() > deadline:
+            break
+        entry = snap.entry(p)
+        if p == rel or entry is None or _is_test(p):
+            continue
+        shared = len(mine & _imported_names(entry))
+        if shared >= 2:
+            scored.append((shared, p))
+    scored.sort(key=lambda x: (-x[0], x[1]))
+    return [p for _, p in scored]
 
 
 def _definition_files(found: list[Found]) -> list[ContextFile]:

@@ -27,6 +27,8 @@ from .fim import PREFIX_ONLY, SPM, FimTemplate
 REFILL_FRACTION = 0.75
 CONTEXT_STEP = 256
 MAX_SCOPE_HEADERS = 4
+IMPORT_SHARE = 3
+"""A cut prefix window gets the file's imports back within 1/IMPORT_SHARE of the context budget."""
 DUPLICATE_FRACTION = 0.6
 
 
@@ -59,6 +61,9 @@ class PromptRequest:
     context_tokens: int | None = None
     """Budget for ``context`` (None: no limit). A file shorter than its prefix/suffix budgets
     lends what it leaves unused to the context, in steps of ``CONTEXT_STEP`` tokens."""
+    file_headers: bool = True
+    """With a context budget: a cut prefix window gets the file's imports and the headers of its
+    enclosing scopes back (taken from the context budget)."""
 
 
 @dataclass
@@ -206,12 +211,29 @@ class PromptBuilder:
 
         prefix = "".join(lines[start:line]) + before
         suffix = after + "".join(lines[line + 1:line + 1 + n_after]) if self.suffix_tokens else ""
-        headers = scope_headers(lines, start, line) if req.context_tokens is not None else ""
+        headers = ""
+        if req.context_tokens is not None and req.file_headers and start > 0:
+            headers = self.import_header(lines, start, req.context_tokens // IMPORT_SHARE) + scope_headers(
+                lines, start, line)
         if req.context:
             req = replace(req, context=self.fit_context(req, prefix, suffix, self.count(headers)))
         self.last_context = req.context
         self.last_prompt = self.layout(prefix, suffix, self.context_text(req), headers)
         return self.last_prompt
+
+    def import_header(self, lines: list[str], start: int, budget: int) -> str:
+        """The file's import statements above a cut prefix window, whole statements in file
+        order up to ``budget`` tokens: the names the code is about to use, even when the window
+        no longer shows where they come from."""
+        out: list[str] = []
+        used = 0
+        for statement in import_statements(lines[:start]):
+            cost = self.count(statement)
+            if used + cost > budget:
+                break
+            out.append(statement)
+            used += cost
+        return "".join(out)
 
     def fit_context(self, req: PromptRequest, prefix: str, suffix: str, reserved: int = 0) -> list[ContextFile]:
         """The context pieces that fit the budget, highest priority first, in their given order;
@@ -273,6 +295,35 @@ class PromptBuilder:
 def _duplicates(text: str, visible: set[str]) -> bool:
     lines = [x.strip() for x in text.split("\n") if len(x.strip()) > 3]
     return bool(lines) and sum(x in visible for x in lines) >= DUPLICATE_FRACTION * len(lines)
+
+
+IMPORT_STARTS = ("import ", "from ", "use ", "pub use ", "#include", "import(", "import{", "using ", "require ")
+
+
+def import_statements(lines: list[str]) -> list[str]:
+    """Top-level import statements (Python, JS/TS, Go, Rust, Java, C/C++) among ``lines``,
+    each with its continuation lines (until brackets balance)."""
+    out: list[str] = []
+    i = 0
+    while i < len(lines):
+        text = lines[i]
+        if not text.startswith(IMPORT_STARTS) or (text.startswith("from ") and " import" not in text
+                                                  and not text.rstrip().endswith("\\")):
+            i += 1
+            continue
+        statement = [text]
+        depth = _depth(text)
+        while (depth > 0 or statement[-1].rstrip().endswith("\\")) and i + 1 < len(lines) and len(statement) < 200:
+            i += 1
+            statement.append(lines[i])
+            depth += _depth(lines[i])
+        out.append("".join(statement) if statement[-1].endswith("\n") else "".join(statement) + "\n")
+        i += 1
+    return out
+
+
+def _depth(text: str) -> int:
+    return text.count("(") + text.count("{") - text.count(")") - text.count("}")
 
 
 def scope_headers(lines: list[str], start: int, line: int) -> str:

@@ -35,11 +35,13 @@ class CompletionRequest:
     path: str = ""
     context: list[ContextFile] = field(default_factory=list)
     context_tokens: int | None = None
-    """Token budget for ``context`` (None: no context; also turns on the scope headers of a cut
-    prefix). Clamped so that the prompt fits the model's context window."""
+    """Token budget for ``context`` (None: no context; also turns on the imports and scope headers
+    of a cut prefix). Clamped so that the prompt fits the model's context window."""
     repo_name: str = ""
     repo_path: str = ""
     """The file's path inside the repository, for the repo-level prompt format."""
+    file_headers: bool = True
+    """With ``context_tokens``: give a cut prefix window its imports and scope headers back."""
 
 
 @dataclass
@@ -291,7 +293,8 @@ class CompletionEngine:
             room = runner.n_ctx - builder.prefix_tokens - builder.suffix_tokens - cc.max_tokens - 64
             budget = max(0, min(budget, room))  # what a short file leaves unused stays within room
         prompt = builder.build(PromptRequest(req.text, req.line, req.column, req.repo_path or req.path,
-                                             req.document_key, req.context, req.repo_name, budget))
+                                             req.document_key, req.context, req.repo_name, budget,
+                                             req.file_headers))
         shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
         gen = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
                               cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms)

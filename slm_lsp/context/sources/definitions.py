@@ -20,7 +20,15 @@ IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 ATTR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*\.\s*([A-Za-z_][A-Za-z0-9_]*)")
 LINES_BEFORE, LINES_AFTER = 60, 15
 MAX_METHODS = 24
+MAX_CLASS_LINES = 32
+"""A class shown with more members is cut: a piece too big for the budget would be dropped whole."""
 FALLBACK_MAX_FILES = 3
+EXPLICIT_IMPORTS = ("python", "javascript", "typescript", "tsx", "java")
+IMPORTED = 0.05
+"""Score of a name the file imports from the repository before any use is counted: the import
+list says what the code is about to call even where the window no longer shows the import."""
+BOUND = re.compile(r"(?:^|[\s(,])\*{0,2}([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=\n]*)?=(?!=)"
+                   r"|\bfor\s+([A-Za-z_][A-Za-z0-9_]*)\b|\bas\s+([A-Za-z_][A-Za-z0-9_]*)")
 COMMON = {"self", "cls", "this", "None", "True", "False", "return", "import", "from", "def", "class", "if", "else",
           "for", "while", "in", "not", "and", "or", "is", "with", "as", "try", "except", "raise", "pass", "lambda",
           "const", "let", "var", "function", "new", "null", "undefined", "true", "false", "int", "str", "func",
@@ -90,6 +98,8 @@ def render(entry: FileEntry, d: Definition) -> str:
                 out.append(msig + ";")
         if python and not d.fields and not methods and not d.doc:
             out.append(f"{indent}{inner}...")
+        if len(out) > MAX_CLASS_LINES:
+            out = out[:MAX_CLASS_LINES - 1] + [f"{indent}{inner}..."]
         if brace and not sig.rstrip().endswith("}"):
             out.append(indent + "}")
     elif d.kind in ("function", "method"):
@@ -112,7 +122,18 @@ def same_family(a: str | None, b: str | None) -> bool:
 
 
 def _is_test(path: str) -> bool:
-    return "test" in path.lower().rsplit("/", 1)[-1] or "/tests/" in f"/{path}"
+    """Tests and examples: code the rest of the repository does not call into."""
+    return "test" in path.lower().rsplit("/", 1)[-1] or any(f"/{d}/" in f"/{path}" for d in ("tests", "examples"))
+
+
+def bound_names(lines: list[str], line: int) -> set[str]:
+    """Names the code near ``line`` binds itself (assignments, loop and ``as`` targets, keyword
+    parameters): a local ``pending`` is not the repository's function of that name."""
+    out: set[str] = set()
+    for text in lines[max(0, line - LINES_BEFORE):line + LINES_AFTER + 1]:
+        for m in BOUND.finditer(text):
+            out.add(m.group(1) or m.group(2) or m.group(3))
+    return out
 
 
 def _top_level(entry: FileEntry, name: str) -> Definition | None:
@@ -181,7 +202,7 @@ def find_definitions(snap: Snapshot, path: str, lang: str, lines: list[str], lin
         for orig, local in imp.names:
             if local == "*" or orig == "default":
                 continue
-            score = names.get(local, 0.0)
+            score = names.get(local, 0.0) + IMPORTED
             hit = _lookup(snap, files, orig) if files else None
             if hit is None and lang == "java":  # import a.b.C: the class C in a/b/C.java
                 hit = _lookup(snap, snap.module_files(f"java:{imp.module}.{orig}"), orig, 0)
@@ -212,23 +233,31 @@ def find_definitions(snap: Snapshot, path: str, lang: str, lines: list[str], lin
                     if not d.parent and names.get(d.name, 0.0) > 0.05:
                         add(p, d, names[d.name])
                         resolved.add(d.name)
-    # Fallback: used names that only a few files of the repository define.
+    # Fallback: used names that only a few files of the repository define. Where every name
+    # from another file is imported (Python, JS/TS, Java) only bare names the imports missed
+    # qualify (a star import, a global of the package): an attribute's owner is unknown, so a
+    # method of that name elsewhere is a guess, and mostly a wrong one.
+    bound = bound_names(lines, line)
+    attributes = {attr for _, attr in attrs} if lang in EXPLICIT_IMPORTS else set()
+    in_test = _is_test(path)
     for name, w in sorted(names.items(), key=lambda kv: -kv[1])[:60]:
         if time.monotonic() > deadline:
             break
-        if w < 0.2 or name in resolved or name in local_names or name in COMMON or len(name) < 3:
+        if (w < 0.2 or name in resolved or name in local_names or name in COMMON or len(name) < 3
+                or name in bound or name in attributes):
             continue
-        # Only files the current one could call into: a JS function is no definition for Python code.
-        files = [p for p in snap.defining(name) if p != path and same_family(language_of(p), lang)]
+        # Only files the current one could call into: a JS function is no definition for Python
+        # code, and code outside the tests does not call into them.
+        files = [p for p in snap.defining(name) if p != path and same_family(language_of(p), lang)
+                 and (in_test or not _is_test(p))]
         if not files or len(files) > FALLBACK_MAX_FILES:
             continue
-        files = [p for p in files if not _is_test(p)] or files
         for p in files:
             entry = snap.entry(p)
             if entry is None:
                 continue
             for d in entry.definitions:
-                if d.name == name:
+                if d.name == name and not (attributes and d.parent):
                     add(p, d, w * 0.5)
                     break
     classes = {(f.path, f.definition.name) for f in found.values() if f.definition.kind == "class"}
