@@ -32,7 +32,7 @@ from pathlib import Path
 from ..config import merge_config
 from ..context.index import ContextIndex, Snapshot, import_keys
 from ..context.provider import ContextOptions, ContextProvider
-from ..context.sources.definitions import IDENT, _is_test
+from ..context.sources.definitions import IDENT, is_test_or_example
 from ..context.sources.similar import jaccard, query_tokens, tokens
 from ..engine.prompt import ContextFile
 from ..engine.service import CompletionEngine, CompletionRequest
@@ -105,7 +105,7 @@ def build_tasks(index: ContextIndex, n: int, seed: int = 0, languages: tuple[str
     other: list[Task] = []
     for path in sorted(snap.paths()):
         entry = snap.entry(path)
-        if entry is None or entry.language not in languages or _is_test(path):
+        if entry is None or entry.language not in languages or is_test_or_example(path):
             continue
         names = _repo_names(snap, path)
         lines = index.read_text(path).split("\n")

@@ -9,6 +9,7 @@ write leaves the old index), so a restart only parses files whose mtime or size 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -47,6 +48,11 @@ class FileEntry:
     buffer: bool = False
     """Parsed from an open editor buffer rather than from disk."""
 
+    @functools.cached_property
+    def imported_names(self) -> frozenset[str]:
+        """The local names this file's imports bind (an entry is replaced, never changed)."""
+        return imported_names(self.imports)
+
     def to_json(self) -> list[Any]:
         return [self.path, self.language, self.mtime_ns, self.size, self.lines,
                 [d.to_list() for d in self.definitions], [i.to_list() for i in self.imports]]
@@ -55,6 +61,10 @@ class FileEntry:
     def from_json(cls, data: list[Any]) -> "FileEntry":
         return cls(data[0], data[1], data[2], data[3], data[4], [Definition.from_list(d) for d in data[5]],
                    [Import.from_list(i) for i in data[6]])
+
+
+def imported_names(imports: Iterable[Import]) -> frozenset[str]:
+    return frozenset(local for imp in imports for _, local in imp.names if local != "*")
 
 
 def module_keys(path: str, language: str) -> list[str]:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..engine.prompt import ContextFile
-from .index import ContextIndex, FileEntry, Snapshot
+from .index import ContextIndex, Snapshot, imported_names
 from .parsing import Import, language_of, parse_source
-from .sources.definitions import Found, _is_test, find_definitions, same_family
+from .sources.definitions import Found, find_definitions, is_test_or_example, resolve_import, same_family
 from .sources.recent import Chunk, RecentChunks
 from .sources.similar import Snippet, query_tokens, similar_snippets
 
@@ -39,8 +39,9 @@ MAX_CANDIDATE_FILES = 24
 MAX_SIBLINGS = 8
 MAX_DEFINITIONS = 24
 STRONG_USE = 0.1
-STRONG_SIMILAR = 0.3
 """A definition scored above this (its name is used near the cursor) must be in the context."""
+STRONG_SIMILAR = 0.3
+"""A snippet this alike (Jaccard) competes with the definitions for the budget."""
 
 T = TypeVar("T")
 
@@ -224,10 +225,8 @@ class ContextProvider:
             for p in import_siblings(snap, rel, imports, deadline)[:MAX_SIBLINGS]:
                 push(p)
             if lang:
-                from .sources.definitions import _resolve
-
                 for imp in imports:
-                    for p in _resolve(snap, rel, lang, imp)[:2]:
+                    for p in resolve_import(snap, rel, lang, imp)[:2]:
                         push(p)
             folder = rel.rsplit("/", 1)[0] + "/" if "/" in rel else ""
             for p in snap.paths():
@@ -248,24 +247,10 @@ class ContextProvider:
         return [ContextFile(s.path, s.text, (2.0 if s is best else 0.8) + s.score) for s in snippets]
 
 
-_IMPORTED_NAMES: dict[tuple[str, int], frozenset[str]] = {}
-
-
-def _imported_names(entry: FileEntry) -> frozenset[str]:
-    key = (entry.path, entry.version)
-    names = _IMPORTED_NAMES.get(key)
-    if names is None:
-        names = frozenset(local for imp in entry.imports for _, local in imp.names if local != "*")
-        if len(_IMPORTED_NAMES) > 50000:
-            _IMPORTED_NAMES.clear()
-        _IMPORTED_NAMES[key] = names
-    return names
-
-
 def import_siblings(snap: Snapshot, rel: str, imports: list[Import], deadline: float) -> list[str]:
     """Other files that import the same names as this one, most shared first: code that calls
     the same APIs is where the calls this file is about to make are already written."""
-    mine = frozenset(local for imp in imports for _, local in imp.names if local != "*")
+    mine = imported_names(imports)
     if not mine:
         return []
     scored: list[tuple[int, str]] = []
@@ -273,9 +258,9 @@ def import_siblings(snap: Snapshot, rel: str, imports: list[Import], deadline: f
         if time.monotonic() > deadline:
             break
         entry = snap.entry(p)
-        if p == rel or entry is None or _is_test(p):
+        if p == rel or entry is None or is_test_or_example(p):
             continue
-        shared = len(mine & _imported_names(entry))
+        shared = len(mine & entry.imported_names)
         if shared >= 2:
             scored.append((shared, p))
     scored.sort(key=lambda x: (-x[0], x[1]))

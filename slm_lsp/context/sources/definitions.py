@@ -121,7 +121,7 @@ def same_family(a: str | None, b: str | None) -> bool:
     return a is not None and b is not None and LANGUAGE_FAMILY.get(a, a) == LANGUAGE_FAMILY.get(b, b)
 
 
-def _is_test(path: str) -> bool:
+def is_test_or_example(path: str) -> bool:
     """Tests and examples: code the rest of the repository does not call into."""
     return "test" in path.lower().rsplit("/", 1)[-1] or any(f"/{d}/" in f"/{path}" for d in ("tests", "examples"))
 
@@ -146,7 +146,7 @@ def _top_level(entry: FileEntry, name: str) -> Definition | None:
     return best if best is not None and entry.language in ("go", "rust", "c", "cpp") else None
 
 
-def _resolve(snap: Snapshot, path: str, lang: str, imp: Import) -> list[str]:
+def resolve_import(snap: Snapshot, path: str, lang: str, imp: Import) -> list[str]:
     for key in import_keys(path, lang, imp):
         files = snap.module_files(key)
         if files:
@@ -172,7 +172,7 @@ def _lookup(snap: Snapshot, files: list[str], name: str, hops: int = 1) -> tuple
         for imp in entry.imports:
             for orig, local in imp.names:
                 if local == name or orig == "*":
-                    target = _resolve(snap, p, entry.language, imp)
+                    target = resolve_import(snap, p, entry.language, imp)
                     if target and target != [p]:
                         found = _lookup(snap, target, orig if orig != "*" else name, hops - 1)
                         if found is not None:
@@ -198,7 +198,7 @@ def find_definitions(snap: Snapshot, path: str, lang: str, lines: list[str], lin
     for imp in imports:
         if time.monotonic() > deadline:
             break
-        files = _resolve(snap, path, lang, imp)
+        files = resolve_import(snap, path, lang, imp)
         for orig, local in imp.names:
             if local == "*" or orig == "default":
                 continue
@@ -239,7 +239,7 @@ def find_definitions(snap: Snapshot, path: str, lang: str, lines: list[str], lin
     # method of that name elsewhere is a guess, and mostly a wrong one.
     bound = bound_names(lines, line)
     attributes = {attr for _, attr in attrs} if lang in EXPLICIT_IMPORTS else set()
-    in_test = _is_test(path)
+    in_test = is_test_or_example(path)
     for name, w in sorted(names.items(), key=lambda kv: -kv[1])[:60]:
         if time.monotonic() > deadline:
             break
@@ -249,7 +249,7 @@ def find_definitions(snap: Snapshot, path: str, lang: str, lines: list[str], lin
         # Only files the current one could call into: a JS function is no definition for Python
         # code, and code outside the tests does not call into them.
         files = [p for p in snap.defining(name) if p != path and same_family(language_of(p), lang)
-                 and (in_test or not _is_test(p))]
+                 and (in_test or not is_test_or_example(p))]
         if not files or len(files) > FALLBACK_MAX_FILES:
             continue
         for p in files:
