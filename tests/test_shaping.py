@@ -227,3 +227,6 @@ def test_a_line_that_opens_a_block_brings_its_body():
     assert not t.multiline and t.stop_at("'b': {\n        'x': 2") == len("'b': {")
     u = _shaper("    if ", " pass\n")
     assert u.stop_at("x:\n        y") == len("x:")
+    # The body is below already (HumanEval/140): the opener is the whole answer.
+    v = CompletionShaper.for_cursor("def f(t):\n    while t:\n", "\n            end += 1\n        else:\n")
+    assert v.stop_at('        if t[0] == " ":\n            if x:') == len('        if t[0] == " ":')

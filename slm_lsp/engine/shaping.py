@@ -104,8 +104,12 @@ class CompletionShaper:
 
     def _opens_block(self, first: str) -> bool:
         """A one-line answer that opens an indented block (``if x:``) is no statement on its own:
-        the answer goes on to the block's body, as an editor user expects to see it."""
-        return not self.rest_of_line.strip() and PY_BLOCK_OPENER.search(self.line_start + first) is not None
+        unless the code below is indented under it already (the body exists), the answer goes on
+        to the block's body, as an editor user expects to see it."""
+        line = self.line_start + first
+        if self.rest_of_line.strip() or PY_BLOCK_OPENER.search(line) is None:
+            return False
+        return self.next_line is None or indent_of(self.next_line) <= indent_of(line)
 
     def _block_end(self, text: str) -> int | None:
         """End of the block opened by the first line of ``text``: before the first line indented
