@@ -227,6 +227,9 @@ def test_a_line_that_opens_a_block_brings_its_body():
     assert not t.multiline and t.stop_at("'b': {\n        'x': 2") == len("'b': {")
     u = _shaper("    if ", " pass\n")
     assert u.stop_at("x:\n        y") == len("x:")
+    # Mid-statement (the user is typing the line): one line.
+    w = _shaper("def f(x):\n    if ", "\n")
+    assert not w.multiline and w.stop_at("x > 1:\n        return x") == len("x > 1:")
     # The body is below already (HumanEval/140): the opener is the whole answer.
     v = CompletionShaper.for_cursor("def f(t):\n    while t:\n", "\n            end += 1\n        else:\n")
     assert v.stop_at('        if t[0] == " ":\n            if x:') == len('        if t[0] == " ":')

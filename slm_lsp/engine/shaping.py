@@ -1,8 +1,8 @@
 """Completion shaping: how much to generate, when to stop, and what to show.
 
 * single-line when there is text right of the cursor, when the cursor is mid-statement, or when
-  it sits on a blank line between existing lines of the same block (filling a hole); a line that
-  opens a block (``if x:``) brings its body along, as it is no statement on its own;
+  it sits on a blank line between existing lines of the same block (filling a hole); there, a
+  line that opens a block (``if x:``) brings its body along, as it is no statement on its own;
 * multi-line (a block) on a blank line after a block opener whose body is still empty, or at the
   end of a block; it stops when indentation returns to the enclosing level;
 * stops when the output starts to repeat the suffix, never duplicates closing brackets or
@@ -103,11 +103,12 @@ class CompletionShaper:
         return None
 
     def _opens_block(self, first: str) -> bool:
-        """A one-line answer that opens an indented block (``if x:``) is no statement on its own:
-        unless the code below is indented under it already (the body exists), the answer goes on
-        to the block's body, as an editor user expects to see it."""
+        """On a blank line, a one-line answer that opens an indented block (``if x:``) is no
+        statement on its own: unless the code below is indented under it already (the body
+        exists), the answer goes on to the block's body. Mid-statement it stays one line (the
+        user is typing that line; a body would cost latency on every keystroke)."""
         line = self.line_start + first
-        if self.rest_of_line.strip() or PY_BLOCK_OPENER.search(line) is None:
+        if self.line_start.strip() or self.rest_of_line.strip() or PY_BLOCK_OPENER.search(line) is None:
             return False
         return self.next_line is None or indent_of(self.next_line) <= indent_of(line)
 
