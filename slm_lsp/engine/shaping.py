@@ -84,16 +84,22 @@ class CompletionShaper:
         complete; None to keep generating."""
         if not self.multiline:
             nl = text.find("\n")
-            if nl >= 0 and self._opens_block(text[:nl]):
-                return self._block_end(text)
+            if nl >= 0 and self._opens_block(text[:nl]):  # the block it opens ends it
+                return self._block_end(text, indent_of(self.line_start + text[:nl]), True)
             return nl if nl >= 0 else None
+        return self._block_end(text, self.base_indent, self.stop_at_blank)
+
+    def _block_end(self, text: str, base_indent: int, stop_at_blank: bool) -> int | None:
+        """End of a block of lines: before the first later line indented at or below
+        ``base_indent`` (or blank, with ``stop_at_blank``) or repeating the suffix, or after
+        ``max_lines``; None while it may still grow."""
         lines = text.split("\n")
         complete = lines[:-1]  # the last one may still grow
         offset = 0
         for i, line in enumerate(complete):
             if i >= self.max_lines:  # several lines may arrive at once (e.g. a "\n\n" token)
                 return offset - 1
-            if i > 0 and self._ends_block(line, i):
+            if i > 0 and self._ends_block(line, base_indent, stop_at_blank):
                 return max(offset - 1, 0)
             if i == 0 and self._repeats_suffix(self.line_start + line):
                 return 0
@@ -112,22 +118,10 @@ class CompletionShaper:
             return False
         return self.next_line is None or indent_of(self.next_line) <= indent_of(line)
 
-    def _block_end(self, text: str) -> int | None:
-        """End of the block opened by the first line of ``text``: before the first line indented
-        at or below the opener (or blank), after ``max_lines``; None while it may still grow."""
-        lines = text.split("\n")
-        opener = indent_of(self.line_start + lines[0])
-        offset = len(lines[0]) + 1
-        for i, line in enumerate(lines[1:-1], 1):
-            if i >= self.max_lines or not line.strip() or indent_of(line) <= opener or self._repeats_suffix(line):
-                return offset - 1
-            offset += len(line) + 1
-        return None
-
-    def _ends_block(self, line: str, index: int) -> bool:
+    def _ends_block(self, line: str, base_indent: int, stop_at_blank: bool) -> bool:
         if not line.strip():
-            return self.stop_at_blank
-        if indent_of(line) <= self.base_indent:
+            return stop_at_blank
+        if indent_of(line) <= base_indent:
             return True
         return self._repeats_suffix(line)
 
