@@ -338,6 +338,21 @@ def test_context_budget_keeps_the_highest_priorities_in_order(tok):
     assert len(unlimited) == 4
 
 
+def test_pieces_with_a_share_are_kept_first_within_it(tok):
+    b = _builder(tok, prefix_tokens=64, suffix_tokens=0)
+    text = _file(50)
+    pieces = [ContextFile(f"f{i}.py", f"def function_{i}(argument):\n    return {i}\n", priority=p, share=s)
+              for i, (p, s) in enumerate([(5.0, 0.0), (4.0, 0.0), (2.0, 0.5), (2.1, 0.5), (3.0, 0.0)])]
+    one = len(tok.tokenize(pieces[0].text)) + len(tok.tokenize("f0.py")) + 3
+    # Budget for four pieces: the shared ones may take two of them, before f0, f1 and f4.
+    req = PromptRequest(text, 40, 0, context=pieces, context_tokens=4 * one)
+    assert [f.path for f in b.fit_context(req, "", "")] == ["f0.py", "f1.py", "f2.py", "f3.py"]
+    # A smaller share holds one of them (the better); the other competes by priority and loses.
+    small = [ContextFile(f.path, f.text, f.priority, 0.25 if f.share else 0.0) for f in pieces]
+    req = PromptRequest(text, 40, 0, context=small, context_tokens=4 * one)
+    assert [f.path for f in b.fit_context(req, "", "")] == ["f0.py", "f1.py", "f3.py", "f4.py"]
+
+
 def test_a_short_file_lends_its_unused_budget_to_the_context(tok):
     b = _builder(tok, prefix_tokens=1024, suffix_tokens=0)
     pieces = [ContextFile(f"f{i}.py", f"def function_{i}(argument):\n    return {i}\n") for i in range(40)]

@@ -189,6 +189,7 @@ def run_eval(args: argparse.Namespace) -> int:
     provider = ContextProvider(ContextOptions(sources=list(config.context.sources),
                                               time_budget_ms=args.source_budget_ms or config.context.time_budget_ms))
     provider.add_index(index)
+    provider.windows(index, wait=True)  # the server builds it in the background, before the first requests
     baseline = JaccardBaseline(index) if "baseline" in modes else None
     engine = CompletionEngine(config)
     engine.load(str(resolve_model(config.model.path))).result()

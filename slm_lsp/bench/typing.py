@@ -46,6 +46,7 @@ def _context_provider(repo: str):  # -> ContextProvider
     print(f"repo {repo}: {index.stats['files']} files indexed in {time.perf_counter() - t0:.1f} s")
     provider = ContextProvider()
     provider.add_index(index)
+    provider.windows(index, wait=True)  # as the server has it once its background build is done
     return provider
 
 

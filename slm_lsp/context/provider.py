@@ -28,7 +28,8 @@ from .index import ContextIndex, Snapshot, imported_names
 from .parsing import Import, language_of, parse_source
 from .sources.definitions import Found, find_definitions, is_test_or_example, resolve_import, same_family
 from .sources.recent import Chunk, RecentChunks
-from .sources.similar import Snippet, query_tokens, similar_snippets
+from .sources.similar import RECENT_BONUS, Snippet, query_tokens, similar_snippets
+from .sources.windows import WindowIndex
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,14 @@ MAX_DEFINITIONS = 24
 STRONG_USE = 0.1
 """A definition scored above this (its name is used near the cursor) must be in the context."""
 STRONG_SIMILAR = 0.3
-"""A snippet this alike (Jaccard) competes with the definitions for the budget."""
+"""A snippet this alike (Jaccard), if it is one of the best ``STRONG_SNIPPETS``, is kept before
+the definitions within ``SIMILAR_SHARE`` of the budget, and competes with them for the rest:
+code that already makes the calls this file is about to make is worth more per token than the
+signatures, but must not crowd them out."""
+STRONG_SNIPPETS = 2
+SIMILAR_SHARE = 0.5
+INLINE_SYNC_FILES = 8
+"""Up to this many changed files, a request brings the window index up to date itself."""
 
 T = TypeVar("T")
 
@@ -91,6 +99,8 @@ class ContextProvider:
         self.recent = RecentChunks()
         self._sticky: dict[str, _Sticky] = {}
         self._parsed: dict[str, tuple[str, list[Import], set[str]]] = {}
+        self._windows: dict[int, tuple[WindowIndex, list[int]]] = {}
+        """Per index (by id): its whole-repository window index and the snapshot version synced."""
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="slm-context")
         self._lock = threading.Lock()
         self.last: ContextResult | None = None
@@ -99,6 +109,28 @@ class ContextProvider:
     # -- workspace --------------------------------------------------------------------------
     def add_index(self, index: ContextIndex) -> None:
         self.indexes.append(index)
+        self._windows[id(index)] = (WindowIndex(), [-1])
+
+    def windows(self, index: ContextIndex, wait: bool = False) -> WindowIndex | None:
+        """The whole-repository window index of ``index``, brought up to its current snapshot:
+        a few changed files now, many (the first build, a branch switch) in the background, or
+        all now with ``wait`` (the evaluation and benchmarks). None until the first sync is done."""
+        held = self._windows.get(id(index))
+        if held is None:
+            return None
+        windows, synced = held
+        snap = index.snapshot
+        if wait:  # waits for a background sync in progress, then brings in what it missed
+            windows.sync(snap, index.read_text)
+            synced[0] = snap.version
+        elif synced[0] != snap.version and not windows.syncing:
+            stale, gone = windows.changed(snap)
+            if windows.synced.is_set() and len(stale) + len(gone) <= INLINE_SYNC_FILES:
+                windows.sync(snap, index.read_text)
+            else:
+                windows.start_sync(snap, index.read_text)
+            synced[0] = snap.version
+        return windows if windows.synced.is_set() else None
 
     def locate(self, path: str) -> tuple[ContextIndex | None, str]:
         """The index whose root holds ``path`` (the deepest one) and the path relative to it."""
@@ -213,6 +245,14 @@ class ContextProvider:
                       imports: list[Import], lang: str, timings: dict[str, float]) -> list[ContextFile]:
         def run(deadline: float) -> list[Snippet]:
             recent = {c.path for c in self.recent.chunks()} | set(index.open_buffers())
+            query = query_tokens(lines, line)
+            whole = self.windows(index)
+            if whole is not None:
+                family = lang or language_of(rel)
+                return whole.query(
+                    query, self.options.max_similar,
+                    exclude=lambda p: p == rel or snap.entry(p) is None or not same_family(language_of(p), family),
+                    bonus=lambda p: RECENT_BONUS if p in recent else 1.0, read_text=index.read_text)
             candidates: list[str] = []
 
             def push(p: str) -> None:
@@ -234,17 +274,17 @@ class ContextProvider:
                     break
                 if p.startswith(folder) and "/" not in p[len(folder):]:
                     push(p)
-            query = query_tokens(lines, line)
             return similar_snippets(query, candidates[:MAX_CANDIDATE_FILES], index.read_text, recent,
                                     self.options.max_similar, deadline)
 
         none: list[Snippet] = []
         snippets = self._run("similar", run, none, timings)
         snippets.sort(key=lambda s: s.score)  # the best nearest the file
-        # The best snippet, when it is really alike, competes with the definitions of names used
-        # near the cursor; the rest only fill what the definitions leave.
-        best = snippets[-1] if snippets and snippets[-1].score >= STRONG_SIMILAR else None
-        return [ContextFile(s.path, s.text, (2.0 if s is best else 0.8) + s.score) for s in snippets]
+        # The best snippets, when they are really alike, compete with the definitions of names
+        # used near the cursor; the rest only fill what the definitions leave.
+        strong = [s for s in snippets[-STRONG_SNIPPETS:] if s.score >= STRONG_SIMILAR]
+        return [ContextFile(s.path, s.text, 2.0 + s.score, SIMILAR_SHARE) if s in strong
+                else ContextFile(s.path, s.text, 0.8 + s.score) for s in snippets]
 
 
 def import_siblings(snap: Snapshot, rel: str, imports: list[Import], deadline: float) -> list[str]:

@@ -46,6 +46,9 @@ class ContextFile:
     text: str
     priority: float = 0.0
     """When the context budget is short, pieces with a higher priority are kept first."""
+    share: float = 0.0
+    """Pieces with a share are kept before all others (by priority) as long as together they take
+    at most this fraction of the budget: a source that must not be crowded out by another."""
 
 
 @dataclass
@@ -245,7 +248,18 @@ class PromptBuilder:
         unused = max(0, self.prefix_tokens - self.count(prefix)) + max(0, self.suffix_tokens - self.count(suffix))
         budget = req.context_tokens + unused // CONTEXT_STEP * CONTEXT_STEP - reserved
         chosen: set[int] = set()
-        for i in sorted(range(len(kept)), key=lambda i: -kept[i].priority):
+        order = sorted(range(len(kept)), key=lambda i: -kept[i].priority)
+        shared = 0
+        for i in order:  # first the pieces with a share, within it
+            if kept[i].share > 0:
+                cost = self.count(kept[i].text) + self.count(kept[i].path) + 3
+                if shared + cost <= budget * kept[i].share:
+                    chosen.add(i)
+                    shared += cost
+        budget -= shared
+        for i in order:
+            if i in chosen:
+                continue
             cost = self.count(kept[i].text) + self.count(kept[i].path) + 3
             if cost <= budget:
                 chosen.add(i)

@@ -88,6 +88,7 @@ class WorkspaceContext:
         message = "failed"
         try:
             await loop.run_in_executor(None, lambda: index.build(progress))
+            self.provider.windows(index)  # starts the whole-repository window index in the background
             message = f"{index.stats.get('files', 0)} files, {index.stats.get('definitions', 0)} definitions"
             if watch:
                 watcher = IndexWatcher(index)

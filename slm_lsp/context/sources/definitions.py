@@ -3,8 +3,8 @@
 Names are resolved through the current file's imports to other files of the repository (one
 re-export hop is followed, e.g. a package ``__init__``); names used but not imported (methods
 called on objects, globals of C includes) fall back to the repository's symbol table when only a
-few files define them. A function is shown as its signature and first docstring line; a class
-as its header, fields and method signatures. Bodies are never shown.
+few files define them. A function is shown as its signature and first docstring line (no
+placeholder body); a class as its header, fields and method signatures. Bodies are never shown.
 """
 
 from __future__ import annotations
@@ -104,10 +104,10 @@ def render(entry: FileEntry, d: Definition) -> str:
             out.append(indent + "}")
     elif d.kind in ("function", "method"):
         if python:
-            mind = indent + "    "
+            # No "..." body: each stub would show the model that a docstring is followed by
+            # "...", and it writes just that as the first line of the function being written.
             if d.doc:
-                out.append(f'{mind}"""{d.doc}"""')
-            out.append(f"{mind}...")
+                out.append(f'{indent}    """{d.doc}"""')
         elif d.kind == "function" and not sig.rstrip().endswith(";"):
             out[-1] = sig + " { ... }"
     return "\n".join(out) + "\n"
