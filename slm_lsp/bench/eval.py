@@ -33,7 +33,7 @@ from ..config import merge_config
 from ..context.index import ContextIndex, Snapshot, import_keys
 from ..context.provider import ContextOptions, ContextProvider
 from ..context.sources.definitions import IDENT, is_test_or_example
-from ..context.sources.similar import jaccard, query_tokens, tokens
+from ..context.sources.similar import jaccard, query_tokens, tokens, window_starts
 from ..engine.prompt import ContextFile
 from ..engine.service import CompletionEngine, CompletionRequest
 from ..models import resolve_model
@@ -155,7 +155,7 @@ class JaccardBaseline:
         self.windows: list[tuple[str, str, set[str]]] = []
         for path in index.snapshot.paths():
             lines = index.read_text(path).split("\n")
-            for start in range(0, max(1, len(lines) - BASELINE_WINDOW // 2), BASELINE_STEP):
+            for start in window_starts(len(lines), BASELINE_WINDOW, BASELINE_STEP):
                 text = "\n".join(lines[start:start + BASELINE_WINDOW])
                 self.windows.append((path, text, tokens(text)))
 

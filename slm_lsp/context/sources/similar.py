@@ -45,6 +45,11 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return inter / (len(a) + len(b) - inter)
 
 
+def window_starts(n_lines: int, window: int = WINDOW, step: int = STEP) -> range:
+    """First lines of a file's sliding windows: every ``step`` lines, the last one at least half full."""
+    return range(0, max(1, n_lines - window // 2), step)
+
+
 _CACHE: dict[tuple[str, int, int, int], list[tuple[int, str, set[str]]]] = {}
 
 
@@ -55,7 +60,7 @@ def _windows(path: str, text: str, window: int, step: int) -> list[tuple[int, st
     if hit is None:
         lines = text.split("\n")[:MAX_FILE_LINES]
         hit = []
-        for start in range(0, max(1, len(lines) - window // 2), step):
+        for start in window_starts(len(lines), window, step):
             chunk = "\n".join(lines[start:start + window])
             hit.append((start, chunk, tokens(chunk)))
         if len(_CACHE) > 512:

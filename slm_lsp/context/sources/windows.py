@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..index import FileEntry, Snapshot
-from .similar import MIN_SCORE, STEP, TOKEN, WINDOW, Snippet
+from .similar import MIN_SCORE, STEP, TOKEN, WINDOW, Snippet, window_starts
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class WindowIndex:
         lines = text.split("\n")[:MAX_FILE_LINES]
         line_tokens = [set(TOKEN.findall(x)) for x in lines]
         windows: list[tuple[int, set[str]]] = []
-        for start in range(0, max(1, len(lines) - self.window // 2), self.step):
+        for start in window_starts(len(lines), self.window, self.step):
             toks: set[str] = set()
             for s in line_tokens[start:start + self.window]:
                 toks |= s
