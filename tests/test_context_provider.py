@@ -231,3 +231,23 @@ def test_files_importing_the_same_names_feed_similar_snippets(setup):
     result = _gather(provider, root, text, 8)
     assert any(f.path == "app/refund.py" and "-apply_discount(cart.subtotal(), coupon)" in f.text
                for f in result.files)
+
+
+def test_ranking_churn_at_the_cut_does_not_recompute_the_context(tmp_path: Path):
+    # More used definitions than the context holds: as the cursor moves down, the names near the
+    # cut swap places (uses are weighed by distance). Only a missing definition that ranks well
+    # inside the cut may recompute the context (and re-evaluate its KV cells).
+    root = tmp_path / "repo"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "lib.py").write_text("".join(f"def helper_{i}(value):\n    return value + {i}\n\n\n"
+                                                 for i in range(40)))
+    names = ", ".join(f"helper_{i}" for i in range(40))
+    body = "".join(f"    total = helper_{i}(total)\n" for i in range(40))
+    text = f"from pkg.lib import {names}\n\n\ndef run(total):\n{body}    return total\n"
+    (root / "main.py").write_text(text)
+    index = ContextIndex(str(root), None)
+    index.build()
+    provider = ContextProvider(ContextOptions(time_budget_ms=2000))
+    provider.add_index(index)
+    reused = [provider.gather("doc", str(root / "main.py"), text, line).reused for line in range(14, 21)]
+    assert reused[0] is False and all(reused[1:]), reused

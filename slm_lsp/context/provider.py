@@ -40,7 +40,11 @@ MAX_CANDIDATE_FILES = 24
 MAX_SIBLINGS = 8
 MAX_DEFINITIONS = 24
 STRONG_USE = 0.1
-"""A definition scored above this (its name is used near the cursor) must be in the context."""
+"""A definition scored above this (its name is used near the cursor) must be in the context..."""
+STICKY_RANK = MAX_DEFINITIONS // 2
+"""...if it ranks among the first ``STICKY_RANK``. Near the cut (``MAX_DEFINITIONS``) the ranking
+churns as the cursor moves, since the scores weigh uses by their distance: two definitions swapping
+places there recomputed the context, and re-evaluated its KV cells, every few keystrokes."""
 STRONG_SIMILAR = 0.3
 """A snippet this alike (Jaccard), if it is one of the best ``STRONG_SNIPPETS``, is kept before
 the definitions within ``SIMILAR_SHARE`` of the budget, and competes with them for the rest:
@@ -218,7 +222,7 @@ class ContextProvider:
         fresh = sticky is not None and sticky.scope == scope and all(
             (e.version if (e := snap.entry(p)) is not None else -1) == v for p, v in sticky.versions.items())
         if sticky is not None and fresh:
-            strong = {f.key for f in found if f.score >= STRONG_USE}
+            strong = {f.key for f in found[:STICKY_RANK] if f.score >= STRONG_USE}
             if strong <= sticky.def_keys:
                 result = ContextResult(sticky.files, index.name, rel, True, timings)
                 self.last = result
