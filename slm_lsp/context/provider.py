@@ -103,8 +103,8 @@ class ContextProvider:
         self.recent = RecentChunks()
         self._sticky: dict[str, _Sticky] = {}
         self._parsed: dict[str, tuple[str, list[Import], set[str]]] = {}
-        self._windows: dict[int, tuple[WindowIndex, list[int]]] = {}
-        """Per index (by id): its whole-repository window index and the snapshot version synced."""
+        self._windows: dict[int, WindowIndex] = {}
+        """Per index (by id): its whole-repository window index."""
         self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="slm-context")
         self._lock = threading.Lock()
         self.last: ContextResult | None = None
@@ -113,27 +113,26 @@ class ContextProvider:
     # -- workspace --------------------------------------------------------------------------
     def add_index(self, index: ContextIndex) -> None:
         self.indexes.append(index)
-        self._windows[id(index)] = (WindowIndex(), [-1])
+        self._windows[id(index)] = WindowIndex()
 
     def windows(self, index: ContextIndex, wait: bool = False) -> WindowIndex | None:
         """The whole-repository window index of ``index``, brought up to its current snapshot:
         a few changed files now, many (the first build, a branch switch) in the background, or
         all now with ``wait`` (the evaluation and benchmarks). None until the first sync is done."""
-        held = self._windows.get(id(index))
-        if held is None:
+        windows = self._windows.get(id(index))
+        if windows is None:
             return None
-        windows, synced = held
         snap = index.snapshot
         if wait:  # waits for a background sync in progress, then brings in what it missed
             windows.sync(snap, index.read_text)
-            synced[0] = snap.version
-        elif synced[0] != snap.version and not windows.syncing:
+            windows.version = snap.version
+        elif windows.version != snap.version and not windows.syncing:
             stale, gone = windows.changed(snap)
             if windows.synced.is_set() and len(stale) + len(gone) <= INLINE_SYNC_FILES:
                 windows.sync(snap, index.read_text)
             else:
                 windows.start_sync(snap, index.read_text)
-            synced[0] = snap.version
+            windows.version = snap.version
         return windows if windows.synced.is_set() else None
 
     def locate(self, path: str) -> tuple[ContextIndex | None, str]:

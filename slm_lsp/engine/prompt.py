@@ -249,21 +249,17 @@ class PromptBuilder:
         budget = req.context_tokens + unused // CONTEXT_STEP * CONTEXT_STEP - reserved
         chosen: set[int] = set()
         order = sorted(range(len(kept)), key=lambda i: -kept[i].priority)
+        cost = [self.count(f.text) + self.count(f.path) + 3 for f in kept]
         shared = 0
         for i in order:  # first the pieces with a share, within it
-            if kept[i].share > 0:
-                cost = self.count(kept[i].text) + self.count(kept[i].path) + 3
-                if shared + cost <= budget * kept[i].share:
-                    chosen.add(i)
-                    shared += cost
+            if kept[i].share > 0 and shared + cost[i] <= budget * kept[i].share:
+                chosen.add(i)
+                shared += cost[i]
         budget -= shared
         for i in order:
-            if i in chosen:
-                continue
-            cost = self.count(kept[i].text) + self.count(kept[i].path) + 3
-            if cost <= budget:
+            if i not in chosen and cost[i] <= budget:
                 chosen.add(i)
-                budget -= cost
+                budget -= cost[i]
         return [f for i, f in enumerate(kept) if i in chosen]
 
     def context_text(self, req: PromptRequest) -> list[int]:

@@ -58,6 +58,8 @@ class WindowIndex:
         """Indexed files: the entry stamp they were read at and their window ids."""
         self._dead = 0
         self._sync_lock = threading.Lock()
+        self.version = -1
+        """The snapshot version last synced, or being synced in the background."""
         self.synced = threading.Event()
         """Set after the first complete sync (before it, callers use their own search)."""
 
