@@ -222,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-tokens", type=int, default=768, help="prefix budget")
     p.add_argument("--suffix-tokens", type=int, default=256, help="suffix budget")
     p.add_argument("--context-tokens", type=int, default=1024, help="repo context budget")
+    p.add_argument("--baseline-tokens", type=int, default=0,
+                   help="cap the baseline's windows at this many tokens (0: all of its windows)")
+    p.add_argument("--cross-file-only", action="store_true", help="only the tasks on cross-file lines")
     p.add_argument("--source-budget-ms", type=int, default=0,
                    help="time budget of each context source (0: the config's context.time_budget_ms)")
     p.add_argument("--seed", type=int, default=0)

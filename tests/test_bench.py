@@ -34,6 +34,13 @@ def test_eval_compares_infile_repo_and_baseline(tiny_model: Path, tmp_path: Path
     assert all(0.0 <= r["es"] <= 1.0 and r["exact"] == (r["predicted"] == r["expected"]) for r in rows)
     table = out.stdout.split("mode ", 1)[1]
     assert all(f"\n{m}" in table for m in modes)
+    # --cross-file-only asks exactly the cross-file tasks of the same draw.
+    cross = tmp_path / "cross.jsonl"
+    out = run("eval", str(FIXTURE), "-n", "6", "--mode", "infile", "--cross-file-only", "--model", str(tiny_model),
+              "--threads", "1", "--jsonl", str(cross))
+    assert out.returncode == 0, out.stderr
+    asked = [(r["path"], r["line"]) for r in map(json.loads, cross.read_text().splitlines())]
+    assert asked == [(r["path"], r["line"]) for r in modes["infile"] if r["cross_file"]]
 
 
 def test_bench_index_reports_every_measure(tmp_path: Path):

@@ -371,6 +371,18 @@ def test_context_that_repeats_the_visible_code_is_dropped(tok):
     assert [f.path for f in b.last_context] == ["util.py"]
 
 
+def test_a_near_copy_that_goes_on_past_the_visible_code_is_kept(tok):
+    # A sibling module repeats most visible lines; the lines it adds are the next ones to write.
+    b = _builder(tok, prefix_tokens=512, suffix_tokens=0)
+    shared = "".join(f"    step_{i} = run_step({i})\n" for i in range(6))
+    text = "def run_local():\n" + shared + "\n"
+    near_copy = ContextFile("remote.py", "def run_remote():\n" + shared + "    report = summarize(step_5)\n"
+                            "    upload(report)\n    return report\n")
+    one_more = ContextFile("other.py", "def run_other():\n" + shared + "    return step_5\n")
+    b.build(PromptRequest(text, 7, 4, context=[near_copy, one_more], context_tokens=512))
+    assert [f.path for f in b.last_context] == ["remote.py"]
+
+
 def test_neighbouring_pieces_of_one_file_share_a_block(tok):
     b = _builder(tok, prefix_tokens=512)
     req = PromptRequest("y", 0, 1, path="main.py", repo_name="r",

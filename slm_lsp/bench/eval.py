@@ -10,7 +10,8 @@ must write it back. Lines that use names imported from other files of the reposi
 * ``repo``: plus the context the server would attach (``ContextProvider.gather``);
 * ``baseline``: plus the top-8 Jaccard-ranked 30-line windows of the other files, in the
   model's repo-level format (the usual retrieval baseline), and nothing else (no imports or
-  scope headers of a cut prefix window).
+  scope headers of a cut prefix window). All eight, whatever ``--context-tokens`` is (within the
+  model's context window), unless ``--baseline-tokens`` caps them.
 
 Prints exact match (first line, whitespace-trimmed), edit similarity and latency per mode, for
 all tasks and for the cross-file ones.
@@ -184,6 +185,8 @@ def run_eval(args: argparse.Namespace) -> int:
     print(f"repo {repo}: {index.stats['files']} files, {index.stats['lines']} lines, "
           f"{index.stats['definitions']} definitions, indexed in {time.perf_counter() - t0:.1f} s")
     tasks = build_tasks(index, args.n, args.seed)
+    if args.cross_file_only:
+        tasks = [t for t in tasks if t.cross_file]
     print(f"{len(tasks)} tasks in {len({t.path for t in tasks})} files, {sum(t.cross_file for t in tasks)} cross-file")
     # The server's sources and budget; a longer budget keeps a busy machine from skipping sources.
     provider = ContextProvider(ContextOptions(sources=list(config.context.sources),
@@ -195,12 +198,13 @@ def run_eval(args: argparse.Namespace) -> int:
     engine.load(str(resolve_model(config.model.path))).result()
     runner = engine.runner
     assert runner is not None
+    n_ctx = runner.n_ctx
     print(f"model {runner.name} ({runner.template.name}), prefix {args.prefix_tokens} / suffix {args.suffix_tokens} / "
           f"context {args.context_tokens} tokens, {runner.threads} threads")
     outcomes: list[Outcome] = []
     out = open(args.jsonl, "w") if args.jsonl else None
-    for mode in modes:
-        for i, task in enumerate(tasks):
+    for i, task in enumerate(tasks):  # task by task: a run cut short still compares the modes
+        for mode in modes:
             full = os.path.join(repo, task.path)
             req = CompletionRequest(f"{mode}:{task.path}", task.text, task.line, len(task.indent), path=full)
             if mode == "repo":
@@ -209,7 +213,9 @@ def run_eval(args: argparse.Namespace) -> int:
                 req.context_tokens = args.context_tokens
             elif mode == "baseline" and baseline is not None:
                 req.context, req.repo_name, req.repo_path = baseline.context(task), index.name, task.path
-                req.context_tokens, req.file_headers = args.context_tokens, False  # the plain baseline
+                # The plain baseline: all of its windows (within the model's context window) unless
+                # --baseline-tokens caps it; no imports or scope headers of a cut prefix window.
+                req.context_tokens, req.file_headers = args.baseline_tokens or n_ctx, False
             result = engine.complete(req)
             predicted = result.text.split("\n")[0].strip()
             gen = result.generation

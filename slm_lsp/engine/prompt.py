@@ -30,6 +30,11 @@ MAX_SCOPE_HEADERS = 4
 IMPORT_SHARE = 3
 """A cut prefix window gets the file's imports back within 1/IMPORT_SHARE of the context budget."""
 DUPLICATE_FRACTION = 0.6
+DUPLICATE_NEW_LINES = 3
+"""A context piece is dropped as a repeat of the visible window when at least
+``DUPLICATE_FRACTION`` of its lines are visible and it adds fewer than ``DUPLICATE_NEW_LINES``
+others: a near-copy from a sibling module (another provider, the other half of a loop) repeats
+most visible lines, and the few it adds are the ones the model is about to write."""
 
 
 class Tokenizer(Protocol):
@@ -304,7 +309,8 @@ class PromptBuilder:
 
 def _duplicates(text: str, visible: set[str]) -> bool:
     lines = [x.strip() for x in text.split("\n") if len(x.strip()) > 3]
-    return bool(lines) and sum(x in visible for x in lines) >= DUPLICATE_FRACTION * len(lines)
+    shown = sum(x in visible for x in lines)
+    return bool(lines) and shown >= DUPLICATE_FRACTION * len(lines) and len(lines) - shown < DUPLICATE_NEW_LINES
 
 
 IMPORT_STARTS = ("import ", "from ", "use ", "pub use ", "#include", "import(", "import{", "using ", "require ")
