@@ -13,7 +13,7 @@ from slm_lsp.context.index import ContextIndex
 from slm_lsp.context.provider import ContextOptions, ContextProvider, scope_key
 from slm_lsp.context.sources.recent import RecentChunks
 from slm_lsp.context.sources.similar import jaccard, rank_windows, tokens
-from slm_lsp.engine.fim import PSM, FimTemplate
+from slm_lsp.engine.model import LlamaRunner
 from slm_lsp.engine.prompt import PromptBuilder, PromptRequest
 
 FIXTURE = Path(__file__).parent / "data" / "context_repo"
@@ -160,17 +160,7 @@ def test_recent_edits_in_context(setup):
     assert recent and recent[0].path == "shop/cart.py" and "def add_item" in recent[0].text
 
 
-class _CharTokens:
-    """Four characters a token: enough to weigh context pieces against a budget."""
-
-    def tokenize(self, text: str) -> list[int]:
-        return [0] * ((len(text) + 3) // 4)
-
-    def special(self, text: str) -> int:
-        return 0
-
-
-def test_similar_snippets_keep_a_share_of_a_budget_the_definitions_would_fill(setup):
+def test_similar_snippets_keep_a_share_of_a_budget_the_definitions_would_fill(setup, tiny_model: Path):
     root, _index, provider = setup
     text = (root / CHECKOUT).read_text()
     files = _gather(provider, root, text, 8).files
@@ -178,9 +168,13 @@ def test_similar_snippets_keep_a_share_of_a_budget_the_definitions_would_fill(se
     definitions = [f for f in files if not f.share]
     # Every snippet here ranks below every definition (none is alike enough to compete with them)...
     assert windows and definitions and max(f.priority for f in windows) < min(f.priority for f in definitions)
-    builder = PromptBuilder(FimTemplate("plain", PSM, prefix="<P>", suffix="<S>", middle="<M>"), _CharTokens(), 64, 0)
-    budget = sum(builder.count(f.text) + builder.count(f.path) + 3 for f in definitions)
-    kept = builder.fit_context(PromptRequest(text, 8, 0, context=files, context_tokens=budget), "x" * 256, "")
+    tokenizer = LlamaRunner(str(tiny_model), threads=1, n_ctx=256)
+    try:
+        builder = PromptBuilder(tokenizer.template, tokenizer, 64, 0)
+        budget = sum(builder.count(f.text) + builder.count(f.path) + 3 for f in definitions)
+        kept = builder.fit_context(PromptRequest(text, 8, 0, context=files, context_tokens=budget), text, "")
+    finally:
+        tokenizer.close()
     # ...yet they are kept, best first, within their share of a budget the definitions alone would
     # fill (before, the definitions took it all); the definitions get the rest.
     assert any(f in kept for f in windows) and any(f in kept for f in definitions) and len(kept) < len(files)
