@@ -198,14 +198,13 @@ def run_eval(args: argparse.Namespace) -> int:
     engine.load(str(resolve_model(config.model.path))).result()
     runner = engine.runner
     assert runner is not None
-    n_ctx = runner.n_ctx
     print(f"model {runner.name} ({runner.template.name}), prefix {args.prefix_tokens} / suffix {args.suffix_tokens} / "
           f"context {args.context_tokens} tokens, {runner.threads} threads")
     outcomes: list[Outcome] = []
     out = open(args.jsonl, "w") if args.jsonl else None
     for i, task in enumerate(tasks):  # task by task: a run cut short still compares the modes
+        full = os.path.join(repo, task.path)
         for mode in modes:
-            full = os.path.join(repo, task.path)
             req = CompletionRequest(f"{mode}:{task.path}", task.text, task.line, len(task.indent), path=full)
             if mode == "repo":
                 res = provider.gather(req.document_key, full, task.text, task.line, hide_current=True)
@@ -215,7 +214,7 @@ def run_eval(args: argparse.Namespace) -> int:
                 req.context, req.repo_name, req.repo_path = baseline.context(task), index.name, task.path
                 # The plain baseline: all of its windows (within the model's context window) unless
                 # --baseline-tokens caps it; no imports or scope headers of a cut prefix window.
-                req.context_tokens, req.file_headers = args.baseline_tokens or n_ctx, False
+                req.context_tokens, req.file_headers = args.baseline_tokens or runner.n_ctx, False
             result = engine.complete(req)
             predicted = result.text.split("\n")[0].strip()
             gen = result.generation
