@@ -315,18 +315,3 @@ def test_same_file_source_reads_the_buffer_and_can_be_switched_off(setup):
         if expect:
             assert "def normalise_sku" in mine[-1].text and mine[-1].share > 0
             assert mine[-1].priority == max(f.priority for f in mine)  # the best nearest the file
-
-
-def test_typing_in_an_open_file_keeps_its_own_windows_sticky(setup):
-    root, index, provider = setup
-    text, line = _long_module()
-    index.update_buffer(CHECKOUT, text)  # open in the editor: each keystroke updates the index
-    first = provider.gather("doc", str(root / CHECKOUT), text, line)
-    assert any(f.path == CHECKOUT for f in first.files)
-    lines = text.split("\n")
-    for typed in ["r", "re", "return cle"]:
-        lines[line] = "    " + typed
-        typing = "\n".join(lines)
-        index.update_buffer(CHECKOUT, typing)
-        again = provider.gather("doc", str(root / CHECKOUT), typing, line)
-        assert again.reused and again.files is first.files  # the file's own change does not recompute them

@@ -243,9 +243,8 @@ class ContextProvider:
             head = (self._recent_part(rel, line, timings) + self._same_file_part(rel, lines, line, timings)
                     + self._similar_part(index, snap, rel, lines, line, imports, lang, timings))
         defs = _definition_files(found)
-        # The file's own windows do not make it stale: its buffer changes on every keystroke.
         versions = {p: e.version for p in {f.path for f in head} | {f.path for f in found}
-                    if p != rel and (e := snap.entry(p)) is not None}
+                    if (e := snap.entry(p)) is not None}
         state = _Sticky(scope, head, defs, {f.key for f in found}, versions, head + defs)
         self._sticky[key] = state
         result = ContextResult(state.files, index.name, rel, False, timings)

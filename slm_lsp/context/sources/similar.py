@@ -109,14 +109,10 @@ def own_snippets(path: str, lines: list[str], line: int, query: set[str], k: int
     above, below) is left out, as the prompt shows it; the prompt builder drops the windows that
     still repeat what it shows."""
     lo, hi = line - near[0], line + near[1]
-    first = max(0, min(line - MAX_FILE_LINES // 2, len(lines) - MAX_FILE_LINES))  # a huge file: around the cursor
-    scored: list[Snippet] = []
-    for start in window_starts(len(lines) - first):
-        start += first
-        if lo < start + WINDOW and start <= hi:
-            continue
-        chunk = "\n".join(lines[start:start + WINDOW])  # not cached: the buffer changes as it is typed
-        scored.append(Snippet(path, start, chunk, jaccard(query, tokens(chunk))))
+    text = "\n".join(lines)
+    scored = [Snippet(path, start, chunk, jaccard(query, toks))
+              for start, chunk, toks in _windows(path, text, WINDOW, STEP)
+              if start + WINDOW <= lo or start > hi]
     scored.sort(key=lambda s: -s.score)
     taken: list[Snippet] = []
     for s in scored:
