@@ -1,14 +1,13 @@
 """Repo-aware context for one completion request: the sources, their budgets, and stickiness.
 
 Sources, each run under its own time budget and guarded (a failing or slow one is skipped):
-recent edits (a ring fed from didChange), windows of the same file away from the cursor,
-similar snippets of other files, and definitions of the names used near the cursor. The scope
-headers of a cut prefix are added by the prompt builder. The result is ordered for the KV cache:
-the parts that change least come first (recent, same file, similar), the definitions last,
-nearest the file; within a scope the whole context is *sticky*: it is computed again only when
-the cursor enters another scope, a file it was drawn from changes in the index, or the code now
-uses a name whose definition it lacks. So typing inside a function reuses the cached context
-tokens on every keystroke.
+recent edits (a ring fed from didChange), similar snippets of other files, and definitions of
+the names used near the cursor. The scope headers of a cut prefix are added by the prompt
+builder. The result is ordered for the KV cache: the parts that change least come first
+(recent, similar), the definitions last, nearest the file; within a scope the whole context is
+*sticky*: it is computed again only when the cursor enters another scope, a file it was drawn
+from changes in the index, or the code now uses a name whose definition it lacks. So typing
+inside a function reuses the cached context tokens on every keystroke.
 """
 
 from __future__ import annotations
