@@ -28,12 +28,12 @@ from .index import ContextIndex, Snapshot, imported_names
 from .parsing import Import, language_of, parse_source
 from .sources.definitions import Found, find_definitions, is_test_or_example, resolve_import, same_family
 from .sources.recent import Chunk, RecentChunks
-from .sources.similar import RECENT_BONUS, Snippet, own_snippets, query_tokens, similar_snippets
+from .sources.similar import RECENT_BONUS, Snippet, query_tokens, similar_snippets
 from .sources.windows import WindowIndex
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("definitions", "similar", "same_file", "recent")
+SOURCES = ("definitions", "similar", "recent")
 SCOPE_START = re.compile(r"^(?:[A-Za-z_@]|\S.*[({]\s*$)")
 MAX_SIMILAR = 8
 MAX_CANDIDATE_FILES = 24
@@ -45,24 +45,17 @@ STICKY_RANK = MAX_DEFINITIONS // 2
 """...if it ranks among the first ``STICKY_RANK``. Near the cut (``MAX_DEFINITIONS``) the ranking
 churns as the cursor moves, since the scores weigh uses by their distance: two definitions swapping
 places there recomputed the context, and re-evaluated its KV cells, every few keystrokes."""
-SIMILAR_SHARE = 0.65
-"""Windows of this file and similar snippets of others are kept before the definitions, best
-first, within this share of the budget: code that already makes the calls this file is about to
-make is worth more per token than the signatures (on the 30 cross-file lines of the openai-agents
-evaluation, the exact line was in the kept context of 6 tasks instead of 3 once every snippet had a
-share, not only the strongest two), but must not crowd them out. 0.65 rather than 0.5 since the
-same file's windows came to share it: at 0.5 they pushed out two of those six."""
+SIMILAR_SHARE = 0.5
+"""The similar snippets are kept before the definitions, best first, within this share of the
+budget: code that already makes the calls this file is about to make is worth more per token
+than the signatures (on the 30 cross-file lines of the openai-agents evaluation, the exact line
+was in the kept context of 6 tasks instead of 3 once every snippet had this share, not only the
+strongest two), but must not crowd them out."""
 STRONG_SIMILAR = 0.3
 """A snippet this alike (Jaccard), if it is one of the best ``STRONG_SNIPPETS``, also competes
 with the definitions for the rest of the budget as their equal; the others only fill what the
 definitions leave."""
 STRONG_SNIPPETS = 2
-MAX_SAME_FILE = 4
-SAME_FILE_PRIORITY = 2.5
-"""Windows of the file being edited, away from the cursor. They come first within the similar
-snippets' share: of the names in the evaluation's hidden lines that the prompt's own window did not
-show, 77% (openai-agents), 67% (smolagents) and 83% (httpx) occur elsewhere in the same file,
-against 46%, 41% and 58% in the context from other files."""
 INLINE_SYNC_FILES = 8
 """Up to this many changed files, a request brings the window index up to date itself."""
 
@@ -239,8 +232,8 @@ class ContextProvider:
                 return result
             head = sticky.head  # only the definitions part changes: the head keeps its KV cells
         else:
-            head = (self._recent_part(rel, line, timings) + self._same_file_part(rel, lines, line, timings)
-                    + self._similar_part(index, snap, rel, lines, line, imports, lang, timings))
+            head = self._recent_part(rel, line, timings) + self._similar_part(index, snap, rel, lines, line,
+                                                                               imports, lang, timings)
         defs = _definition_files(found)
         versions = {p: e.version for p in {f.path for f in head} | {f.path for f in found}
                     if (e := snap.entry(p)) is not None}
@@ -254,12 +247,6 @@ class ContextProvider:
         none: list[Chunk] = []
         chunks = self._run("recent", lambda d: self.recent.chunks(rel, (line - 64, line + 64)), none, timings)
         return [ContextFile(c.path, c.text, 0.5 + 0.01 * i) for i, c in enumerate(chunks)]
-
-    def _same_file_part(self, rel: str, lines: list[str], line: int, timings: dict[str, float]) -> list[ContextFile]:
-        none: list[Snippet] = []
-        snippets = self._run("same_file", lambda d: own_snippets(rel, lines, line, query_tokens(lines, line),
-                                                                 MAX_SAME_FILE), none, timings)
-        return [ContextFile(s.path, s.text, SAME_FILE_PRIORITY + s.score, SIMILAR_SHARE) for s in reversed(snippets)]
 
     def _similar_part(self, index: ContextIndex, snap: Snapshot, rel: str, lines: list[str], line: int,
                       imports: list[Import], lang: str, timings: dict[str, float]) -> list[ContextFile]:
