@@ -169,14 +169,3 @@ def test_prompt_larger_than_context_is_an_error(runner, builder):
     big = builder.layout("x = 1\n" * 3000, "")
     with pytest.raises(RuntimeError, match="does not fit"):
         runner.generate(big, max_tokens=4)
-
-
-def test_avoid_first_changes_only_the_first_choice(runner, builder):
-    prompt = builder.layout(PREFIX, SUFFIX)
-    greedy = runner.generate(prompt, max_tokens=6)
-    first = runner.piece(greedy.first_token)
-    assert greedy.first_token >= 0 and greedy.text.encode().startswith(first)
-    other = runner.generate(prompt, max_tokens=6, avoid_first={greedy.first_token})
-    assert other.first_token not in (-1, greedy.first_token)
-    assert other.n_reused == len(prompt.tokens) - 1  # a second try costs no prompt evaluation
-    assert runner.generate(prompt, max_tokens=6).text == greedy.text  # the ban does not stick

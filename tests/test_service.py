@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 
 from slm_lsp.config import merge_config
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest, split_at_cursor
-from slm_lsp.engine.shaping import CompletionShaper
 from tests.conftest import TINY_MODEL
 
 TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
@@ -112,41 +110,3 @@ def test_no_model():
         assert pending.future.result(5).reason == "no-model"
     finally:
         e.close()
-
-
-def test_an_answer_that_repeats_the_line_below_is_asked_again(engine):
-    """The model writes the suffix's next line into a hole (shaping drops it): the engine asks once
-    more with that first token banned, reusing the prompt, and shows the second answer."""
-    prefix, suffix = "def total(items):\n    result = 0\n    ", "\n    return result\n"
-    real, calls = engine.runner.generate, []
-
-    def generate(prompt, **kw):
-        g = real(prompt, **kw)
-        if not calls:  # as if the model had written the next line
-            g = replace(g, text="return result\n", stop_reason="stop")
-        calls.append((kw.get("avoid_first", ()), g))
-        return g
-
-    engine.runner.generate = generate
-    try:
-        result = engine.complete(req(prefix + suffix, line=2, col=4, key="file:///hole.py"))
-    finally:
-        engine.runner.generate = real
-    assert len(calls) == 2
-    (avoid0, first), (avoid1, second) = calls
-    assert not avoid0 and set(avoid1) == {first.first_token} and second.first_token != first.first_token
-    assert second.n_evaluated == 1  # the prompt's cells were reused
-    shaper = CompletionShaper.for_cursor(prefix, suffix)
-    assert result.text == shaper.finish(second.text, complete=second.stop_reason in ("eog", "stop"))
-    assert result.generation is not None
-    assert result.generation.n_generated == first.n_generated + second.n_generated
-
-
-def test_an_answer_that_is_kept_is_not_asked_again(engine):
-    real, calls = engine.runner.generate, []
-    engine.runner.generate = lambda prompt, **kw: calls.append(kw) or real(prompt, **kw)
-    try:
-        result = engine.complete(req(key="file:///once.py"))
-    finally:
-        engine.runner.generate = real
-    assert result.text and len(calls) == 1

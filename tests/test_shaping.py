@@ -189,14 +189,6 @@ def test_single_line_repeating_the_next_line_is_dropped():
     assert s.finish("b = 2") == "b = 2"
 
 
-def test_repeats_next_line_says_when_the_answer_was_the_line_below():
-    s = _shaper("def f():\n    a = 1\n    ", "\n    return a\n")
-    assert s.repeats_next_line("return a") and s.repeats_next_line("return a\n    b = 1")
-    assert not s.repeats_next_line("b = 2") and not s.repeats_next_line("")
-    mid = _shaper("def f():\n    a = ", "1\n    return a\n")  # text right of the cursor: kept
-    assert not mid.repeats_next_line("return a")
-
-
 def test_hole_between_lines_of_a_block_is_single_line():
     s = CompletionShaper.for_cursor('def f(x):\n    """Doc."""\n', "\n    for i in x:\n        pass\n")
     assert not s.multiline and s.expected_indent == 4

@@ -25,7 +25,7 @@ import ctypes
 import logging
 import os
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +64,6 @@ class Generation:
     gen_ms: float
     stop_reason: str
     """eog (end of generation token), stop (shaping said done), length, time or cancelled."""
-    first_token: int = -1
-    """The first token written (-1: none), for a second try that must not start the same way."""
 
 
 _backend_ready = False
@@ -362,9 +360,7 @@ class LlamaRunner:
 
     # -- generation -------------------------------------------------------------------------
     def generate(self, prompt: Prompt, *, max_tokens: int, stop_at: Callable[[str], int | None] | None = None,
-                 cancelled: Callable[[], bool] = lambda: False, time_budget_ms: float = 1e9,
-                 avoid_first: Collection[int] = ()) -> Generation:
-        """Greedy decoding of ``prompt``; ``avoid_first``: tokens the answer may not start with."""
+                 cancelled: Callable[[], bool] = lambda: False, time_budget_ms: float = 1e9) -> Generation:
         t0 = time.perf_counter()
         try:
             logits, evaluated, reused = self._prepare(prompt, cancelled)
@@ -375,16 +371,11 @@ class LlamaRunner:
         pos = len(prompt.tokens)
         max_tokens = max(0, min(max_tokens, self.n_ctx - pos - 1))  # never write past the context
         out = bytearray()
-        text, reason, n, first = "", "length", 0, -1
+        text, reason, n = "", "length", 0
         deadline = t1 + time_budget_ms / 1000
         try:
             for n in range(1, max_tokens + 1):
-                if n == 1 and avoid_first:
-                    logits = logits.copy()  # a view of llama.cpp's buffer: leave that alone
-                    logits[list(avoid_first)] = -np.inf
                 tok = int(np.argmax(logits))
-                if n == 1:
-                    first = tok
                 if self.is_eog(tok):
                     n -= 1
                     reason = "eog"
@@ -407,7 +398,7 @@ class LlamaRunner:
         except Cancelled:
             reason = "cancelled"
         t2 = time.perf_counter()
-        return Generation(text, n, evaluated, reused, (t1 - t0) * 1000, (t2 - t1) * 1000, reason, first)
+        return Generation(text, n, evaluated, reused, (t1 - t0) * 1000, (t2 - t1) * 1000, reason)
 
     def close(self) -> None:
         if self._adapter is not None:

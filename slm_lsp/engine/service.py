@@ -13,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..config import Config
 from .cache import ResultCache
@@ -301,18 +301,6 @@ class CompletionEngine:
         if gen.stop_reason == "cancelled":
             return CompletionResult("", reason="cancelled", generation=gen)
         text = shaper.finish(gen.text, complete=gen.stop_reason in ("eog", "stop"))
-        if not text and gen.first_token >= 0 and shaper.repeats_next_line(gen.text):
-            # The answer was the line below (dropped): ask once more, not starting that way. The
-            # prompt's cells are all reused, so this costs one more short generation.
-            again = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
-                                    cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms,
-                                    avoid_first={gen.first_token})
-            if again.stop_reason == "cancelled":
-                return CompletionResult("", reason="cancelled", generation=again)
-            text = shaper.finish(again.text, complete=again.stop_reason in ("eog", "stop"))
-            gen = replace(again, n_generated=gen.n_generated + again.n_generated,
-                          n_evaluated=gen.n_evaluated + again.n_evaluated, n_reused=gen.n_reused,
-                          prompt_ms=gen.prompt_ms + again.prompt_ms, gen_ms=gen.gen_ms + again.gen_ms)
         total = (time.perf_counter() - t0) * 1000
         log.info("completion %s: %d evaluated / %d reused prompt tokens, prompt %.0f ms, %d tokens in %.0f ms "
                  "(%s), %d chars", req.document_key.rsplit("/", 1)[-1], gen.n_evaluated, gen.n_reused,

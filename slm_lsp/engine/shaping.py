@@ -125,13 +125,6 @@ class CompletionShaper:
             return True
         return self._repeats_suffix(line)
 
-    def repeats_next_line(self, text: str) -> bool:
-        """Whether the generated ``text`` starts by writing the suffix's next line again, which
-        ``finish`` drops, leaving nothing. On a blank line in a hole that is the commonest way a
-        small model fails: the line below is the likeliest text after the indentation."""
-        first = text.split("\n", 1)[0]
-        return not self.rest_of_line.strip() and self._repeats_suffix(self.line_start + first)
-
     def _repeats_suffix(self, line: str) -> bool:
         return self.next_line is not None and line.strip() == self.next_line.strip() and bool(line.strip())
 
