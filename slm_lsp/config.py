@@ -79,8 +79,8 @@ class ContextConfig:
     """Token budget for that context. A file shorter than its prefix/suffix budgets lends them
     what it leaves unused. Clamped so that the prompt fits ``model.n_ctx``."""
 
-    sources: list[str] = field(default_factory=lambda: ["definitions", "similar", "recent"])
-    """Context sources to use: ``definitions``, ``similar``, ``recent``."""
+    sources: list[str] = field(default_factory=lambda: ["definitions", "similar", "same_file", "recent"])
+    """Context sources to use: ``definitions``, ``similar``, ``same_file``, ``recent``."""
 
     time_budget_ms: int = 50
     """Time budget of each context source per request; a late or failing source is skipped."""

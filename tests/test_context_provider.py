@@ -12,7 +12,7 @@ import pytest
 from slm_lsp.context.index import ContextIndex
 from slm_lsp.context.provider import ContextOptions, ContextProvider, scope_key
 from slm_lsp.context.sources.recent import RecentChunks
-from slm_lsp.context.sources.similar import jaccard, rank_windows, tokens
+from slm_lsp.context.sources.similar import jaccard, own_snippets, query_tokens, rank_windows, tokens
 from slm_lsp.engine.model import LlamaRunner
 from slm_lsp.engine.prompt import PromptBuilder, PromptRequest
 
@@ -273,3 +273,60 @@ def test_ranking_churn_at_the_cut_does_not_recompute_the_context(tmp_path: Path)
     provider.add_index(index)
     reused = [provider.gather("doc", str(root / "main.py"), text, line).reused for line in range(14, 21)]
     assert reused[0] is False and all(reused[1:]), reused
+
+
+def _long_module() -> tuple[str, int]:
+    """A helper at the top, unrelated code in between, and a function at the bottom that uses
+    the helper's names; the cursor is on the bottom function's last (blank) line."""
+    top = ("def normalise_sku(raw_sku: str) -> str:\n"
+           "    cleaned = raw_sku.strip().upper()\n"
+           "    return cleaned.replace(' ', '-')\n\n\n")
+    filler = "".join(f"def unrelated_{i}(x):\n    return x * {i}\n\n\n" for i in range(25))
+    bottom = ("def register(cart, raw_sku: str, quantity: int):\n"
+              "    cleaned = raw_sku.strip().upper()\n"
+              "    if not cleaned:\n"
+              "        raise ValueError(raw_sku)\n"
+              "    \n")
+    text = top + filler + bottom
+    return text, text.count("\n") - 1
+
+
+def test_same_file_windows_come_from_away_from_the_cursor():
+    text, line = _long_module()
+    lines = text.split("\n")
+    got = own_snippets("mod.py", lines, line, query_tokens(lines, line), 4)
+    # The helper at the top is the one alike; the windows near the cursor (shown anyway) are left out.
+    assert got and got[0].start == 0 and "def normalise_sku" in got[0].text
+    assert all(s.start + 20 <= line - 20 for s in got)
+    assert all(abs(a.start - b.start) >= 20 for a in got for b in got if a is not b)
+    assert own_snippets("mod.py", lines, line, query_tokens(lines, line), 4, near=(line + 1, 5)) == []
+
+
+def test_same_file_source_reads_the_buffer_and_can_be_switched_off(setup):
+    root, index, _provider = setup
+    text, line = _long_module()
+    for sources, expect in ((["same_file"], True), (["definitions", "similar", "recent"], False)):
+        provider = ContextProvider(ContextOptions(sources=sources, time_budget_ms=2000))
+        provider.add_index(index)
+        # hide_current: the file is not in the index (as in the evaluation); its buffer still is.
+        files = provider.gather("doc", str(root / CHECKOUT), text, line, hide_current=True).files
+        mine = [f for f in files if f.path == CHECKOUT]
+        assert bool(mine) == expect
+        if expect:
+            assert "def normalise_sku" in mine[-1].text and mine[-1].share > 0
+            assert mine[-1].priority == max(f.priority for f in mine)  # the best nearest the file
+
+
+def test_typing_in_an_open_file_keeps_its_own_windows_sticky(setup):
+    root, index, provider = setup
+    text, line = _long_module()
+    index.update_buffer(CHECKOUT, text)  # open in the editor: each keystroke updates the index
+    first = provider.gather("doc", str(root / CHECKOUT), text, line)
+    assert any(f.path == CHECKOUT for f in first.files)
+    lines = text.split("\n")
+    for typed in ["r", "re", "return cle"]:
+        lines[line] = "    " + typed
+        typing = "\n".join(lines)
+        index.update_buffer(CHECKOUT, typing)
+        again = provider.gather("doc", str(root / CHECKOUT), typing, line)
+        assert again.reused and again.files is first.files  # the file's own change does not recompute them

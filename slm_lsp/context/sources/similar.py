@@ -98,3 +98,30 @@ def similar_snippets(query: set[str], candidates: list[str], read: Callable[[str
                      recent: set[str], k: int, deadline: float) -> list[Snippet]:
     files = ((p, read(p), RECENT_BONUS if p in recent else 1.0) for p in candidates)
     return rank_windows(query, files, k, deadline=deadline)
+
+
+def own_snippets(path: str, lines: list[str], line: int, query: set[str], k: int,
+                 near: tuple[int, int] = (QUERY_LINES, 5)) -> list[Snippet]:
+    """Windows of the file being edited itself, away from the cursor, most alike the code before
+    it: the names a line uses are far more often written elsewhere in the same file (a local set
+    up at the top of a long function, an attribute set in ``__init__``, a helper of the module)
+    than in another file, and the prompt shows only the lines near the cursor. ``near`` (lines
+    above, below) is left out, as the prompt shows it; the prompt builder drops the windows that
+    still repeat what it shows."""
+    lo, hi = line - near[0], line + near[1]
+    first = max(0, min(line - MAX_FILE_LINES // 2, len(lines) - MAX_FILE_LINES))  # a huge file: around the cursor
+    scored: list[Snippet] = []
+    for start in window_starts(len(lines) - first):
+        start += first
+        if lo < start + WINDOW and start <= hi:
+            continue
+        chunk = "\n".join(lines[start:start + WINDOW])  # not cached: the buffer changes as it is typed
+        scored.append(Snippet(path, start, chunk, jaccard(query, tokens(chunk))))
+    scored.sort(key=lambda s: -s.score)
+    taken: list[Snippet] = []
+    for s in scored:
+        if s.score < MIN_SCORE or len(taken) >= k:
+            break
+        if all(abs(s.start - t.start) >= WINDOW for t in taken):
+            taken.append(s)
+    return taken
