@@ -69,6 +69,17 @@ def _windows(path: str, text: str, window: int, step: int) -> list[tuple[int, st
     return hit
 
 
+def apart(ranked: list[Snippet], k: int, window: int) -> list[Snippet]:
+    """The first ``k`` of ``ranked`` (one file's windows, best first) that overlap none before them."""
+    taken: list[Snippet] = []
+    for s in ranked:
+        if len(taken) >= k:
+            break
+        if all(abs(s.start - t.start) >= window for t in taken):
+            taken.append(s)
+    return taken
+
+
 def rank_windows(query: set[str], files: Iterable[tuple[str, str, float]], k: int, window: int = WINDOW,
                  step: int = STEP, deadline: float = float("inf"), min_score: float = MIN_SCORE) -> list[Snippet]:
     """Top ``k`` windows by Jaccard similarity to ``query`` (at most one per file region),
@@ -83,13 +94,7 @@ def rank_windows(query: set[str], files: Iterable[tuple[str, str, float]], k: in
             if score >= min_score:
                 per_file.append(Snippet(path, start, chunk, score))
         per_file.sort(key=lambda s: -s.score)
-        taken: list[Snippet] = []
-        for s in per_file:  # no two overlapping windows of one file
-            if all(abs(s.start - t.start) >= window for t in taken):
-                taken.append(s)
-            if len(taken) >= 2:
-                break
-        best.extend(taken)
+        best.extend(apart(per_file, 2, window))
     best.sort(key=lambda s: -s.score)
     return best[:k]
 
@@ -118,10 +123,4 @@ def own_snippets(path: str, lines: list[str], line: int, query: set[str], k: int
         chunk = "\n".join(lines[start:start + WINDOW])  # not cached: the buffer changes as it is typed
         scored.append(Snippet(path, start, chunk, jaccard(query, tokens(chunk))))
     scored.sort(key=lambda s: -s.score)
-    taken: list[Snippet] = []
-    for s in scored:
-        if s.score < MIN_SCORE or len(taken) >= k:
-            break
-        if all(abs(s.start - t.start) >= WINDOW for t in taken):
-            taken.append(s)
-    return taken
+    return apart([s for s in scored if s.score >= MIN_SCORE], k, WINDOW)
