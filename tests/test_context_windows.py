@@ -10,7 +10,7 @@ from pathlib import Path
 
 from slm_lsp.context.index import ContextIndex
 from slm_lsp.context.provider import INLINE_SYNC_FILES, ContextOptions, ContextProvider
-from slm_lsp.context.sources.similar import query_tokens, rank_windows
+from slm_lsp.context.sources.similar import LOOK_AHEAD, STRONG_SIMILAR, WINDOW, query_tokens, rank_windows
 from slm_lsp.context.sources.windows import WindowIndex
 
 FIXTURE = Path(__file__).parent / "data" / "context_repo"
@@ -53,6 +53,37 @@ def test_query_ranks_like_the_per_request_search():
     boosted = windows.query(query, 4, bonus=lambda p: 3.0 if p == "pkg/mod7.py" else 1.0, min_score=0.0)
     assert sum(s.path == "pkg/mod7.py" for s in boosted) <= 2
     assert windows.query({"no_such_identifier"}, 4) == []
+
+
+def test_a_near_copy_is_shown_with_the_lines_after_it():
+    # The code before the cursor, and a file that copies it: the copy of the line about to be
+    # written comes *after* the window that matches the query, and must be shown with it.
+    before = [f"    step_{i} = stage_{i}(order_{i}, ledger)" for i in range(20)]
+    rng = random.Random(3)
+    files = {
+        "shop/copy.py": _filler(rng, 12) + "\ndef settle(order_0, ledger):\n" + "\n".join(before)
+        + "\n" + "\n".join(f"    after_{i} = 0" for i in range(10))
+        + "\n    return ledger.finalize_settlement(step_19)\n" + _filler(rng, 30),
+        # Weakly alike: shown as the window alone.
+        "shop/weak.py": "\n".join(before[:4]) + "\n" + _filler(rng, 20) + "\n    unrelated_tail_marker = 1\n",
+    }
+    query = query_tokens(before, 19)
+    windows = WindowIndex()
+    for path, text in files.items():
+        windows.add_file(path, text)
+    got = windows.query(query, 4, read_text=files.__getitem__)
+    scanned = rank_windows(query, ((p, t, 1.0) for p, t in files.items()), 4)
+    for snippets in (got, scanned):
+        copy = next(s for s in snippets if s.path == "shop/copy.py")
+        assert copy.score >= STRONG_SIMILAR
+        assert "return ledger.finalize_settlement(step_19)" in copy.text
+        assert len(copy.text.split("\n")) == WINDOW + LOOK_AHEAD
+        weak = [s for s in snippets if s.path == "shop/weak.py"]
+        assert all(s.score < STRONG_SIMILAR and len(s.text.split("\n")) == WINDOW for s in weak)
+        # Two windows of one file never show the same lines twice.
+        mine = sorted((s for s in snippets if s.path == "shop/copy.py"), key=lambda s: s.start)
+        assert all(a.start + len(a.text.split("\n")) <= b.start for a, b in zip(mine, mine[1:]))
+    assert [(s.path, s.start, s.text) for s in got] == [(s.path, s.start, s.text) for s in scanned]
 
 
 def test_changed_and_removed_files():

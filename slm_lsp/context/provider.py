@@ -29,7 +29,7 @@ from .index import ContextIndex, Snapshot, imported_names
 from .parsing import Import, language_of, parse_source
 from .sources.definitions import Found, find_definitions, is_test_or_example, resolve_import, same_family
 from .sources.recent import Chunk, RecentChunks
-from .sources.similar import RECENT_BONUS, Snippet, own_snippets, query_tokens, similar_snippets
+from .sources.similar import RECENT_BONUS, STRONG_SIMILAR, Snippet, own_snippets, query_tokens, similar_snippets
 from .sources.windows import WindowIndex
 
 log = logging.getLogger(__name__)
@@ -53,11 +53,10 @@ make is worth more per token than the signatures (on the 30 cross-file lines of 
 evaluation, the exact line was in the kept context of 6 tasks instead of 3 once every snippet had a
 share, not only the strongest two), but must not crowd them out. 0.65 rather than 0.5 since the
 same file's windows came to share it: at 0.5 they pushed out two of those six."""
-STRONG_SIMILAR = 0.3
-"""A snippet this alike (Jaccard), if it is one of the best ``STRONG_SNIPPETS``, also competes
-with the definitions for the rest of the budget as their equal; the others only fill what the
-definitions leave."""
 STRONG_SNIPPETS = 2
+"""A near-copy (``STRONG_SIMILAR``) among the best ``STRONG_SNIPPETS`` also competes with the
+definitions for the rest of the budget as their equal; the others only fill what the definitions
+leave."""
 MAX_SAME_FILE = 4
 SAME_FILE_PRIORITY = 0.7
 """Windows of the file being edited, away from the cursor, share the similar snippets' budget: of

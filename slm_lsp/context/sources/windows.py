@@ -28,7 +28,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..index import FileEntry, Snapshot
-from .similar import MIN_SCORE, STEP, TOKEN, WINDOW, Snippet, window_starts
+from .similar import MIN_SCORE, STEP, TOKEN, WINDOW, Snippet, span, window_starts
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ class WindowIndex:
         m = min(n, max(64, k * 16))
         top = np.argpartition(-scores, m - 1)[:m] if m < n else np.arange(n)
         order = top[np.lexsort((top, -scores[top]))]  # ties: the earlier window first, like the scan
-        taken: dict[int, list[int]] = {}
+        taken: dict[int, list[tuple[int, int]]] = {}
         skip: dict[int, bool] = {}
         out: list[Snippet] = []
         for w in order:
@@ -217,12 +217,14 @@ class WindowIndex:
             score = base * bonus(paths[pid])
             start = int(starts[w])
             mine = taken.setdefault(pid, [])
-            if score < min_score or len(mine) >= PER_FILE or any(abs(start - s) < self.window for s in mine):
+            shown = span(score, self.window)
+            if score < min_score or len(mine) >= PER_FILE or any(
+                    start < s + n and s < start + shown for s, n in mine):
                 continue
-            mine.append(start)
+            mine.append((start, shown))
             text = ""
             if read_text is not None:
-                text = "\n".join(read_text(paths[pid]).split("\n")[start:start + self.window])
+                text = "\n".join(read_text(paths[pid]).split("\n")[start:start + shown])
             out.append(Snippet(paths[pid], start, text, score))
         out.sort(key=lambda s: -s.score)
         return out[:k]
