@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from slm_lsp.engine.model import SEQ_GEN, LlamaRunner, ModelLoadError
@@ -163,6 +164,26 @@ def test_stop_at_and_time_budget(runner, builder):
     assert g.stop_reason == "stop" and len(g.text) == 3
     g = runner.generate(prompt, max_tokens=2000, time_budget_ms=1)
     assert g.stop_reason == "time" and g.n_generated < 2000
+
+
+def test_a_control_token_ends_the_answer(runner, builder, monkeypatch):
+    # The model's next tokens, scripted: a word, the FIM middle marker (a control token that is not
+    # one of the template's stop tokens), the word again.
+    middle = runner.special("<|fim_middle|>")
+    assert middle not in runner.stop_ids
+    word = runner.tokenize("value")[0]
+    script = iter([word, middle] + [word] * 8)
+
+    def logits(*_args):
+        out = np.zeros(runner.n_vocab, dtype=np.float32)
+        out[next(script)] = 1.0
+        return out
+
+    monkeypatch.setattr(runner, "_prepare", lambda prompt, cancelled: (logits(), 0, 0))
+    monkeypatch.setattr(runner, "_decode", lambda tokens, pos, seq, cancelled: logits())
+    gen = runner.generate(builder.layout(PREFIX, SUFFIX), max_tokens=8)
+    assert (gen.text, gen.n_generated, gen.stop_reason) == (runner.detokenize([word]), 1, "eog")
+    assert not runner.is_eog(word)
 
 
 def test_prompt_larger_than_context_is_an_error(runner, builder):

@@ -215,7 +215,12 @@ class LlamaRunner:
         return buf.raw[:max(n, 0)]
 
     def is_eog(self, token: int) -> bool:
-        return bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, token)) or token in self.stop_ids
+        """The answer ends here: an end-of-generation token, a stop token of the template, or any
+        other control token. No control token is code; a FIM model that writes one of its own
+        markers has finished its middle (Qwen2.5-Coder-1.5B wrote the right line, then
+        ``<|fim_middle|>``, then the line again: shown as one line, the answer was wrong)."""
+        return (bool(self._llama_cpp.llama_vocab_is_eog(self._vocab, token)) or token in self.stop_ids
+                or bool(self._llama_cpp.llama_vocab_is_control(self._vocab, token)))
 
     @property
     def name(self) -> str:
