@@ -12,6 +12,7 @@ const PURE = [
   'src/debounce.ts',
   'src/inlineProtocol.ts',
   'src/interpreter.ts',
+  'src/restartPolicy.ts',
   'test/**/*.ts',
 ];
 

@@ -4,13 +4,22 @@
  * forwards `slm/status` to the status bar, and offers the two requests the rest of the
  * extension needs: inline completion and executeCommand.
  *
+ * A server that dies on its own (a model that trips a llama.cpp assertion, a segfault) is
+ * restarted by this class, not by vscode-languageclient: `RestartPolicy` (restartPolicy.ts)
+ * says after how long, or that it crashed too often; the user sees a message each time and the
+ * status bar says `restarting` / `crashed`.
+ *
  * Three built-in features of vscode-languageclient are left out (see `SKIPPED_FEATURES`).
  */
 
 import * as os from 'node:os';
 import * as vscode from 'vscode';
 import {
+  CloseAction,
+  CloseHandlerResult,
   DynamicFeature,
+  ErrorAction,
+  ErrorHandlerResult,
   ExecuteCommandRequest,
   InlineCompletionRequest,
   LanguageClient,
@@ -21,9 +30,10 @@ import {
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
-import { CONFIG_SECTION, STATUS_NOTIFICATION } from './constants';
+import { CONFIG_SECTION, EXTENSION_COMMANDS, STATUS_NOTIFICATION } from './constants';
 import { ghostTexts, inlineCompletionParams, InlineCompletionRequestParams } from './inlineProtocol';
 import { PythonInterpreter } from './python';
+import { CrashRestarter, DEFAULT_RESTART_POLICY, formatDelay } from './restartPolicy';
 import {
   cli,
   clientSettings,
@@ -82,6 +92,30 @@ export class SlmClient implements vscode.Disposable {
   private client: LanguageClient | undefined;
   private starting: Promise<void> | undefined;
   private serverCommand: ServerCommand | undefined;
+  /** Restarts the server after a crash (`serverClosed`), with a delay, or gives up. */
+  private readonly restarter = new CrashRestarter({
+    restart: () => void this.start(),
+    restarting: (message, _delayMs, crashes) => {
+      this.output.warn(`${message} (crash ${crashes} in the last ${formatDelay(DEFAULT_RESTART_POLICY.windowMs)})`);
+      this.status.setServerState('restarting', message);
+      void vscode.window.showWarningMessage(message, 'Show Log').then((choice) => {
+        if (choice === 'Show Log') {
+          this.output.show();
+        }
+      });
+    },
+    gaveUp: (message) => {
+      this.output.error(message);
+      this.status.setServerState('crashed', message);
+      void vscode.window.showErrorMessage(message, 'Show Log', 'Restart Server').then((choice) => {
+        if (choice === 'Show Log') {
+          this.output.show();
+        } else if (choice === 'Restart Server') {
+          void vscode.commands.executeCommand(EXTENSION_COMMANDS.restartServer);
+        }
+      });
+    },
+  });
 
   constructor(
     private readonly output: vscode.LogOutputChannel,
@@ -131,6 +165,10 @@ export class SlmClient implements vscode.Disposable {
     };
     const clientOptions: LanguageClientOptions = {
       documentSelector: DOCUMENT_SELECTOR,
+      errorHandler: {
+        error: (_error, _message, count) => connectionError(count),
+        closed: () => this.serverClosed(client),
+      },
       outputChannel: this.output,
       initializationOptions: () => initializationOptions(readSection(), pathContext()),
       synchronize: { configurationSection: CONFIG_SECTION },
@@ -153,11 +191,13 @@ export class SlmClient implements vscode.Disposable {
       this.status.onNotification(params);
     });
     client.onDidChangeState((event) => {
-      if (event.newState === State.Stopped && this.client === client) {
+      // After a crash the status says restarting or crashed (serverClosed), not just stopped.
+      if (event.newState === State.Stopped && this.client === client && !['restarting', 'crashed'].includes(this.status.server)) {
         this.status.setServerState('stopped');
       }
     });
     this.client = client;
+    this.restarter.started();
     try {
       await client.start();
       // The server reports `loading` when the load starts; until then it waits for settings.
@@ -167,6 +207,9 @@ export class SlmClient implements vscode.Disposable {
     } catch (err) {
       const message = startError(base, err);
       this.output.error(message);
+      if (this.client === client && ['restarting', 'crashed'].includes(this.status.server)) {
+        return; // the process died while starting: serverClosed has told the user
+      }
       this.status.setServerState('error', message);
       void vscode.window.showErrorMessage(message, 'Open Settings', 'Show Log').then((choice) => {
         if (choice === 'Open Settings') {
@@ -178,7 +221,22 @@ export class SlmClient implements vscode.Disposable {
     }
   }
 
+  /**
+   * The connection to the server closed while the client was running or starting (a stop that
+   * `stop()` asked for never gets here). The library is told not to restart it: this class
+   * does, after the policy's delay, with a new client and a fresh look at the server command.
+   */
+  private serverClosed(client: LanguageClient): CloseHandlerResult {
+    if (this.client !== client) {
+      return { action: CloseAction.DoNotRestart, handled: true };
+    }
+    const decision = this.restarter.crashed();
+    // handled: the restarter's hooks have told the user; the library only logs it.
+    return { action: CloseAction.DoNotRestart, message: `the server stopped; ${decision.restart ? 'restarting it' : 'not restarted'}`, handled: true };
+  }
+
   async stop(): Promise<void> {
+    this.restarter.cancel();
     await this.starting?.catch(() => undefined);
     const client = this.client;
     this.client = undefined;
@@ -192,7 +250,9 @@ export class SlmClient implements vscode.Disposable {
     this.status.setServerState('stopped');
   }
 
+  /** A restart the user asked for: the crash count starts again. */
   async restart(): Promise<void> {
+    this.restarter.reset();
     await this.stop();
     await this.start();
   }
@@ -258,4 +318,13 @@ function startError(base: ServerCommand, err: unknown): string {
       ? 'check slm.serverPath'
       : 'install slm-lsp (pip install slm-lsp, or `make install` in its repository) and put `slm-lsp` on PATH, select an interpreter that has it, or set slm.serverPath';
   return `slm-lsp: could not start ${commandLine(base.command, base.args)}: ${text}. ${hint}.`;
+}
+
+/**
+ * A read or write on the connection failed (a message the server could not take): go on for
+ * the first three, then stop the client, as vscode-languageclient's default does. A server that
+ * died also closes the connection, which `serverClosed` handles.
+ */
+function connectionError(count: number | undefined): ErrorHandlerResult {
+  return { action: count !== undefined && count <= 3 ? ErrorAction.Continue : ErrorAction.Shutdown };
 }

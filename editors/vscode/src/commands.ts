@@ -81,7 +81,7 @@ export class Commands {
       }
       return;
     }
-    if (['no-model', 'error', 'stopped'].includes(this.status.server)) {
+    if (['no-model', 'error', 'stopped', 'crashed'].includes(this.status.server)) {
       await this.client.restart();
     }
   }

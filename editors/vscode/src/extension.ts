@@ -8,6 +8,7 @@
  *   interpreter.ts  the active interpreter, and whether it has slm-lsp
  *   inlineProtocol.ts  inline requests and answers    statusText.ts  status-bar state and text
  *   debounce.ts  the debounce                constants.ts      names shared with the server
+ *   restartPolicy.ts  when to restart a server that crashed, and what to tell the user
  */
 
 import * as vscode from 'vscode';

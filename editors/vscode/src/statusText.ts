@@ -4,7 +4,9 @@
  * The server reports its own state with the `slm/status` notification (loading, indexing,
  * ready, error, no-model; generating in the future); the extension adds what only it knows:
  * starting/stopped (the process), disabled (`slm.enabled`), and generating (a request of
- * the inline provider in flight). `StatusModel` holds that state; `status.ts` only draws it.
+ * the inline provider in flight), and restarting/crashed (the process died on its own and is
+ * restarted after a delay, or too often to restart again: restartPolicy.ts). `StatusModel`
+ * holds that state; `status.ts` only draws it.
  */
 
 export type ServerState =
@@ -15,7 +17,9 @@ export type ServerState =
   | 'generating'
   | 'error'
   | 'no-model'
-  | 'stopped';
+  | 'stopped'
+  | 'restarting'
+  | 'crashed';
 
 export type ShownState = ServerState | 'disabled';
 
@@ -39,6 +43,7 @@ export interface StatusView {
   severity: 'normal' | 'warning' | 'error';
 }
 
+// `restarting` and `crashed` are the client's own: a server cannot report its own death.
 const KNOWN: readonly string[] = ['starting', 'loading', 'indexing', 'ready', 'generating', 'error', 'no-model', 'stopped'];
 
 /** A `state` from the wire as one we display; undefined for anything else (the caller keeps its current state). */
@@ -77,6 +82,13 @@ const LABELS: Record<ShownState, { icon: string; label: string; tooltip: string;
   error: { icon: '$(error)', label: 'error', tooltip: 'The server reported an error', severity: 'error' },
   'no-model': { icon: '$(warning)', label: 'no model', tooltip: 'No model: run "slm-lsp: Download a Model" or set slm.model.path', severity: 'warning' },
   stopped: { icon: '$(debug-stop)', label: 'stopped', tooltip: 'The slm-lsp server is not running', severity: 'error' },
+  restarting: { icon: '$(sync~spin)', label: 'restarting', tooltip: 'The server stopped unexpectedly and is being restarted', severity: 'warning' },
+  crashed: {
+    icon: '$(error)',
+    label: 'crashed',
+    tooltip: 'The server crashed too often to be restarted: see the log, then "slm-lsp: Restart Server"',
+    severity: 'error',
+  },
   disabled: { icon: '$(circle-slash)', label: 'disabled', tooltip: 'Inline completions are off (slm.enabled)', severity: 'normal' },
 };
 

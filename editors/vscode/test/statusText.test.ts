@@ -101,3 +101,23 @@ describe('StatusModel', () => {
     assert.match(model.view.tooltip, /the server exited/);
   });
 });
+
+describe('restarting and crashed', () => {
+  test('the client shows a server that died: restarting (warning), crashed (error)', () => {
+    const model = new StatusModel();
+    model.onNotification({ state: 'ready' });
+    model.setServerState('restarting', 'slm-lsp: the server stopped unexpectedly; restarting it in 1 s.');
+    assert.equal(model.view.text, '$(sync~spin) slm restarting');
+    assert.equal(model.view.severity, 'warning');
+    assert.match(model.view.tooltip, /restarting it in 1 s/);
+    model.setServerState('crashed', 'crashed 6 times');
+    assert.equal(model.view.text, '$(error) slm crashed');
+    assert.equal(model.view.severity, 'error');
+    assert.match(model.view.tooltip, /Restart Server/);
+  });
+
+  test('a server cannot report them over the wire', () => {
+    assert.equal(parseServerState('restarting'), undefined);
+    assert.equal(parseServerState('crashed'), undefined);
+  });
+});
