@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 import pytest
 
 from slm_lsp.engine.cache import KEEP, ResultCache
@@ -124,3 +127,35 @@ def test_counters():
     c.get("doc", PREFIX + "p", SUFFIX)
     c.get("doc", PREFIX, "")
     assert (c.hits, c.misses) == (2, 1)
+
+
+def test_put_get_and_forget_from_two_threads_never_fail():
+    # The worker puts while the event loop gets and forgets (didClose): put used to find its
+    # document's list gone between setdefault and move_to_end and raise KeyError, which the
+    # worker's error path turned into an empty completion.
+    cache = ResultCache(per_document=2, documents=4)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def worker() -> None:
+        try:
+            for i in range(30000):
+                cache.put(f"doc{i % 3}", PREFIX, SUFFIX, COMPLETION)
+        except BaseException as exc:  # noqa: BLE001 (reported below)
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        thread = threading.Thread(target=worker)
+        thread.start()
+        while not stop.is_set():
+            for key in ("doc0", "doc1", "doc2"):
+                cache.get(key, PREFIX, SUFFIX)
+                cache.forget(key)
+        thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []

@@ -3,10 +3,15 @@
 After a completion ``C`` was shown at (prefix ``P``, suffix ``S``), a request at prefix
 ``P + t`` with the same suffix, where ``t`` is a prefix of ``C``, is answered with the rest of
 ``C`` at once. Exact repeats (``t == ""``) hit too, e.g. a client re-asking after a cursor blink.
+
+The event loop reads and forgets entries while the engine's worker adds them: every method
+holds the cache's lock (``put`` used to find its document's entries gone between two steps
+when the loop forgot them, and failed with a ``KeyError``).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -32,29 +37,42 @@ class ResultCache:
         self.per_document = per_document
         self.documents = documents
         self._entries: OrderedDict[str, list[_Entry]] = OrderedDict()
+        self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def put(self, key: str, prefix: str, suffix: str, completion: str) -> None:
         if not completion:
             return
-        entries = self._entries.setdefault(key, [])
-        self._entries.move_to_end(key)
-        entries.insert(0, _Entry(len(prefix), prefix[-KEEP:], len(suffix), suffix[:KEEP], completion))
-        del entries[self.per_document:]
-        while len(self._entries) > self.documents:
-            self._entries.popitem(last=False)
+        entry = _Entry(len(prefix), prefix[-KEEP:], len(suffix), suffix[:KEEP], completion)
+        with self._lock:
+            entries = self._entries.setdefault(key, [])
+            self._entries.move_to_end(key)
+            entries.insert(0, entry)
+            del entries[self.per_document:]
+            while len(self._entries) > self.documents:
+                self._entries.popitem(last=False)
 
     def get(self, key: str, prefix: str, suffix: str) -> str | None:
-        for entry in self._entries.get(key, []):
+        with self._lock:
+            entries = list(self._entries.get(key, ()))
+        for entry in entries:  # entries are immutable: matched outside the lock
             if not entry.matches(prefix, suffix):
                 continue
             typed = prefix[entry.prefix_len:]
             if entry.completion.startswith(typed) and len(typed) < len(entry.completion):
-                self.hits += 1
+                with self._lock:
+                    self.hits += 1
                 return entry.completion[len(typed):]
-        self.misses += 1
+        with self._lock:
+            self.misses += 1
         return None
 
     def forget(self, key: str) -> None:
-        self._entries.pop(key, None)
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        """Drop every entry (a new model or new settings give other answers); counts stay."""
+        with self._lock:
+            self._entries.clear()
