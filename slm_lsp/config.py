@@ -3,6 +3,7 @@
 Sources are merged in order: defaults < initializationOptions < workspace/configuration
 section ``slm`` < CLI flags. Keys may be snake_case or camelCase (VS Code style). An invalid
 value never stops the server: it is reported (``ConfigResult.errors``) and the default is kept.
+Every numeric field has a range (``bounded``); validation never moves a field past its own.
 """
 
 from __future__ import annotations
@@ -13,20 +14,36 @@ from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 
+def bounded(default: int, low: int, high: int) -> int:
+    """A numeric field with its range (inclusive; the field's docstring states it too)."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
+def bounds(section: Any, name: str) -> tuple[int, int] | None:
+    """(low, high) of a numeric field, None for other fields."""
+    for f in dataclasses.fields(section):
+        if f.name == name:
+            return f.metadata.get("range")
+    raise KeyError(name)
+
+
 @dataclass
 class ModelConfig:
     path: str = ""
     """GGUF model file, or ``hf:REPO/FILE.gguf`` (downloaded by ``slm-lsp pull``). Empty: the
     ``SLM_LSP_MODEL`` environment variable, then the default model in the user cache."""
 
-    n_gpu_layers: int = -1
-    """Layers offloaded to the GPU. -1: all of them when the llama.cpp build can offload, else 0."""
+    n_gpu_layers: int = bounded(-1, -1, 1000)
+    """Layers offloaded to the GPU. -1: all of them when the llama.cpp build can offload, else 0.
+    Range: -1 to 1000."""
 
-    threads: int = 0
-    """CPU threads for llama.cpp. 0: the number of CPU cores (at most 8)."""
+    threads: int = bounded(0, 0, 256)
+    """CPU threads for llama.cpp. 0: the number of CPU cores (at most 8). Range: 0 to 256."""
 
-    n_ctx: int = 4096
-    """Context window in tokens. Must hold the prompt budgets plus ``completion.max_tokens``."""
+    n_ctx: int = bounded(4096, 256, 1 << 20)
+    """Context window in tokens. Must hold the prompt budgets plus ``completion.max_tokens``
+    (raised to hold them, never past its range). A load whose KV cache and weights would not fit
+    in the available memory is refused. Range: 256 to 1048576."""
 
     adapter: str = ""
     """A GGUF LoRA adapter to apply on top of the model (made by ``slm-lsp finetune``)."""
@@ -34,38 +51,40 @@ class ModelConfig:
 
 @dataclass
 class CompletionConfig:
-    prefix_tokens: int = 1024
-    """Token budget for the code before the cursor (cut at a line boundary)."""
+    prefix_tokens: int = bounded(1024, 16, 1 << 19)
+    """Token budget for the code before the cursor (cut at a line boundary). Range: 16 to 524288."""
 
-    suffix_tokens: int = 320
+    suffix_tokens: int = bounded(320, 0, 1 << 19)
     """Token budget for the code after the cursor (cut at a line boundary). About 1/3 of the
-    prefix budget: the suffix matters less and costs prompt time on every cold request."""
+    prefix budget: the suffix matters less and costs prompt time on every cold request.
+    Range: 0 to 524288."""
 
-    max_tokens: int = 128
-    """Most tokens generated for one completion."""
+    max_tokens: int = bounded(128, 1, 4096)
+    """Most tokens generated for one completion. Range: 1 to 4096."""
 
-    max_lines: int = 12
-    """Most lines in a multi-line completion."""
+    max_lines: int = bounded(12, 1, 1000)
+    """Most lines in a multi-line completion. Range: 1 to 1000."""
 
-    time_budget_ms: int = 2000
-    """Generation time budget: once spent, generation stops at the next line boundary."""
+    time_budget_ms: int = bounded(2000, 50, 60000)
+    """Generation time budget: once spent, generation stops at the next line boundary.
+    Range: 50 to 60000."""
 
     enabled_languages: list[str] = field(default_factory=lambda: ["*"])
     """Language ids to complete (``"*"``: all). Example: ``["python", "rust"]``."""
 
-    near_lines: int = 0
+    near_lines: int = bounded(0, 0, 1000)
     """Lines after the cursor line that are evaluated again on every request, with the rest of
     the cursor line; the suffix beyond them is moved in the KV cache. The first suffix tokens'
     keys depend strongly on what was just typed (reusing them stale changes the answer); the
-    ones further away barely do."""
+    ones further away barely do. Range: 0 to 1000."""
 
     kv_shift: bool = True
     """Reuse the cached suffix across keystrokes by shifting it in the KV cache instead of
     re-evaluating it (what llama-server's ``--cache-reuse`` cannot do for insertions)."""
 
-    suffix_refresh_tokens: int = 512
+    suffix_refresh_tokens: int = bounded(512, 0, 1 << 20)
     """Re-evaluate the shifted suffix once this many prefix tokens changed under it, so its
-    cached keys never drift far from what an exact evaluation would give."""
+    cached keys never drift far from what an exact evaluation would give. Range: 0 to 1048576."""
 
 
 @dataclass
@@ -75,21 +94,22 @@ class ContextConfig:
     definitions of the names used near the cursor, similar snippets, recent edits, and the
     headers of the scopes around a cut prefix."""
 
-    max_tokens: int = 1024
+    max_tokens: int = bounded(1024, 0, 1 << 19)
     """Token budget for that context. A file shorter than its prefix/suffix budgets lends them
-    what it leaves unused. Clamped so that the prompt fits ``model.n_ctx``."""
+    what it leaves unused. Clamped so that the prompt fits ``model.n_ctx``. Range: 0 to 524288."""
 
     sources: list[str] = field(default_factory=lambda: ["definitions", "similar", "same_file", "recent"])
     """Context sources to use: ``definitions``, ``similar``, ``same_file``, ``recent``."""
 
-    time_budget_ms: int = 50
-    """Time budget of each context source per request; a late or failing source is skipped."""
+    time_budget_ms: int = bounded(50, 1, 10000)
+    """Time budget of each context source per request; a late or failing source is skipped.
+    Range: 1 to 10000."""
 
-    max_file_kb: int = 512
-    """Files larger than this are not indexed."""
+    max_file_kb: int = bounded(512, 1, 65536)
+    """Files larger than this are not indexed. Range: 1 to 65536."""
 
-    max_files: int = 50000
-    """At most this many files are indexed per workspace folder."""
+    max_files: int = bounded(50000, 1, 1000000)
+    """At most this many files are indexed per workspace folder. Range: 1 to 1000000."""
 
     exclude: list[str] = field(default_factory=list)
     """Extra gitignore-style patterns of files not to index (``.gitignore`` files apply too)."""
@@ -171,40 +191,61 @@ def _merge_section(obj: Any, values: dict[str, Any], prefix: str, errors: list[s
             errors.append(str(exc))
 
 
+def _sections(config: Config) -> list[tuple[str, Any, Any]]:
+    """(name prefix, section, default section) of the config tree."""
+    defaults = Config()
+    return [("", config, defaults)] + [
+        (f"{f.name}.", getattr(config, f.name), getattr(defaults, f.name))
+        for f in dataclasses.fields(config) if dataclasses.is_dataclass(getattr(config, f.name))]
+
+
 def _validate(config: Config, errors: list[str]) -> None:
     """Range checks; an out-of-range field goes back to its default."""
-    defaults = Config()
-    checks: list[tuple[str, Any, Any, bool]] = [
-        ("model.n_gpu_layers", config.model, "n_gpu_layers", config.model.n_gpu_layers >= -1),
-        ("model.threads", config.model, "threads", 0 <= config.model.threads <= 256),
-        ("model.n_ctx", config.model, "n_ctx", 256 <= config.model.n_ctx <= 1 << 20),
-        ("completion.prefix_tokens", config.completion, "prefix_tokens", config.completion.prefix_tokens >= 16),
-        ("completion.suffix_tokens", config.completion, "suffix_tokens", config.completion.suffix_tokens >= 0),
-        ("completion.max_tokens", config.completion, "max_tokens", 1 <= config.completion.max_tokens <= 4096),
-        ("completion.near_lines", config.completion, "near_lines", config.completion.near_lines >= 0),
-        ("completion.max_lines", config.completion, "max_lines", config.completion.max_lines >= 1),
-        ("completion.time_budget_ms", config.completion, "time_budget_ms", config.completion.time_budget_ms >= 50),
-        ("completion.suffix_refresh_tokens", config.completion, "suffix_refresh_tokens",
-         config.completion.suffix_refresh_tokens >= 0),
-        ("context.max_tokens", config.context, "max_tokens", config.context.max_tokens >= 0),
-        ("context.time_budget_ms", config.context, "time_budget_ms", config.context.time_budget_ms >= 1),
-        ("context.max_file_kb", config.context, "max_file_kb", config.context.max_file_kb >= 1),
-        ("context.max_files", config.context, "max_files", config.context.max_files >= 1),
-        ("log_level", config, "log_level", config.log_level in LOG_LEVELS),
-    ]
-    for name, section, key, ok in checks:
-        if not ok:
-            section_default = defaults if section is config else getattr(defaults, name.split(".")[0])
-            default = getattr(section_default, key)
-            errors.append(f"{name}: {getattr(section, key)!r} is out of range; using {default!r}")
-            setattr(section, key, default)
-    needed = config.completion.prefix_tokens + config.completion.suffix_tokens + config.completion.max_tokens + 16
-    if needed > config.model.n_ctx:
+    for prefix, section, defaults in _sections(config):
+        for f in dataclasses.fields(section):
+            limits = f.metadata.get("range")
+            value = getattr(section, f.name)
+            if limits is not None and not limits[0] <= value <= limits[1]:
+                default = getattr(defaults, f.name)
+                errors.append(f"{prefix}{f.name}: {value!r} is out of range ({limits[0]} to {limits[1]}); "
+                              f"using {default!r}")
+                setattr(section, f.name, default)
+    if config.log_level not in LOG_LEVELS:
+        errors.append(f"log_level: {config.log_level!r} is out of range ({', '.join(LOG_LEVELS)}); "
+                      f"using {Config().log_level!r}")
+        config.log_level = Config().log_level
+    _fit_context(config, errors)
+
+
+def _needed_context(config: Config) -> int:
+    cc = config.completion
+    return cc.prefix_tokens + cc.suffix_tokens + cc.max_tokens + 16
+
+
+def _fit_context(config: Config, errors: list[str]) -> None:
+    """Make ``model.n_ctx`` hold the prompt budgets: raise it up to its own cap, and when even
+    the cap cannot hold them, put the budgets back to their defaults instead."""
+    needed = _needed_context(config)
+    if needed <= config.model.n_ctx:
+        return
+    cap = bounds(config.model, "n_ctx")[1]  # type: ignore[index]
+    if needed > cap:
+        defaults = CompletionConfig()
         errors.append(
-            f"model.n_ctx: {config.model.n_ctx} cannot hold prefix_tokens + suffix_tokens + max_tokens "
-            f"({needed}); raising it to {needed}"
-        )
-        config.model.n_ctx = needed
+            f"completion: prefix_tokens + suffix_tokens + max_tokens ({needed}) do not fit the largest "
+            f"model.n_ctx ({cap}); using their defaults ({defaults.prefix_tokens}, {defaults.suffix_tokens}, "
+            f"{defaults.max_tokens})")
+        cc = config.completion
+        cc.prefix_tokens, cc.suffix_tokens, cc.max_tokens = (defaults.prefix_tokens, defaults.suffix_tokens,
+                                                             defaults.max_tokens)
+        needed = _needed_context(config)
+        if needed <= config.model.n_ctx:
+            return
+    errors.append(
+        f"model.n_ctx: {config.model.n_ctx} cannot hold prefix_tokens + suffix_tokens + max_tokens "
+        f"({needed}); raising it to {needed}"
+    )
+    config.model.n_ctx = needed
 
 
 def merge_config(*sources: dict[str, Any] | None) -> ConfigResult:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from slm_lsp.config import CompletionConfig, Config, ContextConfig, ModelConfig, describe, merge_config
+from slm_lsp.config import CompletionConfig, Config, ContextConfig, ModelConfig, bounds, describe, merge_config
 
 
 def _only_error(errors: list[str], field: str) -> str:
@@ -203,6 +204,83 @@ def test_n_ctx_is_kept_when_the_budgets_fit_exactly():
     result = merge_config({"model": {"nCtx": 1024 + 320 + 128 + 16}})
     assert result.errors == []
     assert result.config.model.n_ctx == 1488
+
+
+def _numeric_fields() -> list[tuple[str, str, int, int]]:
+    """(section, field, low, high) of every int field."""
+    out = []
+    for section_name, section in (("model", ModelConfig()), ("completion", CompletionConfig()),
+                                  ("context", ContextConfig())):
+        for f in dataclasses.fields(section):
+            if f.type in ("int", int):
+                limits = bounds(section, f.name)
+                assert limits is not None, f"{section_name}.{f.name} has no range"
+                out.append((section_name, f.name, limits[0], limits[1]))
+    return out
+
+
+def test_every_numeric_field_has_a_documented_range():
+    docs = {name: doc for name, _default, doc in describe()}
+    fields = _numeric_fields()
+    assert len(fields) == 14
+    for section, name, low, high in fields:
+        assert low <= getattr(getattr(Config(), section), name) <= high
+        assert f"Range: {low} to {high}." in docs[f"{section}.{name}"], f"{section}.{name}"
+
+
+def test_the_readme_states_every_range():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    for section, name, low, high in _numeric_fields():
+        heading = f"\n### {section}.{name}\n"
+        assert heading in readme, heading
+        text = readme.split(heading, 1)[1].split("\n### ", 1)[0]
+        assert f"Range: {low} to {high}." in " ".join(text.split()), f"{section}.{name}"
+
+
+@pytest.mark.parametrize(("section", "name", "low", "high"), _numeric_fields(),
+                         ids=[f"{s}.{n}" for s, n, _, _ in _numeric_fields()])
+def test_each_range_is_enforced_at_both_ends(section, name, low, high):
+    default = getattr(getattr(Config(), section), name)
+    small_budgets = {"completion": {"prefixTokens": 16, "suffixTokens": 0, "maxTokens": 1}, "model": {"nCtx": 1 << 20}}
+    for value in (low, high):
+        result = merge_config(small_budgets, {section: {name: value}})  # so that n_ctx is not raised
+        assert getattr(getattr(result.config, section), name) == value
+        assert not any(e.startswith(f"{section}.{name}:") for e in result.errors)
+    for value in (low - 1, high + 1, 10**12):
+        result = merge_config({section: {name: value}})
+        assert getattr(getattr(result.config, section), name) == default
+        assert "out of range" in _only_error(result.errors, f"{section}.{name}")
+
+
+def test_a_huge_budget_never_raises_n_ctx_past_its_cap():
+    # Issue 13, item 4: prefixTokens 1e9 raised model.n_ctx to about 1e9 (17.6 GB on reload).
+    result = merge_config({"slm": {"completion": {"prefixTokens": 1_000_000_000}}})
+    assert result.config.completion.prefix_tokens == 1024
+    assert result.config.model.n_ctx == 4096
+    assert "out of range" in _only_error(result.errors, "completion.prefix_tokens")
+
+
+def test_budgets_that_no_n_ctx_holds_go_back_to_their_defaults():
+    cap = bounds(ModelConfig(), "n_ctx")[1]
+    result = merge_config({"completion": {"prefixTokens": 1 << 19, "suffixTokens": 1 << 19, "maxTokens": 4096}})
+    c = result.config
+    assert (c.completion.prefix_tokens, c.completion.suffix_tokens, c.completion.max_tokens) == (1024, 320, 128)
+    assert c.model.n_ctx == 4096 <= cap
+    assert "do not fit the largest model.n_ctx" in _only_error(result.errors, "completion")
+
+
+@pytest.mark.parametrize("settings", [
+    {"completion": {"prefixTokens": 1 << 19}},
+    {"completion": {"prefixTokens": 1 << 19, "suffixTokens": (1 << 19) - 1, "maxTokens": 4096}},
+    {"model": {"nCtx": 1 << 20}, "completion": {"prefixTokens": 1 << 19, "suffixTokens": 1 << 19}},
+    {"model": {"nCtx": 256}, "completion": {"suffixTokens": 1 << 19}},
+])
+def test_validation_leaves_every_field_within_its_range(settings):
+    c = merge_config(settings).config
+    for section, name, low, high in _numeric_fields():
+        assert low <= getattr(getattr(c, section), name) <= high, f"{section}.{name}"
+    needed = c.completion.prefix_tokens + c.completion.suffix_tokens + c.completion.max_tokens + 16
+    assert needed <= c.model.n_ctx
 
 
 def test_describe_documents_every_field():
