@@ -4,17 +4,20 @@ resolution, live updates, snapshots, and persistence that survives a kill during
 from __future__ import annotations
 
 import json
+import logging
 import os
+import random
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from slm_lsp.context.ignore import IgnoreRules
+from slm_lsp.context.files import IgnoreRules
 from slm_lsp.context.index import ContextIndex, import_keys, index_file_for
 from slm_lsp.context.parsing import parse_source
 
@@ -204,3 +207,119 @@ def test_update_paths_create_modify_delete(repo: Path, tmp_path: Path):
     assert not index.snapshot.defining("restock")
     index.update_paths(["debug.log", "notes/draft.py"])  # ignored paths stay out
     assert "notes/draft.py" not in index.snapshot.files
+
+
+# -- threads: the walk, buffer edits, the watcher's batches and saves run at once ---------------
+@pytest.fixture
+def fast_switching():
+    """Threads switch every microsecond, so races show up in a short test."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(old)
+
+
+def _hammer(target, n_threads: int = 4) -> tuple[threading.Event, list[BaseException], list[threading.Thread]]:
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def run(seed: int) -> None:
+        rng = random.Random(seed)
+        try:
+            while not stop.is_set():
+                target(rng)
+        except BaseException as exc:  # noqa: BLE001 - the test reports what a thread hit
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,), daemon=True) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    return stop, errors, threads
+
+
+def test_buffer_edits_during_the_walk_never_abort_it(repo: Path, tmp_path: Path, fast_switching):
+    index = _index(repo, tmp_path)
+    walked = dict(index.build().files)
+
+    def edit(rng: random.Random) -> None:
+        rel = f"open/buffer_{rng.randrange(300)}.py"
+        if rng.random() < 0.6:
+            index.update_buffer(rel, f"def edited_{rng.randrange(9)}():\n    pass\n")
+        else:
+            index.close_buffer(rel)
+
+    stop, errors, threads = _hammer(edit)
+    try:
+        for _ in range(200):  # what the walk does every 2 s and at its end
+            index._publish_full(walked)
+        index.build()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+    assert not errors
+    assert set(walked) <= set(index.snapshot.files)
+    # What the index holds of the buffers is exactly what is open, whatever the interleaving.
+    open_now = set(index.open_buffers())
+    assert {p for p, e in index.snapshot.files.items() if e.buffer} == open_now
+
+
+def test_every_parse_gets_its_own_version(repo: Path, tmp_path: Path, fast_switching):
+    index = _index(repo, tmp_path)
+
+    def edit_many(thread: int) -> None:
+        for i in range(150):
+            index.update_buffer(f"t{thread}/module_{i}.py", "x = 1\n" * 50)
+
+    threads = [threading.Thread(target=edit_many, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    versions = [e.version for e in index.snapshot.files.values()]
+    assert len(versions) == 900 and len(set(versions)) == 900
+
+
+def test_concurrent_saves_each_write_a_whole_index(repo: Path, tmp_path: Path, monkeypatch, caplog):
+    index = _index(repo, tmp_path)
+    index.build()
+    real_dump = json.dump
+
+    def slow_dump(data, fh, **kw):  # half, a pause, the rest: the two writers overlap
+        text = json.dumps(data, **kw)
+        fh.write(text[: len(text) // 2])
+        fh.flush()
+        time.sleep(0.02)
+        fh.write(text[len(text) // 2:])
+
+    monkeypatch.setattr(json, "dump", slow_dump)
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.extend(index.save(force=True) for _ in range(5)))
+               for _ in range(2)]  # the watcher's batch and the shutdown
+    with caplog.at_level(logging.WARNING, logger="slm_lsp.context.index"):
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    monkeypatch.setattr(json, "dump", real_dump)
+    assert results == [True] * 10 and not caplog.records
+    assert index.cache_file is not None
+    saved = json.loads(index.cache_file.read_text())
+    assert sorted(e[0] for e in saved["files"]) == sorted(index.snapshot.files)
+    assert not list(index.cache_file.parent.glob("*.tmp"))
+
+
+def test_an_unwritable_cache_works_in_memory_and_says_so_once(repo: Path, tmp_path: Path, caplog):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the cache folder should be\n")  # root ignores permissions, not this
+    index = ContextIndex(str(repo), blocker / "cache")
+    with caplog.at_level(logging.WARNING, logger="slm_lsp.context.index"):
+        snap = index.build()
+        assert index.ready.is_set() and len(snap.files) == 6
+        assert index.save_error
+        (repo / "shop" / "stock.py").write_text("def restock(sku):\n    pass\n")
+        index.update_paths(["shop/stock.py"])
+        assert index.save(force=True) is False  # the watcher's batch: still in memory, no new warning
+        assert index.snapshot.defining("restock") == ["shop/stock.py"]
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "in memory" in warnings[0].getMessage()

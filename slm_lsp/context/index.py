@@ -4,7 +4,13 @@ Writers (the initial walk, watchdog events, open-buffer edits) run in background
 publish a new immutable ``Snapshot``; a completion request reads ``index.snapshot`` once and sees
 one consistent state, never waiting for a writer. The index is saved under the user cache dir,
 keyed by workspace, written to a temporary file and renamed over the old one (a kill during the
-write leaves the old index), so a restart only parses files whose mtime or size changed.
+write leaves the old index), so a restart only parses files whose mtime or size changed. When it
+cannot be saved (a read-only or broken cache folder), it works in memory and says so once.
+
+Threads: the walk, the watcher's batches, buffer edits (debounced) and saves run on different
+threads. ``_lock`` guards everything they share (``snapshot`` publication, ``_buffers``,
+``_version``, ``_dirty``); parsing and disk reads happen outside it. ``_save_lock`` lets one save
+run at a time, each through its own temporary file.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import json
 import logging
 import os
 import posixpath
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -22,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .ignore import IgnoreRules, skip_reason
+from .files import IgnoreRules, file_skip_reason, name_skip_reason
 from .parsing import Definition, Import, language_of, parse_source
 
 log = logging.getLogger(__name__)
@@ -239,11 +246,15 @@ class ContextIndex:
         self.ready = threading.Event()
         """Set once the first full walk has been published."""
         self.stats: dict[str, Any] = {}
+        self.save_error: str | None = None
+        """Why the last save failed (None when it worked): the index then lives in memory only."""
         self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
         self._buffers: dict[str, str] = {}
-        self._text_cache: dict[str, tuple[int, int, str]] = {}
         self._dirty = False
         self._version = 0
+        # Disk texts by (path, mtime, size): a changed file is a new key, the old one ages out.
+        self._read_disk = functools.lru_cache(maxsize=256)(_read_file)
 
     # -- paths ------------------------------------------------------------------------------
     def relative(self, path: str) -> str | None:
@@ -281,9 +292,11 @@ class ContextIndex:
         lang = language_of(rel)
         assert lang is not None
         parsed = parse_source(text, lang)
-        self._version += 1
+        with self._lock:
+            self._version += 1
+            version = self._version
         return FileEntry(rel, lang, mtime_ns, size, text.count("\n") + 1, parsed.definitions, parsed.imports,
-                         self._version, buffer)
+                         version, buffer)
 
     def _load_disk(self, rel: str, previous: FileEntry | None = None) -> FileEntry | None:
         full = os.path.join(self.root, rel)
@@ -294,7 +307,7 @@ class ContextIndex:
         if previous is not None and not previous.buffer and previous.mtime_ns == st.st_mtime_ns \
                 and previous.size == st.st_size:
             return previous
-        if skip_reason(full, os.path.basename(rel), st.st_size, self.options.max_file_bytes):
+        if name_skip_reason(rel) or file_skip_reason(full, st.st_size, self.options.max_file_bytes):
             return None
         try:
             with open(full, encoding="utf-8", errors="replace") as fh:
@@ -334,7 +347,8 @@ class ContextIndex:
                       "lines": sum(e.lines for e in files.values()),
                       "definitions": sum(len(e.definitions) for e in files.values()),
                       "seconds": time.perf_counter() - t0}
-        self._dirty = parsed > 0 or len(files) != len(saved)
+        with self._lock:
+            self._dirty = parsed > 0 or len(files) != len(saved)
         self.save()
         self.ready.set()
         log.info("indexed %s: %d files (%d parsed, %d from the saved index), %d definitions in %.1f s", self.root,
@@ -355,23 +369,27 @@ class ContextIndex:
     def update_paths(self, changed: Iterable[str], deleted: Iterable[str] = ()) -> None:
         """Files changed or appeared on disk (watchdog), or were deleted. Open buffers are skipped."""
         for rel in deleted:
-            if rel in self._buffers:
-                continue
             with self._lock:
-                self.snapshot = self.snapshot.without_entry(rel)
-                self._dirty = True
+                if rel not in self._buffers:
+                    self.snapshot = self.snapshot.without_entry(rel)
+                    self._dirty = True
         for rel in changed:
-            if rel in self._buffers:
-                continue
-            if rel.endswith(".gitignore"):
+            if posixpath.basename(rel) == ".gitignore":
                 self.rules.reload(posixpath.dirname(rel))
                 continue
             if not self.wants(rel):
                 with self._lock:
-                    self.snapshot = self.snapshot.without_entry(rel)
+                    if rel not in self._buffers:
+                        self.snapshot = self.snapshot.without_entry(rel)
                 continue
-            entry = self._load_disk(rel, self.snapshot.files.get(rel))
             with self._lock:
+                if rel in self._buffers:
+                    continue
+                previous = self.snapshot.files.get(rel)
+            entry = self._load_disk(rel, previous)
+            with self._lock:
+                if rel in self._buffers:
+                    continue  # opened while the disk was read: the buffer wins
                 if entry is None:
                     self.snapshot = self.snapshot.without_entry(rel)
                 elif entry is not self.snapshot.files.get(rel):
@@ -382,40 +400,40 @@ class ContextIndex:
         """An open document changed: index its text, not the file on disk."""
         if language_of(rel) is None or len(text) > self.options.max_file_bytes or "\x00" in text:
             return
-        self._buffers[rel] = text
+        with self._lock:
+            self._buffers[rel] = text
         entry = self._parse(rel, text, 0, len(text), buffer=True)
         with self._lock:
-            self.snapshot = self.snapshot.with_entry(entry)
+            if self._buffers.get(rel) is text:  # not closed, nor changed again, while it was parsed
+                self.snapshot = self.snapshot.with_entry(entry)
 
     def close_buffer(self, rel: str) -> None:
         """The document was closed: back to what is on disk."""
-        if self._buffers.pop(rel, None) is None:
-            return
+        with self._lock:
+            if self._buffers.pop(rel, None) is None:
+                return
         entry = self._load_disk(rel) if self.wants(rel) else None
         with self._lock:
+            if rel in self._buffers:
+                return  # opened again while the disk was read
             self.snapshot = self.snapshot.with_entry(entry) if entry else self.snapshot.without_entry(rel)
 
     def open_buffers(self) -> list[str]:
-        return list(self._buffers)
+        with self._lock:
+            return list(self._buffers)
 
     def read_text(self, rel: str) -> str:
         """The text of a file: the open buffer, else the disk (cached while mtime and size hold)."""
-        if rel in self._buffers:
-            return self._buffers[rel]
+        with self._lock:
+            text = self._buffers.get(rel)
+        if text is not None:
+            return text
         full = os.path.join(self.root, rel)
         try:
             st = os.stat(full)
-            hit = self._text_cache.get(rel)
-            if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
-                return hit[2]
-            with open(full, encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
+            return self._read_disk(full, st.st_mtime_ns, st.st_size)
         except OSError:
             return ""
-        if len(self._text_cache) > 256:
-            self._text_cache.clear()
-        self._text_cache[rel] = (st.st_mtime_ns, st.st_size, text)
-        return text
 
     # -- persistence ------------------------------------------------------------------------
     def load_saved(self) -> dict[str, FileEntry]:
@@ -430,25 +448,50 @@ class ContextIndex:
             log.warning("ignoring the saved index %s: %s", self.cache_file, exc)
             return {}
 
-    def save(self, force: bool = False) -> None:
-        """Write the index atomically: a temporary file in the same folder, then ``os.replace``."""
-        if self.cache_file is None or not (self._dirty or force):
-            return
-        snap = self.snapshot
-        data = {"schema": SCHEMA, "root": self.root,
-                "files": [e.to_json() for e in snap.files.values() if not e.buffer]}
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_file.with_name(f"{self.cache_file.name}.{os.getpid()}.tmp")
-        try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                json.dump(data, fh, separators=(",", ":"))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.cache_file)
-            self._dirty = False
-        except OSError as exc:
-            log.warning("could not save the index to %s: %s", self.cache_file, exc)
+    def save(self, force: bool = False) -> bool:
+        """Write the index atomically: a temporary file of its own in the same folder, then
+        ``os.replace``. True when it was written; a failure is logged once and the index stays
+        in memory (the next save tries again)."""
+        if self.cache_file is None:
+            return False
+        with self._save_lock:
+            with self._lock:
+                if not (self._dirty or force):
+                    return False
+                snap = self.snapshot
+                self._dirty = False
+            data = {"schema": SCHEMA, "root": self.root,
+                    "files": [e.to_json() for e in snap.files.values() if not e.buffer]}
+            tmp: str | None = None
             try:
-                tmp.unlink()
-            except OSError:
-                pass
+                self.cache_file.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f"{self.cache_file.name}.", suffix=".tmp",
+                                           dir=self.cache_file.parent)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    json.dump(data, fh, separators=(",", ":"))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.cache_file)
+            except OSError as exc:
+                with self._lock:
+                    self._dirty = True
+                if tmp is not None:
+                    try:
+                        os.unlink(tmp)
+                    except OSError:
+                        pass
+                if self.save_error is None:
+                    log.warning("the index of %s is kept in memory only: it cannot be saved to %s (%s)",
+                                self.root, self.cache_file, exc)
+                self.save_error = str(exc)
+                return False
+            if self.save_error is not None:
+                log.info("the index of %s is saved again to %s", self.root, self.cache_file)
+                self.save_error = None
+            return True
+
+
+def _read_file(path: str, mtime_ns: int, size: int) -> str:
+    """The text of ``path`` (``mtime_ns`` and ``size`` only key the cache around it)."""
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        return fh.read()
