@@ -190,3 +190,18 @@ def test_prompt_larger_than_context_is_an_error(runner, builder):
     big = builder.layout("x = 1\n" * 3000, "")
     with pytest.raises(RuntimeError, match="does not fit"):
         runner.generate(big, max_tokens=4)
+
+
+@pytest.mark.parametrize("adapter", ["random-bytes", "other-width", "the-model-itself"])
+def test_an_adapter_that_does_not_fit_is_refused_before_llama_cpp_sees_it(runner, builder, tmp_path, adapter):
+    # Issue 13, item 3: llama.cpp accepted b"GGUF" + 4 KB of random bytes as an adapter and the next
+    # decode crashed the process (SIGSEGV in llama_decode).
+    from tests.test_modelfile import lora_adapter
+
+    path = {"random-bytes": lambda: CORRUPT_MODEL,
+            "other-width": lambda: lora_adapter(tmp_path / "a.gguf", n_embd=32, n_ff=64),
+            "the-model-itself": lambda: TINY_MODEL}[adapter]()
+    with pytest.raises(ModelLoadError):
+        runner.set_adapter(str(path))
+    assert runner.adapter_path is None
+    assert fresh_text(runner, builder.layout(PREFIX, SUFFIX))  # and the model still decodes

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .fim import FimTemplate, detect_template
+from .modelfile import ModelFileError, ModelLoadError, check_adapter, read_gguf
 from .prompt import Prompt
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,7 @@ PROMPT_BATCH = 64
 SEQ_HEAD, SEQ_NEAR, SEQ_GEN, SEQ_FAR = 0, 1, 2, 3  # tokens per decode call: small enough to notice a cancel quickly
 
 
-class ModelLoadError(Exception):
-    """The model file is missing, not a GGUF file, or llama.cpp could not load it."""
+__all__ = ["Generation", "LlamaRunner", "ModelLoadError", "check_model_file", "gpu_offload_supported"]
 
 
 class Cancelled(Exception):
@@ -252,6 +252,12 @@ class LlamaRunner:
         template = self.base_template
         if path:
             check_model_file(path)
+            # llama.cpp accepts an adapter that does not fit the model and crashes in llama_decode.
+            try:
+                base = read_gguf(self.path)
+            except ModelFileError as exc:
+                raise ModelLoadError(f"cannot check adapters against this model: {exc}") from exc
+            check_adapter(path, base)
             template = self.adapter_template(path)
             new = lc.llama_adapter_lora_init(self._model.model, str(path).encode("utf-8"))
             if new is None:
@@ -368,10 +374,20 @@ class LlamaRunner:
                  cancelled: Callable[[], bool] = lambda: False, time_budget_ms: float = 1e9) -> Generation:
         t0 = time.perf_counter()
         try:
-            logits, evaluated, reused = self._prepare(prompt, cancelled)
+            return self._generate(prompt, max_tokens, stop_at, cancelled, time_budget_ms, t0)
         except Cancelled:
             ms = (time.perf_counter() - t0) * 1000
             return Generation("", 0, 0, 0, ms, 0.0, "cancelled")
+        except BaseException:
+            # A failed llama_decode may leave cells half-written that the bookkeeping does not
+            # know about: start from an empty cache. Only here: an error before the model ran
+            # (building the prompt) or after it (shaping the answer) leaves the cache as it was.
+            self.reset_cache()
+            raise
+
+    def _generate(self, prompt: Prompt, max_tokens: int, stop_at: Callable[[str], int | None] | None,
+                  cancelled: Callable[[], bool], time_budget_ms: float, t0: float) -> Generation:
+        logits, evaluated, reused = self._prepare(prompt, cancelled)
         t1 = time.perf_counter()
         pos = len(prompt.tokens)
         max_tokens = max(0, min(max_tokens, self.n_ctx - pos - 1))  # never write past the context
