@@ -13,13 +13,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from slm_lsp.context.files import IgnoreRules
 from slm_lsp.context.index import ContextIndex, import_keys, index_file_for
-from slm_lsp.context.parsing import parse_source
+from slm_lsp.context.parsing import ParsedFile, parse_source
 
 FIXTURE = Path(__file__).parent / "data" / "context_repo"
 
@@ -237,6 +238,15 @@ def _hammer(target, n_threads: int = 4) -> tuple[threading.Event, list[BaseExcep
     return stop, errors, threads
 
 
+class _YieldingFiles(dict):
+    """A snapshot's files whose lookups let other threads run: the walk's merge of the open
+    buffers (one lookup per buffer) is then interleaved with the editor's edits."""
+
+    def get(self, key, default=None):
+        time.sleep(0)
+        return super().get(key, default)
+
+
 def test_buffer_edits_during_the_walk_never_abort_it(repo: Path, tmp_path: Path, fast_switching):
     index = _index(repo, tmp_path)
     walked = dict(index.build().files)
@@ -248,9 +258,13 @@ def test_buffer_edits_during_the_walk_never_abort_it(repo: Path, tmp_path: Path,
         else:
             index.close_buffer(rel)
 
+    for i in range(100):
+        index.update_buffer(f"open/buffer_{i}.py", "x = 1\n")
     stop, errors, threads = _hammer(edit)
     try:
-        for _ in range(200):  # what the walk does every 2 s and at its end
+        for _ in range(100):  # what the walk does every 2 s and at its end
+            time.sleep(0.002)  # the editors' threads get going between two merges
+            index.snapshot = replace(index.snapshot, files=_YieldingFiles(index.snapshot.files))
             index._publish_full(walked)
         index.build()
     finally:
@@ -260,16 +274,19 @@ def test_buffer_edits_during_the_walk_never_abort_it(repo: Path, tmp_path: Path,
     assert not errors
     assert set(walked) <= set(index.snapshot.files)
     # What the index holds of the buffers is exactly what is open, whatever the interleaving.
-    open_now = set(index.open_buffers())
-    assert {p for p, e in index.snapshot.files.items() if e.buffer} == open_now
+    assert {p for p, e in index.snapshot.files.items() if e.buffer} == set(index.open_buffers())
 
 
-def test_every_parse_gets_its_own_version(repo: Path, tmp_path: Path, fast_switching):
+def test_every_parse_gets_its_own_version(repo: Path, tmp_path: Path, fast_switching, monkeypatch):
     index = _index(repo, tmp_path)
+
+    # Parsing is not what is tested: a stub keeps each thread close to the version counter.
+    monkeypatch.setattr("slm_lsp.context.index.parse_source", lambda text, lang: ParsedFile(lang, [], []))
+    text = "x = 1\n" * 20000
 
     def edit_many(thread: int) -> None:
         for i in range(150):
-            index.update_buffer(f"t{thread}/module_{i}.py", "x = 1\n" * 50)
+            index.update_buffer(f"t{thread}/module_{i}.py", text)
 
     threads = [threading.Thread(target=edit_many, args=(t,)) for t in range(6)]
     for t in threads:
