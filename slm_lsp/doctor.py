@@ -8,7 +8,17 @@ from typing import Any
 
 from . import __version__
 from .config import describe, merge_config
-from .models import ModelNotFound, cache_dir, models_dir, resolve_model
+from .models import (
+    ModelNotFound,
+    cache_dir,
+    describe_local_models,
+    find_local_models,
+    hf_cache_dir,
+    lmstudio_models_dirs,
+    models_dir,
+    ollama_models_dir,
+    resolve_model,
+)
 
 
 def report(settings: dict[str, Any]) -> str:
@@ -34,8 +44,17 @@ def report(settings: dict[str, Any]) -> str:
         lines.append(f"model:        {path} ({path.stat().st_size / 1e6:.0f} MB)")
     except ModelNotFound as exc:
         lines.append(f"model:        none: {exc}")
-    lines += [f"cache:        {cache_dir()}", f"models dir:   {models_dir()}",
-              f"SLM_LSP_MODEL={os.environ.get('SLM_LSP_MODEL', '')}", "config:"]
+    lines += [f"cache:        {cache_dir()}", f"models dir:   {models_dir()} (older slm-lsp downloads)",
+              f"HF cache:     {hf_cache_dir()} (slm-lsp pull downloads here)",
+              f"Ollama:       {ollama_models_dir()}",
+              f"LM Studio:    {', '.join(str(d) for d in lmstudio_models_dirs())}",
+              f"SLM_LSP_MODEL={os.environ.get('SLM_LSP_MODEL', '')}"]
+    found, unreadable = find_local_models()
+    lines.append("models on disk (set slm.model.path or SLM_LSP_MODEL to a name below):" if found
+                 else "models on disk: none found in the Hugging Face cache, Ollama or LM Studio folders")
+    lines += [f"  {line}" for line in describe_local_models(found)]
+    lines += [f"  could not read {error}" for error in unreadable]
+    lines.append("config:")
     lines += [f"  {name} = {value!r}" for name, value, _doc in describe(cfg)]
     lines += [f"config error: {e}" for e in result.errors]
     return "\n".join(lines)

@@ -26,6 +26,9 @@ CORRUPT_MODEL.write_bytes(b"GGUF" + os.urandom(4096))
 # Subprocesses (the server, Neovim's server) inherit these.
 os.environ["PYTHONPATH"] = os.pathsep.join([str(NETBLOCK), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])
 os.environ["SLM_LSP_CACHE"] = str(_TMP / "cache")  # never the user's cache
+os.environ["HF_HOME"] = os.environ["HF_HUB_CACHE"] = str(_TMP / "huggingface")  # nor the user's Hugging Face cache
+for _name in ("HF_ENDPOINT", "HF_HUB_OFFLINE", "HF_TOKEN", "OLLAMA_MODELS"):
+    os.environ.pop(_name, None)
 os.environ.pop("SLM_LSP_MODEL", None)
 os.environ["SLM_LSP_TINY_MODEL"] = str(TINY_MODEL)
 

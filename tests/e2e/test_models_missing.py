@@ -88,3 +88,33 @@ async def test_broken_config_is_reported_and_defaults_used(options):
         assert result is not None and result.items
     finally:
         await client.shutdown_session()
+
+
+@pytest.mark.parametrize(("pulled", "message"), [(True, None), (False, "ollama pull tiny-coder:1.5b")])
+async def test_a_model_that_ollama_pulled_is_served(tmp_path, pulled, message):
+    """model.path names a model by its Ollama name; one Ollama does not have is reported with the fix."""
+    import os
+
+    from tests.conftest import TINY_MODEL
+    from tests.test_models import ollama_model
+
+    store = tmp_path / "ollama"
+    store.mkdir()
+    if pulled:
+        ollama_model(store, "tiny-coder:1.5b", TINY_MODEL.read_bytes())
+    client = await ClientServerConfig(server_command=server_command("--model", "ollama:tiny-coder:1.5b"),
+                                      server_env={**os.environ, "OLLAMA_MODELS": str(store)}).start()
+    try:
+        await _start(client)
+        if message:
+            assert message in await _message(client)
+            await _empty_completion(client)
+            return
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=URI, language_id="python", version=1, text="x = ")))
+        result = await client.text_document_inline_completion_async(types.InlineCompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=URI), position=types.Position(0, 4),
+            context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Invoked)))
+        assert result is not None and result.items
+    finally:
+        await client.shutdown_session()
