@@ -30,8 +30,9 @@ def bounds(section: Any, name: str) -> tuple[int, int] | None:
 @dataclass
 class ModelConfig:
     path: str = ""
-    """GGUF model file, or ``hf:REPO/FILE.gguf`` (downloaded by ``slm-lsp pull``). Empty: the
-    ``SLM_LSP_MODEL`` environment variable, then the default model in the user cache."""
+    """GGUF model file, ``hf:OWNER/REPO/FILE.gguf[@REVISION]`` (downloaded by ``slm-lsp pull`` into
+    the Hugging Face cache), ``ollama:NAME[:TAG]`` (a model Ollama pulled) or a catalog name. Empty:
+    the ``SLM_LSP_MODEL`` environment variable, then the default model in the Hugging Face cache."""
 
     n_gpu_layers: int = bounded(-1, -1, 1000)
     """Layers offloaded to the GPU. -1: all of them when the llama.cpp build can offload, else 0.
