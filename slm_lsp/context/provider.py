@@ -24,13 +24,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from ..engine.prompt import ContextFile
 from .index import ContextIndex, Snapshot, imported_names
 from .parsing import Import, language_of, parse_source
 from .sources.definitions import Found, find_definitions, is_test_or_example, resolve_import, same_family
 from .sources.recent import Chunk, RecentChunks
 from .sources.similar import RECENT_BONUS, STRONG_SIMILAR, Snippet, own_snippets, query_tokens, similar_snippets
 from .sources.windows import WindowIndex
+from .types import ContextFile
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from ..context.types import ContextFile
 from .fim import PREFIX_ONLY, SPM, FimTemplate
 
 REFILL_FRACTION = 0.75
@@ -41,19 +42,6 @@ class Tokenizer(Protocol):
     def tokenize(self, text: str) -> list[int]: ...
 
     def special(self, text: str) -> int: ...
-
-
-@dataclass
-class ContextFile:
-    """A piece of another file placed before the current one (repo-aware context)."""
-
-    path: str
-    text: str
-    priority: float = 0.0
-    """When the context budget is short, pieces with a higher priority are kept first."""
-    share: float = 0.0
-    """Pieces with a share are kept before all others (by priority) as long as together they take
-    at most this fraction of the budget: a source that must not be crowded out by another."""
 
 
 @dataclass
