@@ -233,3 +233,12 @@ def test_complete_runs_a_model_that_ollama_pulled(tmp_path):
                          env=_env(home), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "# model" in out.stderr and out.stdout.strip()
+
+
+def test_a_source_that_cannot_be_read_costs_only_itself(home):
+    Path(constants.HF_HUB_CACHE).parent.mkdir(parents=True)
+    Path(constants.HF_HUB_CACHE).write_text("a file where the cache folder should be")
+    blob = ollama_model(home / ".ollama" / "models", "coder:1", GGUF)
+    found, unreadable = find_local_models()
+    assert [m.path for m in found] == [blob]
+    assert len(unreadable) == 1 and unreadable[0].startswith("Hugging Face cache: ")

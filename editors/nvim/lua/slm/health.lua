@@ -48,7 +48,7 @@ local function check_command(opts)
   end
   if opts.model then
     local is_file = vim.fn.filereadable(vim.fn.expand(opts.model)) == 1
-    if is_file or opts.model:match("^hf:") then
+    if is_file or opts.model:match("^hf:") or opts.model:match("^ollama:") then
       health.ok("model: " .. opts.model)
     else
       health.error("model not found: " .. opts.model, { "Set `model` to a GGUF file, or run `slm-lsp pull`" })
