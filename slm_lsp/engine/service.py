@@ -3,11 +3,19 @@
 A newer request for a document supersedes an older one: a queued one is dropped, a running one
 is stopped between tokens. The features layer turns LSP params into ``CompletionRequest`` and
 awaits ``submit(...).future``; nothing here knows about LSP.
+
+Threads: the worker owns the runner and the prompt builder (it alone calls, swaps and closes
+them). A loader thread prepares new models and adapters (file checks, the memory estimate, the
+probe in a child process, the load itself) while the worker keeps answering with the old
+model; it hands the result to the worker, which swaps it in. The event loop calls ``submit``,
+``status``, ``apply_config``, ``load``, ``set_adapter``, ``forget`` and ``close``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import queue
 import threading
 import time
 from collections import deque
@@ -15,9 +23,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from ..config import Config
+from ..config import Config, ModelConfig
 from .cache import ResultCache
-from .model import Generation, LlamaRunner, ModelLoadError
+from .model import Generation, LlamaRunner, ModelLoadError, check_model_file, gpu_offload_supported
+from .modelfile import ModelFileError, check_adapter, check_memory, read_gguf
+from .probe import probe
 from .prompt import ContextFile, PromptBuilder, PromptRequest
 from .shaping import CompletionShaper
 
@@ -95,22 +105,71 @@ def split_at_cursor(text: str, line: int, column: int) -> tuple[str, str]:
     return text[:offset], text[offset:]
 
 
+@dataclass(frozen=True)
+class EngineStatus:
+    """What the engine is doing, for ``slm.status`` and the status bar (a snapshot)."""
+
+    state: str
+    """no-model, loading, ready or error."""
+    detail: str = ""
+    model: str | None = None
+    """Path of the loaded GGUF file."""
+    name: str | None = None
+    template: str | None = None
+    """Name of the FIM template in use (the adapter's when it brought one)."""
+    adapter: str | None = None
+    n_gpu_layers: int | None = None
+    n_ctx: int | None = None
+    cache_hits: int = 0
+    last_context: tuple[ContextFile, ...] = ()
+    """The context pieces that made it into the last prompt."""
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """Facts about the worker's runner that other threads may read (replaced, never changed)."""
+
+    model: str | None = None
+    name: str | None = None
+    template: str | None = None
+    adapter: str | None = None
+    n_gpu_layers: int | None = None
+    n_ctx: int | None = None
+
+
+class _Close:
+    """The last job: the worker closes the runner and stops."""
+
+
 class CompletionEngine:
-    def __init__(self, config: Config, on_state: Callable[[str, str], None] | None = None) -> None:
+    def __init__(self, config: Config, on_state: Callable[[str, str], None] | None = None, *,
+                 probe_files: bool = True) -> None:
         self.config = config
+        self.probe_files = probe_files
+        """Try new model and adapter files in a child process first (``engine.probe``)."""
         self.runner: LlamaRunner | None = None
+        """Owned by the worker thread: only it may read or call it once the engine runs."""
         self.builder: PromptBuilder | None = None
+        """Owned by the worker thread, like ``runner``."""
         self.cache = ResultCache()
         self.state = "no-model"
         self.state_detail = ""
+        self._loaded = _Loaded()
+        self._last_context: tuple[ContextFile, ...] = ()
+        self._model_config: ModelConfig | None = None
+        """The model settings of the last load asked for (``apply_config`` compares with them)."""
+        self._pending_loads = 0
         self._on_state = on_state or (lambda state, detail: None)
-        self._jobs: deque[Callable[[], None] | RequestHandle] = deque()
+        self._jobs: deque[Callable[[], None] | RequestHandle | _Close] = deque()
         self._lock = threading.Condition()
         self._running: RequestHandle | None = None
         self._gate: threading.Event | None = None
         self._closed = False
+        self._loader_jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="slm-engine", daemon=True)
         self._thread.start()
+        self._loader = threading.Thread(target=self._load_loop, name="slm-engine-loader", daemon=True)
+        self._loader.start()
 
     # -- state ------------------------------------------------------------------------------
     def _set_state(self, state: str, detail: str = "") -> None:
@@ -120,14 +179,43 @@ class CompletionEngine:
         except Exception:  # a reporting failure must not kill the worker
             log.exception("state callback failed")
 
+    def status(self) -> EngineStatus:
+        """A snapshot of the engine's state and model, safe to take from any thread."""
+        loaded = self._loaded
+        return EngineStatus(self.state, self.state_detail, loaded.model, loaded.name, loaded.template,
+                            loaded.adapter, loaded.n_gpu_layers, loaded.n_ctx, self.cache.hits,
+                            self._last_context)
+
+    def _publish(self) -> None:
+        """(worker) Refresh what ``status`` reports about the runner."""
+        runner = self.runner
+        self._loaded = _Loaded() if runner is None else _Loaded(
+            str(runner.path), runner.name, runner.template.name, runner.adapter_path, runner.n_gpu_layers,
+            runner.n_ctx)
+
+    def apply_config(self, config: Config) -> bool:
+        """Take new settings; True when the model must be (re)loaded for them (then call ``load``).
+        Completion settings apply without a reload."""
+        old, self.config = self.config, config
+        if self._model_config is None or config.model != self._model_config:
+            return True
+        if self.runner is None and self._pending_loads == 0:
+            return True  # the last load failed: try again
+        if old.completion != config.completion:
+            self._reconfigure(config)
+        return False
+
     def expect_model(self, timeout: float = 120.0) -> None:
         """Hold requests until ``load`` or ``no_model`` is called (the server knows a model is
         coming at initialize, but reads its settings first): early requests wait, not fail."""
         gate = threading.Event()
         self._gate = gate
         self.state = "loading"
+
         def hold() -> None:
-            gate.wait(timeout)
+            # A load in progress opens the gate when its model is ready, however long it takes.
+            if not gate.wait(timeout) and self._pending_loads:
+                gate.wait()
 
         self._enqueue(hold)
 
@@ -141,51 +229,165 @@ class CompletionEngine:
         self._open_gate()
 
     def load(self, model_path: str, progress: Callable[[float], None] | None = None) -> Future[None]:
-        """Load (or replace) the model in the worker thread."""
+        """Load (or replace) the model with the current ``config.model`` settings.
+
+        The new model is checked and loaded beside the old one, which keeps answering; the
+        worker swaps it in only when it loaded, then frees the old one. On failure the old model
+        stays. Both are in memory for a moment (the estimate of ``modelfile.check_memory``
+        counts the new one against what is available)."""
         done: Future[None] = Future()
         cfg = self.config
-        self.state = "loading"  # at once: requests from now on wait for the model
+        self._model_config = dataclasses.replace(cfg.model)
+        with self._lock:
+            if self._closed:
+                done.set_exception(ModelLoadError("the engine is closed"))
+                return done
+            self._pending_loads += 1
+        if self.runner is None and self._gate is None:
+            self.expect_model()  # requests wait for this model instead of failing with no-model
+        self.state = "loading"
 
-        def job() -> None:
+        def prepare() -> None:
             self._set_state("loading", model_path)
             try:
-                if self.runner is not None:
-                    self.runner.close()
-                    self.runner = None
-                t0 = time.perf_counter()
-                runner = LlamaRunner(model_path, n_gpu_layers=cfg.model.n_gpu_layers, threads=cfg.model.threads,
-                                     n_ctx=cfg.model.n_ctx, kv_shift=cfg.completion.kv_shift,
-                                     refresh_after=cfg.completion.suffix_refresh_tokens, progress=progress)
-                if cfg.model.adapter:
-                    runner.set_adapter(cfg.model.adapter)
-                self.runner = runner
-                self._rebuild_builder()
-                self.cache = ResultCache()
-                log.info("model %s loaded in %.1f s (template %s, %d GPU layers, %d threads)", runner.name,
-                         time.perf_counter() - t0, runner.template.name, runner.n_gpu_layers, runner.threads)
-                self._set_state("ready", runner.name)
-                done.set_result(None)
+                runner: LlamaRunner | None = self._open(model_path, cfg, progress)
+                error: Exception | None = None
             except Exception as exc:
-                self._set_state("error", str(exc))
-                done.set_exception(exc)
+                runner, error = None, exc
+            with self._lock:
+                if self._closed:
+                    if runner is not None:
+                        runner.close()  # never handed over: this thread still owns it
+                    self._pending_loads -= 1
+                    done.set_exception(ModelLoadError("the engine is closed"))
+                    self._open_gate()
+                    return
+                self._jobs.appendleft(lambda: self._swap(runner, error, done))  # before waiting requests
+                self._lock.notify()
+            self._open_gate()
 
-        self._enqueue(job, first=True)  # before requests already waiting for a model
-        self._open_gate()
+        self._loader_jobs.put(prepare)
         return done
 
-    def reconfigure(self, config: Config) -> None:
-        """Apply new completion settings without reloading the model."""
-        self.config = config
+    def _open(self, model_path: str, cfg: Config, progress: Callable[[float], None] | None) -> LlamaRunner:
+        """(loader) Check the files, then load them: a refusal or failure leaves the old model."""
+        mc = cfg.model
+        path = check_model_file(model_path)
+        try:
+            info = read_gguf(path)
+        except ModelFileError as exc:
+            if mc.adapter:
+                raise
+            info = None  # llama.cpp may read what the gguf library does not know yet: the probe decides
+            log.warning("%s; the memory of the load is not estimated", exc)
+        if info is not None:
+            offload = mc.n_gpu_layers != 0 and gpu_offload_supported()
+            if not offload:  # on a GPU, llama.cpp reports allocation failures itself
+                check_memory(info, mc.n_ctx, weights_shared=self._loaded.model == str(path))
+            if mc.adapter:
+                check_adapter(mc.adapter, info)
+        if self.probe_files:
+            probe(str(path), mc.adapter or None)
+        t0 = time.perf_counter()
+        runner = LlamaRunner(str(path), n_gpu_layers=mc.n_gpu_layers, threads=mc.threads, n_ctx=mc.n_ctx,
+                             kv_shift=cfg.completion.kv_shift, refresh_after=cfg.completion.suffix_refresh_tokens,
+                             progress=progress)
+        try:
+            if mc.adapter:
+                runner.set_adapter(mc.adapter)
+        except BaseException:
+            runner.close()
+            raise
+        log.info("model %s loaded in %.1f s (template %s, %d GPU layers, %d threads)", runner.name,
+                 time.perf_counter() - t0, runner.template.name, runner.n_gpu_layers, runner.threads)
+        if not runner.template.is_fim:
+            log.warning("%s has no fill-in-the-middle tokens: completing from the prefix only", runner.name)
+        return runner
 
+    def _swap(self, runner: LlamaRunner | None, error: Exception | None, done: Future[None]) -> None:
+        """(worker) Put a loaded runner in place of the old one, or keep the old one."""
+        with self._lock:
+            self._pending_loads -= 1
+        if runner is None:
+            assert error is not None
+            if self.runner is not None:
+                log.warning("kept %s: %s", self.runner.name, error)
+                self._set_state("ready", self.runner.name)
+            else:
+                self._set_state("error", str(error))
+            done.set_exception(error)
+            return
+        old, self.runner = self.runner, runner
+        self._rebuild_builder()
+        self.cache.clear()
+        self._publish()
+        if old is not None:
+            old.close()
+        self._set_state("ready", runner.name)
+        done.set_result(None)
+
+    def set_adapter(self, path: str | None) -> Future[None]:
+        """Apply a GGUF LoRA adapter to the loaded model (None: remove it). The file is checked
+        against the model and tried in a child process first; the future fails, and nothing
+        changes, when it does not fit."""
+        done: Future[None] = Future()
+        model = self._loaded.model
+
+        def prepare() -> None:
+            try:
+                if model is None:
+                    raise ModelLoadError("no model is loaded")
+                if path:
+                    check_model_file(path)
+                    check_adapter(path, read_gguf(model))
+                    if self.probe_files:
+                        probe(model, path)
+            except Exception as exc:
+                done.set_exception(exc)
+                return
+
+            def apply(runner: LlamaRunner) -> None:
+                if str(runner.path) != model:
+                    raise ModelLoadError("the model changed while the adapter was checked; try again")
+                runner.set_adapter(path)
+                if self._model_config is not None:
+                    self._model_config = dataclasses.replace(self._model_config, adapter=path or "")
+
+            def applied(f: Future[object]) -> None:
+                error = f.exception()
+                if error is not None:
+                    done.set_exception(error)
+                else:
+                    done.set_result(None)
+
+            self.call(apply).add_done_callback(applied)
+
+        self._loader_jobs.put(prepare)
+        return done
+
+    def _load_loop(self) -> None:
+        while (job := self._loader_jobs.get()) is not None:
+            try:
+                job()
+            except Exception:  # each job reports to its own future; this is a bug
+                log.exception("model loader job failed")
+
+    def _reconfigure(self, config: Config) -> None:
+        """Apply new completion settings without reloading the model."""
         def job() -> None:
             runner, cc = self.runner, config.completion
             if runner is None:
                 return
             runner.kv_shift, runner.refresh_after = cc.kv_shift, cc.suffix_refresh_tokens
             self._rebuild_builder()
-            self.cache = ResultCache()
+            self.cache.clear()
 
         self._enqueue(job)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply new completion settings without reloading the model."""
+        self.config = config
+        self._reconfigure(config)
 
     def _rebuild_builder(self) -> None:
         """A fresh PromptBuilder for the runner's current template and the completion settings."""
@@ -203,14 +405,16 @@ class CompletionEngine:
                 if self.runner is None:
                     raise ModelLoadError("no model is loaded")
                 result = fn(self.runner)
-                self.cache = ResultCache()
+                self.cache.clear()
                 if self.builder is not None and self.builder.template != self.runner.template:
                     self._rebuild_builder()  # an adapter brought (or took away) its own FIM template
+                self._publish()
                 done.set_result(result)
             except Exception as exc:
                 done.set_exception(exc)
 
-        self._enqueue(job)
+        if not self._enqueue(job):
+            done.set_exception(ModelLoadError("the engine is closed"))
         return done
 
     # -- requests ---------------------------------------------------------------------------
@@ -238,10 +442,13 @@ class CompletionEngine:
             total_ms = (time.perf_counter() - t0) * 1000
             handle.resolve(CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms))
             return handle
-        if self.runner is None and self.state != "loading":
+        if self._loaded.model is None and self.state != "loading":
             handle.resolve(CompletionResult("", reason="no-model"))
             return handle
         with self._lock:
+            if self._closed:
+                handle.resolve(CompletionResult("", reason="cancelled"))
+                return handle
             self._jobs.append(handle)
             self._lock.notify()
         return handle
@@ -249,33 +456,42 @@ class CompletionEngine:
     def complete(self, request: CompletionRequest, timeout: float | None = None) -> CompletionResult:
         return self.submit(request).future.result(timeout)
 
-    def _enqueue(self, job: Callable[[], None], first: bool = False) -> None:
+    def _enqueue(self, job: Callable[[], None], first: bool = False) -> bool:
         with self._lock:
+            if self._closed:
+                return False
             if first:
                 self._jobs.appendleft(job)
             else:
                 self._jobs.append(job)
             self._lock.notify()
+        return True
 
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._jobs and not self._closed:
+                while not self._jobs:
                     self._lock.wait()
-                if self._closed:
-                    return
                 job = self._jobs.popleft()
                 if isinstance(job, RequestHandle):
                     self._running = job
+            if isinstance(job, _Close):
+                # The runner is closed here, by its owner: never while a job still uses it.
+                if self.runner is not None:
+                    self.runner.close()
+                    self.runner = None
+                self.builder = None
+                self._publish()
+                return
             try:
                 if isinstance(job, RequestHandle):
                     job.resolve(CompletionResult("", reason="cancelled") if job.cancelled else self._complete(job))
                 else:
                     job()
             except Exception as exc:
+                # The runner resets its own KV cache when a decode fails (LlamaRunner.generate);
+                # a failure elsewhere (the prompt, the cache) leaves the cells intact.
                 log.exception("completion failed")
-                if self.runner is not None:
-                    self.runner.reset_cache()  # its cells may be half-written
                 if isinstance(job, RequestHandle):
                     job.resolve(CompletionResult("", reason="error: " + str(exc)))
             finally:
@@ -295,6 +511,7 @@ class CompletionEngine:
         prompt = builder.build(PromptRequest(req.text, req.line, req.column, req.repo_path or req.path,
                                              req.document_key, req.context, req.repo_name, budget,
                                              req.file_headers))
+        self._last_context = tuple(builder.last_context)
         shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
         gen = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
                               cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms)
@@ -312,21 +529,29 @@ class CompletionEngine:
 
     def forget(self, document_key: str) -> None:
         self.cache.forget(document_key)
-        if self.builder is not None:
-            self.builder.forget(document_key)
 
-    def close(self) -> None:
+        def job() -> None:
+            if self.builder is not None:
+                self.builder.forget(document_key)
+
+        self._enqueue(job)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop: queued requests are cancelled, the running one is stopped between tokens, and the
+        worker closes the runner once it is done with it."""
         self._open_gate()
         with self._lock:
+            if self._closed:
+                return
             self._closed = True
-            for job in self._jobs:
+            for job in list(self._jobs):
                 if isinstance(job, RequestHandle):
+                    self._jobs.remove(job)
                     job.resolve(CompletionResult("", reason="cancelled"))
-            self._jobs.clear()
             if self._running is not None:
                 self._running.cancel()
+            self._jobs.append(_Close())
             self._lock.notify()
-        self._thread.join(timeout=10)
-        if self.runner is not None:
-            self.runner.close()
-            self.runner = None
+        self._loader_jobs.put(None)
+        self._thread.join(timeout)
+        self._loader.join(timeout)

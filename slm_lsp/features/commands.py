@@ -9,6 +9,7 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from .. import methods
+from ..engine.service import EngineStatus
 from ..server import SlmLanguageServer  # at run time: pygls reads command handlers' type hints
 
 
@@ -19,7 +20,8 @@ def register(server: SlmLanguageServer) -> None:
         if path is not None and not isinstance(path, str):
             raise JsonRpcInvalidParams(f"{methods.COMMAND_LOAD_ADAPTER} takes a path, got {path!r}")
         try:
-            await asyncio.wrap_future(ls.engine.call(lambda runner: runner.set_adapter(path or None)))
+            # Checked against the model and tried in a child process first: success means applied.
+            await asyncio.wrap_future(ls.engine.set_adapter(path or None))
         except Exception as exc:
             ls.notify_user(f"could not load the adapter: {exc}", types.MessageType.Error)
             raise JsonRpcInvalidParams(str(exc)) from exc
@@ -28,24 +30,24 @@ def register(server: SlmLanguageServer) -> None:
 
     @server.command(methods.COMMAND_STATUS)
     def status(ls: SlmLanguageServer, *args: Any) -> dict[str, Any]:
-        runner = ls.engine.runner
+        engine = ls.engine.status()
         return {
-            "state": ls.engine.state,
-            "detail": ls.model_error or ls.engine.state_detail,
-            "model": str(runner.path) if runner else None,
-            "template": runner.template.name if runner else None,
-            "adapter": runner.adapter_path if runner else None,
-            "nGpuLayers": runner.n_gpu_layers if runner else None,
+            "state": engine.state,
+            "detail": ls.model_error or engine.detail,
+            "model": engine.model,
+            "template": engine.template,
+            "adapter": engine.adapter,
+            "nGpuLayers": engine.n_gpu_layers,
+            "nCtx": engine.n_ctx,
             "lastLatencyMs": ls.last_latency_ms,
-            "cacheHits": ls.engine.cache.hits,
-            "context": _context_status(ls),
+            "cacheHits": engine.cache_hits,
+            "context": _context_status(ls, engine),
         }
 
 
-def _context_status(ls: SlmLanguageServer) -> dict[str, Any]:
+def _context_status(ls: SlmLanguageServer, engine: EngineStatus) -> dict[str, Any]:
     """The indexes, and which other files the last prompt drew on."""
-    builder = ls.engine.builder
-    last = builder.last_context if builder is not None else []
+    last = engine.last_context
     return {
         "indexes": [{"root": i.root, "ready": i.ready.is_set(), "files": len(i.snapshot.files)}
                     for i in ls.context.provider.indexes],

@@ -30,15 +30,9 @@ def apply_settings(ls: "SlmLanguageServer", workspace_settings: Any = None) -> b
     result = merge_config(ls.init_settings, workspace_settings, ls.cli_settings)
     for error in result.errors:
         ls.notify_user(f"invalid setting {error}; using the default")
-    old, new = ls.config, result.config
-    ls.config = new
-    logging.getLogger("slm_lsp").setLevel(new.log_level.upper())
-    if old.model != new.model or ls.engine.runner is None:
-        ls.engine.config = new
-        return True
-    if old.completion != new.completion:
-        ls.engine.reconfigure(new)
-    return False
+    ls.config = result.config
+    logging.getLogger("slm_lsp").setLevel(result.config.log_level.upper())
+    return ls.engine.apply_config(result.config)
 
 
 async def fetch_workspace_settings(ls: "SlmLanguageServer") -> Any:
@@ -86,9 +80,6 @@ async def load_model(ls: "SlmLanguageServer") -> None:
     try:
         await asyncio.wrap_future(ls.engine.load(str(path), progress))
         ls.model_error = ""
-        runner = ls.engine.runner
-        if runner is not None and not runner.template.is_fim:
-            log.warning("%s has no fill-in-the-middle tokens: completing from the prefix only", runner.name)
     except Exception as exc:
         ls.model_error = str(exc)
         ls.notify_user(f"could not load the model: {exc}", types.MessageType.Error)
