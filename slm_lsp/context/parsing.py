@@ -103,8 +103,9 @@ def _language(lang: str) -> Any:
     return tree_sitter.Language(getattr(importlib.import_module(module), function)())
 
 
-def _parser(lang: str) -> Any:
-    """One parser per language and thread (tree-sitter parsers are not thread-safe)."""
+def parser_for(lang: str) -> Any:
+    """The tree-sitter parser of ``lang``: one per language and thread (tree-sitter parsers are
+    not thread-safe). Raises KeyError for an unknown language, ImportError without its grammar."""
     import tree_sitter
 
     cache = getattr(_local, "parsers", None)
@@ -367,7 +368,7 @@ def _expand_use(text: str) -> list[str]:
 def parse_source(text: str, lang: str) -> ParsedFile:
     """Definitions and imports of ``text`` in ``lang`` (raises KeyError for an unknown language)."""
     source = text.encode("utf-8", errors="replace")
-    tree = _parser(lang).parse(source)
+    tree = parser_for(lang).parse(source)
     ex = _Extractor(source, lang)
     ex.walk(tree.root_node, "")
     return ParsedFile(lang, ex.defs, ex.imports)
