@@ -211,11 +211,17 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-def test_doctor_lists_the_models_on_disk(tmp_path):
+@pytest.mark.parametrize("hf_home", [None, "elsewhere/hf"])
+def test_doctor_lists_the_models_on_disk(tmp_path, hf_home):
     home = tmp_path / "home"
-    hf_cache_file(home / ".cache" / "huggingface" / "hub", "Qwen/Coder-GGUF", "coder-q4.gguf", GGUF)
+    env = _env(home)
+    hf_cache = home / ".cache" / "huggingface" / "hub"
+    if hf_home:  # HF_HOME moves the Hugging Face cache to HF_HOME/hub
+        env["HF_HOME"] = str(tmp_path / hf_home)
+        hf_cache = tmp_path / hf_home / "hub"
+    hf_cache_file(hf_cache, "Qwen/Coder-GGUF", "coder-q4.gguf", GGUF)
     ollama_model(home / ".ollama" / "models", "qwen2.5-coder:1.5b", GGUF)
-    out = subprocess.run([sys.executable, "-m", "slm_lsp", "doctor"], env=_env(home), capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "slm_lsp", "doctor"], env=env, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     listing = out.stdout.split("models on disk")[1].split("config:")[0]
