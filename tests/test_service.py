@@ -285,3 +285,13 @@ def test_the_worker_closes_the_runner_after_its_last_job():
     threading.Timer(0.5, release.set).start()
     e.close()
     assert closed_on == ["slm-engine"]
+
+
+def test_an_adapter_set_by_command_survives_other_setting_changes(engine, tmp_path):
+    adapter = lora_adapter(tmp_path / "a.gguf")
+    engine.set_adapter(str(adapter)).result(timeout=60)
+    other = _config()
+    other.completion.max_lines = 3
+    assert engine.apply_config(other) is False
+    engine.call(lambda runner: None).result(timeout=10)
+    assert engine.status().adapter == str(adapter)

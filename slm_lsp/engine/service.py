@@ -329,7 +329,8 @@ class CompletionEngine:
     def set_adapter(self, path: str | None) -> Future[None]:
         """Apply a GGUF LoRA adapter to the loaded model (None: remove it). The file is checked
         against the model and tried in a child process first; the future fails, and nothing
-        changes, when it does not fit."""
+        changes, when it does not fit. It lasts until the model is loaded again (then
+        ``model.adapter`` applies): other setting changes keep it."""
         done: Future[None] = Future()
         model = self._loaded.model
 
@@ -350,8 +351,6 @@ class CompletionEngine:
                 if str(runner.path) != model:
                     raise ModelLoadError("the model changed while the adapter was checked; try again")
                 runner.set_adapter(path)
-                if self._model_config is not None:
-                    self._model_config = dataclasses.replace(self._model_config, adapter=path or "")
 
             def applied(f: Future[object]) -> None:
                 error = f.exception()
@@ -383,11 +382,6 @@ class CompletionEngine:
             self.cache.clear()
 
         self._enqueue(job)
-
-    def reconfigure(self, config: Config) -> None:
-        """Apply new completion settings without reloading the model."""
-        self.config = config
-        self._reconfigure(config)
 
     def _rebuild_builder(self) -> None:
         """A fresh PromptBuilder for the runner's current template and the completion settings."""

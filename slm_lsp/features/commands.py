@@ -25,23 +25,22 @@ def register(server: SlmLanguageServer) -> None:
         except Exception as exc:
             ls.notify_user(f"could not load the adapter: {exc}", types.MessageType.Error)
             raise JsonRpcInvalidParams(str(exc)) from exc
-        ls.config.model.adapter = path or ""
         return {"adapter": path or None}
 
     @server.command(methods.COMMAND_STATUS)
     def status(ls: SlmLanguageServer, *args: Any) -> dict[str, Any]:
-        engine = ls.engine.status()
+        snapshot = ls.engine.status()
         return {
-            "state": engine.state,
-            "detail": ls.model_error or engine.detail,
-            "model": engine.model,
-            "template": engine.template,
-            "adapter": engine.adapter,
-            "nGpuLayers": engine.n_gpu_layers,
-            "nCtx": engine.n_ctx,
+            "state": snapshot.state,
+            "detail": ls.model_error or snapshot.detail,
+            "model": snapshot.model,
+            "template": snapshot.template,
+            "adapter": snapshot.adapter,
+            "nGpuLayers": snapshot.n_gpu_layers,
+            "nCtx": snapshot.n_ctx,
             "lastLatencyMs": ls.last_latency_ms,
-            "cacheHits": engine.cache_hits,
-            "context": _context_status(ls, engine),
+            "cacheHits": snapshot.cache_hits,
+            "context": _context_status(ls, snapshot),
         }
 
 
