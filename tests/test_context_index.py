@@ -340,3 +340,25 @@ def test_an_unwritable_cache_works_in_memory_and_says_so_once(repo: Path, tmp_pa
         assert index.snapshot.defining("restock") == ["shop/stock.py"]
     warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 1 and "in memory" in warnings[0].getMessage()
+
+
+def test_a_full_text_cache_keeps_the_files_in_use(tmp_path: Path, monkeypatch):
+    import slm_lsp.context.index as index_module
+
+    root = tmp_path / "many"
+    root.mkdir()
+    for i in range(400):
+        (root / f"m{i}.py").write_text(f"def f{i}():\n    return {i}\n")
+    index = ContextIndex(str(root), tmp_path / "cache")
+    opened: list[str] = []
+
+    def counting_open(path, *args, **kwargs):
+        opened.append(os.fspath(path))
+        return open(path, *args, **kwargs)
+
+    monkeypatch.setattr(index_module, "open", counting_open, raising=False)
+    for i in range(400):  # the window index reads every file; the file being completed is read often
+        index.read_text(f"m{i}.py")
+        if i % 50 == 0:
+            assert index.read_text("m0.py") == "def f0():\n    return 0\n"
+    assert sum(p.endswith(f"{os.sep}m0.py") for p in opened) == 1

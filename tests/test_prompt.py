@@ -300,9 +300,34 @@ def test_huge_single_line_in_the_middle(tok):
     assert big[:mid].endswith(p.prefix) and big[mid:].startswith(p.suffix)
     assert 240 <= len(tok.tokenize(p.prefix)) <= 256
     assert 80 <= len(tok.tokenize(p.suffix)) <= 96
-    # Probes of the huge line are not kept in the token-count cache (it would grow by megabytes
-    # per keystroke); what is kept is about the size of the windows.
-    assert sum(len(k) for k in b._count_cache) < 10 * (len(p.prefix) + len(p.suffix))
+    # Probes of the huge line (a binary search: dozens of cuts) are not kept in the token-count
+    # cache (it would grow by megabytes per keystroke): only the two window texts are.
+    assert b._count_cached.cache_info().currsize <= 2
+
+
+class _CountingTokenizer:
+    def __init__(self, tok) -> None:
+        self.tok, self.calls = tok, []
+
+    def tokenize(self, text: str) -> list[int]:
+        self.calls.append(text)
+        return self.tok.tokenize(text)
+
+    def special(self, text: str) -> int:
+        return self.tok.special(text)
+
+
+def test_a_full_count_cache_keeps_the_lines_in_use(tok):
+    from slm_lsp.engine.prompt import COUNT_CACHE_SIZE
+
+    counting = _CountingTokenizer(tok)
+    b = PromptBuilder(tok.template, counting, 256, 96)
+    hot = "    total = compute(index, count)\n"
+    for i in range(COUNT_CACHE_SIZE + 500):  # a long session: more distinct lines than the cache holds
+        b.count(f"line {i}\n")
+        if i % 1000 == 0:
+            b.count(hot)  # the lines around the cursor are counted again and again
+    assert counting.calls.count(hot) == 1
 
 
 def test_five_megabyte_document_is_fast(tok):

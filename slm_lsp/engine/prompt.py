@@ -18,6 +18,7 @@ budget, leaving room to type before the next jump.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -29,6 +30,8 @@ REFILL_FRACTION = 0.75
 CONTEXT_STEP = 256
 MAX_SCOPE_HEADERS = 4
 IMPORT_SHARE = 3
+COUNT_CACHE_SIZE = 20000
+"""Token counts of this many texts (lines, mostly) are kept, the least recently used dropped first."""
 """A cut prefix window gets the file's imports back within 1/IMPORT_SHARE of the context budget."""
 DUPLICATE_FRACTION = 0.6
 DUPLICATE_NEW_LINES = 3
@@ -100,17 +103,12 @@ class PromptBuilder:
         """The last prompt built (benchmarks replay it through other code paths)."""
         self.last_context: list[ContextFile] = []
         """The context pieces that made it into the last prompt (status and tests read them)."""
-        self._count_cache: dict[str, int] = {}
+        # Least recently used first out: a full cache never drops the lines being typed around.
+        self._count_cached = functools.lru_cache(maxsize=COUNT_CACHE_SIZE)(self._count_uncached)
 
     # -- token counting ---------------------------------------------------------------------
     def count(self, text: str) -> int:
-        n = self._count_cache.get(text)
-        if n is None:
-            n = len(self.tokenizer.tokenize(text)) if text else 0
-            if len(self._count_cache) > 20000:
-                self._count_cache.clear()
-            self._count_cache[text] = n
-        return n
+        return self._count_cached(text)
 
     def _count_uncached(self, text: str) -> int:
         """For one-off probes of an over-long line: caching them would keep megabytes per keystroke."""

@@ -9,6 +9,7 @@ every file of a repository.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -58,23 +59,16 @@ def window_starts(n_lines: int, window: int = WINDOW, step: int = STEP) -> range
     return range(0, max(1, n_lines - window // 2), step)
 
 
-_CACHE: dict[tuple[str, int, int, int], list[tuple[int, str, set[str]]]] = {}
-
-
+@functools.lru_cache(maxsize=512)
 def _windows(path: str, text: str, window: int, step: int) -> list[tuple[int, str, set[str]]]:
-    """(start, text, identifier set) of a file's windows, kept while the text is the same."""
-    key = (path, hash(text), window, step)
-    hit = _CACHE.get(key)
-    if hit is None:
-        lines = text.split("\n")[:MAX_FILE_LINES]
-        hit = []
-        for start in window_starts(len(lines), window, step):
-            chunk = "\n".join(lines[start:start + window])
-            hit.append((start, chunk, tokens(chunk)))
-        if len(_CACHE) > 512:
-            _CACHE.clear()
-        _CACHE[key] = hit
-    return hit
+    """(start, text, identifier set) of a file's windows, kept while the text is the same (the
+    least recently used file is dropped first; callers do not change the list)."""
+    lines = text.split("\n")[:MAX_FILE_LINES]
+    out = []
+    for start in window_starts(len(lines), window, step):
+        chunk = "\n".join(lines[start:start + window])
+        out.append((start, chunk, tokens(chunk)))
+    return out
 
 
 def span(score: float, window: int = WINDOW) -> int:
