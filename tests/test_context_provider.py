@@ -135,6 +135,39 @@ def test_failing_and_slow_sources_are_skipped(setup, monkeypatch):
     assert result.timings_ms["definitions"] < 500
 
 
+def test_a_source_with_unencodable_text_costs_only_itself(setup):
+    root, _index, provider = setup
+    other = root / "shop" / "cart.py"
+    # A lone surrogate that got past the server's boundary (the ring does not clean its input).
+    provider.note_edit(str(other), other.read_text().replace("def add_item", "def add_\ud800item"), 20)
+    result = _gather(provider, root, (root / CHECKOUT).read_text(), 8)
+    assert "recent" in result.timings_ms
+    for f in result.files:
+        f.text.encode("utf-8")  # what the tokenizer does with every piece
+    assert any(f.path == "shop/pricing.py" for f in result.files)  # the other sources still count
+
+
+def test_a_raising_source_costs_only_itself(setup, monkeypatch):
+    root, _index, provider = setup
+    provider.note_edit(str(root / "shop" / "cart.py"), (root / "shop" / "cart.py").read_text(), 20)
+
+    def boom(*a, **k):
+        raise RuntimeError("broken source")
+
+    monkeypatch.setattr(provider.recent, "chunks", boom)
+    result = _gather(provider, root, (root / CHECKOUT).read_text(), 8)
+    assert not [f for f in result.files if f.priority < 0.6]  # no recent edits...
+    assert any(f.path == "shop/pricing.py" for f in result.files)  # ...and the rest is there
+
+
+def test_recent_ring_reads_only_the_chunk_of_a_line_list():
+    ring = RecentChunks(size=3, chunk_lines=8)
+    lines = [f"line {i}\r\n" for i in range(100)] + [""]
+    ring.note("a.py", lines, 50)
+    (chunk,) = ring.chunks()
+    assert chunk.start == 46 and chunk.text == "\n".join(f"line {i}" for i in range(46, 54))
+
+
 def test_recent_ring():
     ring = RecentChunks(size=3, chunk_lines=8)
     text = "\n".join(f"line {i}" for i in range(100))

@@ -18,7 +18,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -126,8 +126,15 @@ class ContextProvider:
 
     # -- workspace --------------------------------------------------------------------------
     def add_index(self, index: ContextIndex) -> None:
-        self.indexes.append(index)
-        self._windows[id(index)] = WindowIndex()
+        self.set_indexes([*self.indexes, index])
+
+    def set_indexes(self, indexes: list[ContextIndex]) -> None:
+        """Replace the indexes (settings changed). The list is replaced, not changed in place:
+        a request running in another thread keeps reading the one it started with."""
+        windows = {id(i): self._windows.get(id(i)) or WindowIndex() for i in indexes}
+        self._windows = windows
+        self.indexes = list(indexes)
+        self._sticky.clear()
 
     def windows(self, index: ContextIndex, wait: bool = False) -> WindowIndex | None:
         """The whole-repository window index of ``index``, brought up to its current snapshot:
@@ -158,7 +165,8 @@ class ContextProvider:
                 best = (index, rel)
         return best
 
-    def note_edit(self, path: str, text: str, line: int) -> None:
+    def note_edit(self, path: str, text: str | Sequence[str], line: int) -> None:
+        """An edit at ``line`` of ``path`` (its whole text, or its lines) for the recent ring."""
         index, rel = self.locate(path)
         self.recent.note(rel or path, text, line)
 
@@ -178,6 +186,7 @@ class ContextProvider:
         t0 = time.monotonic()
         try:
             result = self._pool.submit(fn, t0 + budget).result(timeout=budget * 2)
+            _check_encodable(result)
         except FutureTimeout:
             log.warning("context source %s took more than %.0f ms: skipped", name, budget * 2000)
             result = default
@@ -309,6 +318,15 @@ class ContextProvider:
         strong = [s for s in snippets[-STRONG_SNIPPETS:] if s.score >= STRONG_SIMILAR]
         return [ContextFile(s.path, s.text, (2.0 if s in strong else 0.8) + s.score, SIMILAR_SHARE)
                 for s in snippets]
+
+
+def _check_encodable(result: object) -> None:
+    """Raise when a piece of a source's result cannot be encoded as UTF-8 (a lone surrogate):
+    the tokenizer would fail on it, and with it the whole prompt."""
+    for item in result if isinstance(result, list) else ():
+        text = getattr(item, "text", None)
+        if isinstance(text, str) and not text.isascii():
+            text.encode("utf-8")  # UnicodeEncodeError: the source is skipped
 
 
 def import_siblings(snap: Snapshot, rel: str, imports: list[Import], deadline: float) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 RING_SIZE = 16
@@ -29,12 +30,13 @@ class RecentChunks:
         self._lock = threading.Lock()
         self.version = 0
 
-    def note(self, path: str, text: str, line: int) -> None:
-        """An edit at ``line`` of ``path`` whose new text is ``text``."""
-        lines = text.split("\n")
+    def note(self, path: str, text: str | Sequence[str], line: int) -> None:
+        """An edit at ``line`` of ``path`` whose new text is ``text``: the whole text, or its
+        lines (with or without their line ends: only the chunk's lines are read)."""
+        lines = text.split("\n") if isinstance(text, str) else text
         half = self.chunk_lines // 2
         start = max(0, min(line - half, len(lines) - self.chunk_lines))
-        body = "\n".join(lines[start:start + self.chunk_lines]).strip("\n")
+        body = "\n".join(x.rstrip("\r\n") for x in lines[start:start + self.chunk_lines]).strip("\n")
         if not body.strip():
             return
         with self._lock:
