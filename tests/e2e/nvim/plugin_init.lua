@@ -7,6 +7,10 @@
 --   SLM_NVIM_SERVER_CMD  the server command, a JSON array
 --   SLM_NVIM_PLUGIN_DIR  editors/nvim (prepended to 'runtimepath')
 --   SLM_NVIM_LINE        1-based line to type at (the end of `    return `)
+--   SLM_NVIM_SCENARIO    main (default): everything above, in one session;
+--                        crash: the server is killed (SIGKILL) and the plugin restarts it;
+--                        crash_loop: the server command exits at once, again and again: the
+--                        plugin backs off, gives up with a message, and :SlmRestart tries again
 --
 -- Keys go in with nvim_input() and the driver waits in a coroutine (timers, not vim.wait), so
 -- Neovim's own insert-mode loop handles them: mappings, TextChangedI/CursorMovedI, redraws.
@@ -16,6 +20,7 @@
 -- Every failure writes {"ok": false, "error": ...} and exits with :cquit 1.
 
 local OUT = os.getenv("SLM_NVIM_OUT")
+local SCENARIO = os.getenv("SLM_NVIM_SCENARIO") or "main"
 local api = vim.api
 local report = { ok = false, notifications = {}, all_notifications = {} }
 
@@ -111,12 +116,40 @@ local function configure()
   slm = require("slm")
   slm_client = require("slm.client")
   spy_on(slm_client)
+  suggestion = require("slm.suggestion")
+  status = require("slm.status")
+  -- Every state the status line went through, for the restart scenarios.
+  report.states = {}
+  api.nvim_create_autocmd("User", {
+    pattern = "SlmStatus",
+    callback = function(args)
+      local data = args.data or {}
+      table.insert(report.states, { state = data.state or vim.NIL, detail = data.detail or vim.NIL })
+    end,
+  })
+  if SCENARIO == "crash" then
+    report.setup = slm.setup({
+      cmd = cmd,
+      debounce_ms = DEBOUNCE_MS,
+      settings = { completion = { maxTokens = 4, enabledLanguages = { "python" } } },
+    })
+    return
+  elseif SCENARIO == "crash_loop" then
+    -- Short delays so that the whole series runs in a second: 50, 100, 200 ms, then no restart.
+    report.setup = slm.setup({
+      cmd = cmd,
+      restart = { initial_delay_ms = 50, max_crashes = 3 },
+    })
+    return
+  end
   report.invalid_setups = {}
   local invalid_options = {
     { debounce_ms = "soon" },
     { modle = "typo.gguf" },
     { keymaps = { accept = 3 } },
     { cmd = {} },
+    { restart = { max_crashes = -1 } },
+    { restart = { delay_ms = 100 } },
   }
   for _, opts in ipairs(invalid_options) do
     report.notifications = {}
@@ -132,8 +165,6 @@ local function configure()
   })
   report.setup_again = slm.setup({})
   report.notifications = {}
-  suggestion = require("slm.suggestion")
-  status = require("slm.status")
 end
 
 local configured, configure_error = xpcall(configure, debug.traceback)
@@ -471,6 +502,151 @@ local function main()
   vim.cmd("qall!")
 end
 
+---------------------------------------------------------------------------------------------
+-- The restart scenarios
+
+--- The server processes Neovim runs (its children), pids sorted.
+local function server_pids()
+  local pids = {}
+  for _, pid in ipairs(api.nvim_get_proc_children(vim.fn.getpid())) do
+    pids[#pids + 1] = pid
+  end
+  table.sort(pids)
+  return pids
+end
+
+local function slm_messages()
+  local out = {}
+  for _, n in ipairs(report.all_notifications) do
+    if n.msg:find("[slm]", 1, true) == 1 then
+      out[#out + 1] = n
+    end
+  end
+  return out
+end
+
+local function stop_client(client)
+  if vim.fn.has("nvim-0.11") == 1 then
+    client:stop()
+  else
+    client.stop()
+  end
+end
+
+-- crash: the server is killed with SIGKILL (as the kernel does to a segfault or the OOM
+-- killer); the plugin says so, shows `restarting`, starts a new server, and the buffer it was
+-- attached to gets completions again. A stop that was asked for is not restarted.
+local function crash()
+  local bufnr = api.nvim_get_current_buf()
+  local first = wait_for("the server to attach", 30000, function()
+    return slm_client.get(bufnr)
+  end)
+  wait_for("slm/status ready", 30000, function()
+    return status.last and status.last.state == "ready"
+  end)
+  local before = { client_id = first.id, pids = server_pids() }
+  report.before = before
+  if #before.pids ~= 1 then
+    error("expected one server process, found " .. vim.inspect(before.pids), 0)
+  end
+  report.all_notifications = {}
+  vim.uv.kill(before.pids[1], "sigkill")
+  wait_for("the restart message", 10000, function()
+    return #slm_messages() > 0
+  end, 2)
+  report.restart_messages = slm_messages()
+  report.status_after_kill = vim.deepcopy(status.last)
+  report.statusline_after_kill = status.statusline()
+  local second = wait_for("a new server attached to the buffer", 30000, function()
+    local c = slm_client.get(bufnr)
+    return c and c.id ~= first.id and c
+  end)
+  wait_for("slm/status ready after the restart", 30000, function()
+    return status.last and status.last.state == "ready"
+  end)
+  report.after = {
+    client_id = second.id,
+    pids = server_pids(),
+    attached = vim.lsp.buf_is_attached(bufnr, second.id),
+    clients = #vim.lsp.get_clients({ name = "slm-lsp" }),
+  }
+  -- Completions work again: typing shows the new server's suggestion.
+  api.nvim_win_set_cursor(0, { tonumber(getenv("SLM_NVIM_LINE")), 0 })
+  local requests = suggestion.stats.requests
+  api.nvim_input("Arad")
+  wait_ghost("ghost text from the restarted server")
+  report.after.ghost = suggestion.get_text()
+  report.after.answer = last_answer()
+  report.after.requests = suggestion.stats.requests - requests
+  api.nvim_input("<Esc>")
+  wait_for("normal mode", 5000, function()
+    return mode() == "n"
+  end)
+  report.after.states = vim.deepcopy(report.states)
+  -- :SlmRestart on a running server: it stops (asked for: no warning) and a new one starts.
+  report.all_notifications = {}
+  report.states = {}
+  vim.cmd("SlmRestart")
+  local third = wait_for("a new server after :SlmRestart", 30000, function()
+    local c = slm_client.get(bufnr)
+    return c and c.id ~= second.id and c
+  end)
+  wait_for("slm/status ready after :SlmRestart", 30000, function()
+    return status.last and status.last.state == "ready"
+  end)
+  report.restart_command = {
+    states = vim.deepcopy(report.states),
+    messages = slm_messages(),
+    attached = vim.lsp.buf_is_attached(bufnr, third.id),
+    pids = server_pids(),
+  }
+  -- A stop that was asked for: "stopped", and no restart (watched past the first delay, 0.5 s, twice).
+  report.all_notifications = {}
+  stop_client(third)
+  wait_for("the server to exit", 15000, function()
+    return status.last and status.last.state == "stopped"
+  end)
+  sleep(1500)
+  report.after_stop = {
+    status = vim.deepcopy(status.last),
+    clients = #vim.lsp.get_clients({ name = "slm-lsp" }),
+    pids = server_pids(),
+    messages = slm_messages(),
+  }
+  report.ok = true
+  write_report()
+  vim.cmd("qall!")
+end
+
+-- crash_loop: the "server" exits with code 3 as soon as it starts. The plugin restarts it
+-- after 50, 100, 200 ms, then gives up with an error; :SlmRestart starts a new series.
+local function crash_loop()
+  wait_for("the plugin to give up", 20000, function()
+    return status.last and status.last.state == "crashed"
+  end, 5)
+  -- Nothing restarts it any more.
+  sleep(1000)
+  report.gave_up = {
+    messages = slm_messages(),
+    states = vim.deepcopy(report.states),
+    status = vim.deepcopy(status.last),
+    statusline = status.statusline(),
+    clients = #vim.lsp.get_clients({ name = "slm-lsp" }),
+  }
+  report.all_notifications = {}
+  report.states = {}
+  vim.cmd("SlmRestart")
+  wait_for("a restart after :SlmRestart", 10000, function()
+    return #slm_messages() > 0
+  end, 5)
+  report.after_restart_command = { messages = slm_messages() }
+  report.ok = true
+  write_report()
+  vim.cmd("qall!")
+end
+
+local scenarios = { main = main, crash = crash, crash_loop = crash_loop }
+
 api.nvim_create_autocmd("VimEnter", {
   once = true,
   callback = function()
@@ -478,7 +654,7 @@ api.nvim_create_autocmd("VimEnter", {
     vim.defer_fn(function()
       fail("timed out after 100 s")
     end, 100000)
-    main_co = coroutine.create(main)
+    main_co = coroutine.create(assert(scenarios[SCENARIO], "unknown SLM_NVIM_SCENARIO " .. SCENARIO))
     vim.schedule(resume)
   end,
 })

@@ -19,6 +19,7 @@ local M = {}
 ---@field auto_trigger boolean              request while typing (false: only with keymaps.suggest)
 ---@field keymaps slm.Keymaps|false         insert-mode keys; false: none
 ---@field settings table                    server settings (initializationOptions and "slm" section)
+---@field restart slm.RestartOptions|false   restarting a server that died on its own; false: never
 
 ---@type slm.Options
 M.defaults = {
@@ -38,6 +39,7 @@ M.defaults = {
     suggest = "<M-\\>",
   },
   settings = {},
+  restart = vim.deepcopy(require("slm.restart").defaults),
 }
 
 ---@type slm.Options
@@ -127,6 +129,24 @@ function M.validate(opts)
     end
   end
   check("settings", opts.settings, "table", true)
+  check("restart", opts.restart, { "table", "boolean" }, true)
+  if opts.restart == true then
+    error("restart: expected a table or false, got true", 0)
+  end
+  if type(opts.restart) == "table" then
+    known_keys("restart", opts.restart, M.defaults.restart)
+    for name in pairs(M.defaults.restart) do
+      if name == "max_crashes" then
+        check("restart.max_crashes", opts.restart.max_crashes, function(v)
+          return type(v) == "number" and v == math.floor(v) and v >= 0
+        end, true, "an integer >= 0")
+      else
+        check("restart." .. name, opts.restart[name], function(v)
+          return type(v) == "number" and v >= 0
+        end, true, "a number of ms >= 0")
+      end
+    end
+  end
 end
 
 --- Validates and stores the options (merged over the defaults).

@@ -62,7 +62,17 @@ local function check_server()
   local client = require("slm.client")
   local methods = require("slm.methods")
   local c = client.get()
-  if not c then
+  local last = require("slm.status").last
+  if not c and last and last.state == "crashed" then
+    health.error("the server crashed too often to be restarted: " .. last.detail, {
+      "See :LspLog for the cause (a model or adapter llama.cpp cannot run?)",
+      "then :SlmRestart",
+    })
+    return
+  elseif not c and last and last.state == "restarting" then
+    health.warn("the server stopped unexpectedly: " .. last.detail, { "See :LspLog for the cause" })
+    return
+  elseif not c then
     health.warn("the server is not running", {
       "It starts with the first buffer of an enabled filetype",
       "See :LspLog if it exited",

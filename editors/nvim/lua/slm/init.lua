@@ -94,6 +94,13 @@ local function create_autocmds()
       suggestion.reset()
     end,
   })
+  vim.api.nvim_create_autocmd("VimLeavePre", {
+    group = group,
+    desc = "[slm] the server stops with Neovim: no restart",
+    callback = function()
+      client.on_vim_leave()
+    end,
+  })
   vim.api.nvim_create_autocmd("ColorScheme", {
     group = group,
     desc = "[slm] highlight groups",
@@ -128,12 +135,7 @@ function M.setup(opts)
   vim.api.nvim_set_hl(0, suggestion.hl_group, { link = "Comment", default = true })
   require("slm.keymaps").setup(config.options.keymaps)
   create_autocmds()
-  local client = require("slm.client")
-  for _, bufnr in ipairs(vim.api.nvim_list_bufs()) do
-    if vim.api.nvim_buf_is_loaded(bufnr) and vim.bo[bufnr].filetype ~= "" then
-      client.attach(bufnr)
-    end
-  end
+  require("slm.client").attach_all()
   return true
 end
 

@@ -6,7 +6,8 @@ local methods = require("slm.methods")
 local M = {}
 
 ---@class slm.Status
----@field state string   loading|ready|error|no-model|generating|stopped
+---@field state string   loading|ready|error|no-model|generating (from the server); stopped,
+---                       restarting, crashed (the plugin's: the process exited)
 ---@field detail string
 ---@field latency_ms number|nil  the last completion's latency
 ---@field time number            vim.uv.now() when it arrived
@@ -38,13 +39,27 @@ function M.on_notification(_, result)
   emit()
 end
 
-function M.on_exit(code, signal)
+--- A state only the plugin knows (the process exited, is restarting, crashed too often).
+---@param state string
+---@param detail string
+function M.set(state, detail)
+  M.last = { state = state, detail = detail, latency_ms = nil, time = vim.uv.now() }
+  emit()
+end
+
+--- "exited with code 1", "exited with code 0, signal 9".
+function M.exit_detail(code, signal)
   local detail = ("exited with code %s"):format(tostring(code))
   if signal and signal ~= 0 then
     detail = detail .. (", signal %s"):format(tostring(signal))
   end
-  M.last = { state = "stopped", detail = detail, latency_ms = nil, time = vim.uv.now() }
-  emit()
+  return detail
+end
+
+--- The server exited because it was asked to (a crash goes to slm.client's restart instead).
+function M.on_exit(code, signal)
+  local detail = M.exit_detail(code, signal)
+  M.set("stopped", detail)
   if code ~= 0 then
     vim.notify("[slm] the server " .. detail .. " (see :LspLog)", vim.log.levels.WARN)
   end
@@ -68,7 +83,8 @@ function M.describe()
   return line .. ", last latency: " .. ms(last.latency_ms)
 end
 
---- A short string for a statusline: "slm: ready", "slm: loading", "" when not running.
+--- A short string for a statusline: "slm: ready", "slm: loading", "slm: restarting", "" when
+--- not running.
 ---@return string
 function M.statusline()
   if not M.last then
