@@ -17,6 +17,7 @@ from .engine.service import CompletionEngine
 
 if TYPE_CHECKING:
     from .features.context import WorkspaceContext
+    from .features.documents import DocumentStore
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,8 @@ class SlmProtocol(LanguageServerProtocol):
 class SlmLanguageServer(LanguageServer):
     context: "WorkspaceContext"
     """The workspace index and repo context (set by ``features.context``)."""
+    documents: "DocumentStore"
+    """The open documents (set by ``features.documents``)."""
 
     def __init__(self, cli_settings: dict[str, Any] | None = None) -> None:
         super().__init__("slm-lsp", __version__, protocol_cls=SlmProtocol,

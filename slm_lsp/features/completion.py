@@ -31,16 +31,13 @@ def _documentation(ls: "SlmLanguageServer", text: str) -> types.MarkupContent | 
 def register(server: "SlmLanguageServer") -> None:
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=[".", "(", " "]))
     async def completion(ls: "SlmLanguageServer", params: types.CompletionParams) -> types.CompletionList:
-        result = await run_completion(ls, params.text_document.uri, params.position)
-        if result is None or not result.text:
+        answer = await run_completion(ls, params.text_document.uri, params.position)
+        if answer is None or not answer.result.text:
             return types.CompletionList(is_incomplete=True, items=[])
-        doc = ls.workspace.get_text_document(params.text_document.uri)
-        line = doc.lines[params.position.line] if params.position.line < len(doc.lines) else ""
-        codec = doc.position_codec
-        column = codec.position_from_client_units([line], types.Position(0, params.position.character)).character
-        word = WORD_BEFORE.search(line[:column]).group(0)  # type: ignore[union-attr]
-        start = types.Position(params.position.line, params.position.character - codec.client_num_units(word))
-        text = word + result.text
+        # The line as it was asked about (not re-read: the buffer may have changed meanwhile).
+        word = WORD_BEFORE.search(answer.line_prefix).group(0)  # type: ignore[union-attr]
+        start = types.Position(params.position.line, max(0, params.position.character - len(word)))  # ASCII
+        text = word + answer.result.text
         first_line = text.split("\n", 1)[0].strip()
         item = types.CompletionItem(
             label=first_line[:80] or text.strip()[:80],

@@ -17,10 +17,10 @@ def register(server: "SlmLanguageServer") -> None:
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
     async def inline_completion(ls: "SlmLanguageServer", params: types.InlineCompletionParams
                                 ) -> types.InlineCompletionList:
-        result = await run_completion(ls, params.text_document.uri, params.position)
-        if result is None or not result.text:
+        answer = await run_completion(ls, params.text_document.uri, params.position)
+        if answer is None or not answer.result.text:
             return types.InlineCompletionList(items=[])
         at = params.position
         return types.InlineCompletionList(items=[
-            types.InlineCompletionItem(insert_text=result.text, range=types.Range(start=at, end=at))
+            types.InlineCompletionItem(insert_text=answer.result.text, range=types.Range(start=at, end=at))
         ])

@@ -32,6 +32,7 @@ def apply_settings(ls: "SlmLanguageServer", workspace_settings: Any = None) -> b
         ls.notify_user(f"invalid setting {error}; using the default")
     ls.config = result.config
     logging.getLogger("slm_lsp").setLevel(result.config.log_level.upper())
+    ls.context.configure(result.config.context)  # sources, budgets and index settings, live
     return ls.engine.apply_config(result.config)
 
 
