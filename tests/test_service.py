@@ -295,3 +295,14 @@ def test_an_adapter_set_by_command_survives_other_setting_changes(engine, tmp_pa
     assert engine.apply_config(other) is False
     engine.call(lambda runner: None).result(timeout=10)
     assert engine.status().adapter == str(adapter)
+
+
+def test_after_close_loads_and_adapters_fail_instead_of_waiting_for_ever(tmp_path):
+    e = CompletionEngine(_config())
+    e.load(str(TINY_MODEL)).result(timeout=60)
+    e.close()
+    with pytest.raises(ModelLoadError, match="closed"):
+        e.load(str(TINY_MODEL)).result(timeout=10)
+    with pytest.raises(ModelLoadError, match="closed"):
+        e.set_adapter(str(lora_adapter(tmp_path / "a.gguf"))).result(timeout=10)
+    assert e.complete(req(), timeout=10).reason in ("cancelled", "no-model")

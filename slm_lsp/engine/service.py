@@ -199,7 +199,7 @@ class CompletionEngine:
         old, self.config = self.config, config
         if self._model_config is None or config.model != self._model_config:
             return True
-        if self.runner is None and self._pending_loads == 0:
+        if self._loaded.model is None and self._pending_loads == 0:
             return True  # the last load failed: try again
         if old.completion != config.completion:
             self._reconfigure(config)
@@ -243,13 +243,15 @@ class CompletionEngine:
                 done.set_exception(ModelLoadError("the engine is closed"))
                 return done
             self._pending_loads += 1
-        if self.runner is None and self._gate is None:
+        if self._loaded.model is None and self._gate is None:
             self.expect_model()  # requests wait for this model instead of failing with no-model
         self.state = "loading"
 
         def prepare() -> None:
             self._set_state("loading", model_path)
             try:
+                if self._closed:
+                    raise ModelLoadError("the engine is closed")
                 runner: LlamaRunner | None = self._open(model_path, cfg, progress)
                 error: Exception | None = None
             except Exception as exc:
@@ -333,6 +335,9 @@ class CompletionEngine:
         ``model.adapter`` applies): other setting changes keep it."""
         done: Future[None] = Future()
         model = self._loaded.model
+        if self._closed:
+            done.set_exception(ModelLoadError("the engine is closed"))
+            return done
 
         def prepare() -> None:
             try:
@@ -365,7 +370,15 @@ class CompletionEngine:
         return done
 
     def _load_loop(self) -> None:
-        while (job := self._loader_jobs.get()) is not None:
+        closing = False
+        while True:
+            try:
+                job = self._loader_jobs.get(block=not closing)
+            except queue.Empty:
+                return
+            if job is None:
+                closing = True  # run what was queued before or during close: it fails its future
+                continue
             try:
                 job()
             except Exception:  # each job reports to its own future; this is a bug
