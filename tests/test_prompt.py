@@ -424,7 +424,7 @@ def test_imports_and_scope_headers_when_the_prefix_is_cut(tok):
             "    def balance(self, index):\n" + body)
     line = text.count("\n") - 1
     b = _builder(tok, prefix_tokens=128, suffix_tokens=0)
-    p = b.build(PromptRequest(text, line, 8, context_tokens=256))
+    p = b.build(PromptRequest(text, line, 8, path="ledger.py", context_tokens=256))
     head_text = tok.detokenize(p.head)
     want = ("import os\nfrom .ledger import (\n    compute,\n    Entry,\n)\n"
             "class Ledger:\n    def balance(self, index):\n")
@@ -432,11 +432,15 @@ def test_imports_and_scope_headers_when_the_prefix_is_cut(tok):
     assert "Doc." not in head_text
     # Without context (the server's context switched off), or with the headers switched off
     # (the evaluation's plain baseline), the head is the plain window.
-    plain = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(PromptRequest(text, line, 8))
+    plain = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(PromptRequest(text, line, 8, path="ledger.py"))
     assert "class Ledger" not in tok.detokenize(plain.head) and "import os" not in tok.detokenize(plain.head)
     bare = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(
-        PromptRequest(text, line, 8, context_tokens=256, file_headers=False))
+        PromptRequest(text, line, 8, path="ledger.py", context_tokens=256, file_headers=False))
     assert "class Ledger" not in tok.detokenize(bare.head) and "import os" not in tok.detokenize(bare.head)
+    # A language without a grammar here: no headers (they come from the parser).
+    other = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(
+        PromptRequest(text, line, 8, path="ledger.rb", context_tokens=256))
+    assert "class Ledger" not in tok.detokenize(other.head)
 
 
 def test_imports_stay_within_their_share_of_the_context_budget(tok):
@@ -444,32 +448,81 @@ def test_imports_stay_within_their_share_of_the_context_budget(tok):
     body = "".join(f"    x_{i} = name_{i}(x_{i - 1})\n" for i in range(1, 300))
     text = imports + "def run(x_0):\n" + body
     b = _builder(tok, prefix_tokens=128, suffix_tokens=0)
-    b.build(PromptRequest(text, text.count("\n") - 1, 4, context_tokens=300))
+    b.build(PromptRequest(text, text.count("\n") - 1, 4, path="run.py", context_tokens=300))
     lines = [x + "\n" for x in text.split("\n")]
-    header = b.import_header(lines, 250, 100)
+    header = b.import_header(lines, 250, 100, b.outline(lines, 250, 250, "python"))
     assert header.startswith("from pkg.module_0 import name_0\n") and header.endswith("\n")
     assert 0 < b.count(header) <= 100 and header.count("\n") < 200  # whole statements, cut at the budget
 
 
-def test_import_statements_of_each_language():
+def _outline(src: str, lang: str, row: int):
+    from slm_lsp.engine.prompt import PromptBuilder
+
+    lines = [x + "\n" for x in src.split("\n")]
+    return lines, PromptBuilder.outline(_OutlineOnly(), lines, row, row, lang)
+
+
+class _OutlineOnly:
+    """What ``PromptBuilder.outline`` uses of the builder (no tokenizer needed)."""
+
+    def __init__(self) -> None:
+        from collections import OrderedDict
+
+        self._outlines = OrderedDict()
+
+
+@pytest.mark.parametrize(("lang", "src", "want"), [
+    ("python", "import os\nfrom x import (\n    a,\n    b,\n)\nfrom .y import z  # c\n\"\"\"Doc:\nimport this\n"
+     "from here import nothing\n\"\"\"\nx = 1\nif x:\n    import inner\nend = 2\n",
+     ["import os\n", "from x import (\n    a,\n    b,\n)\n", "from .y import z  # c\n"]),
+    ("typescript", "import {\n  q,\n} from \"m\";\nimport d from './d'; import e from './e';\nconst r = require('r');\n"
+     "const end = 1;\n", ["import {\n  q,\n} from \"m\";\n", "import d from './d'; import e from './e';\n",
+                          "const r = require('r');\n"]),
+    ("rust", "use std::{\n    io,\n};\nextern crate alloc;\nfn end() {}\n",
+     ["use std::{\n    io,\n};\n", "extern crate alloc;\n"]),
+    ("c", "#include <stdio.h>\n#ifdef X\n#include \"x.h\"\n#endif\nint end;\n",
+     ["#include <stdio.h>\n", "#include \"x.h\"\n"]),
+    ("go", "package main\n\nimport (\n\t\"fmt\"\n)\n\nvar end = 1\n", ["import (\n\t\"fmt\"\n)\n"]),
+    ("java", "package a;\nimport a.b.C;\nimport static a.D.e;\nclass End {}\n",
+     ["import a.b.C;\n", "import static a.D.e;\n"]),
+])
+def test_import_statements_of_each_language(lang, src, want):
+    """Top-level import statements, whole, found by the parser: not text that looks like one
+    inside a string, not an import nested in a block."""
     from slm_lsp.engine.prompt import import_statements
 
-    src = ("import os\nfrom x import (\n    a,\n    b,\n)\nfrom .y import z  # c\nimport {\n  q,\n} from \"m\";\n"
-           "use std::{\n    io,\n};\n#include <stdio.h>\nimport (\n\t\"fmt\"\n)\nx = 1\n    import inner\n"
-           "from_here = 2\n")
-    got = import_statements([x + "\n" for x in src.split("\n")])
-    assert got == ["import os\n", "from x import (\n    a,\n    b,\n)\n", "from .y import z  # c\n",
-                   "import {\n  q,\n} from \"m\";\n", "use std::{\n    io,\n};\n", "#include <stdio.h>\n",
-                   "import (\n\t\"fmt\"\n)\n"]
+    lines, shape = _outline(src, lang, src.count("\n") - 1)
+    assert import_statements(lines, shape, len(lines)) == want
 
 
 def test_scope_headers_function():
     from slm_lsp.engine.prompt import scope_headers
 
-    lines = [x + "\n" for x in ["class A:", "    x = 1", "    def f(self):", "        # c", "        y = 2",
-                                "        z = 3"]]
-    assert scope_headers(lines, 4, 5) == "class A:\n    def f(self):\n"
-    assert scope_headers(lines, 0, 5) == ""
-    brace = [x + "\n" for x in ["int main() {", "  if (x) {", "    a();", "  }", "  b();"]]
-    assert scope_headers(brace, 2, 2) == "int main() {\n  if (x) {\n"
-    assert scope_headers(brace, 4, 4) == "int main() {\n"
+    src = "class A:\n    x = 1\n    def f(self):\n        # c\n        y = 2\n        z = 3\n"
+    assert scope_headers(*_outline(src, "python", 4)) == "class A:\n    def f(self):\n"
+    assert scope_headers(*_outline(src, "python", 0)) == ""
+    brace = "int main() {\n  if (x) {\n    a();\n  }\n  b();\n}\n"
+    assert scope_headers(*_outline(brace, "c", 2)) == "int main() {\n  if (x) {\n"
+    assert scope_headers(*_outline(brace, "c", 4)) == "int main() {\n"
+    # A signature over several lines is the whole header (up to its colon), decorators are not.
+    long_def = "@cached\ndef total(\n    items,\n    tax,\n) -> float:\n    s = 0\n    return s\n"
+    assert scope_headers(*_outline(long_def, "python", 5)) == "def total(\n    items,\n    tax,\n) -> float:\n"
+    js = "export class Cart {\n  add(item) {\n    for (const x of this.items) {\n      use(x);\n    }\n  }\n}\n"
+    assert scope_headers(*_outline(js, "javascript", 3)) == (
+        "export class Cart {\n  add(item) {\n    for (const x of this.items) {\n")
+
+
+def test_headers_of_a_window_far_down_a_huge_file(tok):
+    """Past ``OUTLINE_MAX_LINES`` the parse starts at a top-level line above the window, and the
+    imports come from the top of the file."""
+    from slm_lsp.engine.prompt import OUTLINE_MAX_LINES
+
+    methods = "".join(f"    def m{i}(self, x):\n        y = x + {i}\n        return y\n\n" for i in range(7000))
+    text = "import os\nfrom a import b\n\nclass Big:\n" + methods
+    assert text.count("\n") > OUTLINE_MAX_LINES
+    line = text.count("\n") - 2  # "return y" of the last method
+    b = _builder(tok, prefix_tokens=64, suffix_tokens=0)
+    p = b.build(PromptRequest(text, line, 8, path="big.py", document_key="big", context_tokens=256))
+    assert p.prefix.startswith("        y = x + 6998\n")  # the window starts inside m6998
+    assert tok.detokenize(p.head).startswith("import os\nfrom a import b\nclass Big:\n    def m6998(self, x):\n"
+                                             + p.prefix)

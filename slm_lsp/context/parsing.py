@@ -4,6 +4,10 @@ For each file we keep its definitions (functions, classes, methods, types: name,
 lines, first docstring/comment line, class fields) and its imports, as plain data that is cheap
 to persist. Bodies are not kept: the context shows what a name *is*, not how it is implemented.
 Languages: Python, JavaScript, TypeScript/TSX, Go, Rust, Java, C, C++.
+
+``outline`` serves prompt building: where the top-level import statements of a piece of code
+are, and the headers of the scopes that enclose its last line (a cut prefix window gets them
+back). It is the same parser as the index's, not a second set of regexes.
 """
 
 from __future__ import annotations
@@ -129,6 +133,15 @@ _CONTAINERS = {"impl_item", "namespace_definition", "export_statement", "decorat
                "program", "module", "source_file", "translation_unit", "statement_block", "class_body",
                "field_declaration_list", "interface_body", "enum_body", "block"}
 _COMMENTS = {"comment", "line_comment", "block_comment"}
+IMPORT_NODES = frozenset({"import_statement", "import_from_statement", "future_import_statement",
+                          "import_declaration", "use_declaration", "extern_crate_declaration", "preproc_include",
+                          "using_declaration"})
+"""Statements that bring names into a file, in every language above."""
+_BLOCKS = frozenset({"block", "compound_statement", "statement_block", "class_body", "declaration_list",
+                     "field_declaration_list", "interface_body", "enum_body", "constructor_body", "switch_body",
+                     "switch_block", "match_block", "object_type", "enum_variant_list"})
+"""Bodies: a node whose body encloses a line is a scope of that line, and its header is what
+comes before the body."""
 _DOC_OPEN = re.compile(r"^[rRbBuUfF]*(?:\"\"\"|\'\'\'|\"|\')")
 
 
@@ -252,8 +265,7 @@ class _Extractor:
                             and value.type in ("arrow_function", "function_expression", "function"):
                         d = self.add(decl, "function", parent, sig_node=child)
                         d.signature = self.lines[child.start_point[0]].rstrip()
-            elif t in ("import_statement", "import_from_statement", "import_declaration", "import_spec",
-                       "use_declaration", "preproc_include"):
+            elif t in IMPORT_NODES or t == "import_spec":
                 self.add_import(child)
             elif t in _CONTAINERS or t == "import_spec_list" or t.startswith("preproc_if"):
                 inner = parent
@@ -372,3 +384,59 @@ def parse_source(text: str, lang: str) -> ParsedFile:
     ex = _Extractor(source, lang)
     ex.walk(tree.root_node, "")
     return ParsedFile(lang, ex.defs, ex.imports)
+
+
+@dataclass(frozen=True)
+class Outline:
+    """Line spans (0-based, first and last line included) in a piece of code."""
+
+    imports: tuple[tuple[int, int], ...] = ()
+    """Each top-level import statement (``require`` declarations in JavaScript too)."""
+    scopes: tuple[tuple[int, int], ...] = ()
+    """The header of each scope (class, function, method, block statement) that encloses the
+    line asked about, outermost first: its lines before its body, at most
+    ``MAX_SIGNATURE_LINES``, none at or below that line."""
+
+
+def outline(text: str, lang: str, row: int) -> Outline:
+    """The ``Outline`` of ``text`` in ``lang`` for line ``row`` (raises KeyError for an unknown
+    language). Give it the code below ``row`` too: an unclosed brace above it would otherwise
+    make the scopes an ERROR node."""
+    source = text.encode("utf-8", errors="replace")
+    root = parser_for(lang).parse(source).root_node
+    imports: list[tuple[int, int]] = []
+    _top_level_imports(root, imports)
+    lines = source.split(b"\n")
+    if not 0 <= row < len(lines) or not lines[row].strip():
+        return Outline(tuple(imports))
+    column = len(lines[row]) - len(lines[row].lstrip())
+    child = root.named_descendant_for_point_range((row, column), (row, column))
+    scopes: list[tuple[int, int]] = []
+    node = child.parent if child is not None else None
+    while node is not None:
+        first = node.start_point[0]
+        if child.type in _BLOCKS and node.type not in _BLOCKS and first < row:
+            before = child.prev_sibling
+            while before is not None and before.type in _COMMENTS:
+                before = before.prev_sibling
+            last = max(first, _last_row(before)) if before is not None else first
+            scopes.append((first, min(last, row - 1, first + MAX_SIGNATURE_LINES - 1)))
+        child, node = node, node.parent
+    return Outline(tuple(imports), tuple(reversed(scopes)))
+
+
+def _top_level_imports(node: Any, out: list[tuple[int, int]]) -> None:
+    for child in node.named_children:
+        t = child.type
+        if t in IMPORT_NODES or (t in ("lexical_declaration", "variable_declaration") and b"require(" in child.text):
+            first, last = child.start_point[0], _last_row(child)
+            if not out or first > out[-1][1]:  # two statements on one line: the line once
+                out.append((first, last))
+        elif t.startswith("preproc_if"):  # #ifdef-guarded includes
+            _top_level_imports(child, out)
+
+
+def _last_row(node: Any) -> int:
+    """The last line of ``node`` (a preprocessor line ends at the start of the next one)."""
+    row, column = node.end_point
+    return row - 1 if column == 0 and row > node.start_point[0] else row

@@ -19,10 +19,12 @@ budget, leaving room to type before the next jump.
 from __future__ import annotations
 
 import functools
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from ..context.parsing import Outline, language_of, outline
 from ..context.types import ContextFile
 from .fim import PREFIX_ONLY, SPM, FimTemplate
 
@@ -30,9 +32,13 @@ REFILL_FRACTION = 0.75
 CONTEXT_STEP = 256
 MAX_SCOPE_HEADERS = 4
 IMPORT_SHARE = 3
+"""A cut prefix window gets the file's imports back within 1/IMPORT_SHARE of the context budget."""
 COUNT_CACHE_SIZE = 20000
 """Token counts of this many texts (lines, mostly) are kept, the least recently used dropped first."""
-"""A cut prefix window gets the file's imports back within 1/IMPORT_SHARE of the context budget."""
+OUTLINE_MAX_LINES = 20000
+"""A cut window's scopes are parsed from about this many lines above it (back to a line that starts
+at column 0) and this many below; its imports from the file's first ``OUTLINE_MAX_LINES``."""
+OUTLINE_CACHE_SIZE = 16
 DUPLICATE_FRACTION = 0.6
 DUPLICATE_NEW_LINES = 3
 """A context piece is dropped as a repeat of the visible window when at least
@@ -105,6 +111,7 @@ class PromptBuilder:
         """The context pieces that made it into the last prompt (status and tests read them)."""
         # Least recently used first out: a full cache never drops the lines being typed around.
         self._count_cached = functools.lru_cache(maxsize=COUNT_CACHE_SIZE)(self._count_uncached)
+        self._outlines: OrderedDict[tuple[str, int, int, str], Outline] = OrderedDict()
 
     # -- token counting ---------------------------------------------------------------------
     def count(self, text: str) -> int:
@@ -206,22 +213,52 @@ class PromptBuilder:
         prefix = "".join(lines[start:line]) + before
         suffix = after + "".join(lines[line + 1:line + 1 + n_after]) if self.suffix_tokens else ""
         headers = ""
-        if req.context_tokens is not None and req.file_headers and start > 0:
-            headers = self.import_header(lines, start, req.context_tokens // IMPORT_SHARE) + scope_headers(
-                lines, start, line)
+        lang = language_of(req.path) if req.path else None
+        if req.context_tokens is not None and req.file_headers and start > 0 and lang is not None:
+            shape = self.outline(lines, start, line, lang)
+            headers = self.import_header(lines, start, req.context_tokens // IMPORT_SHARE, shape) + scope_headers(
+                lines, shape)
         if req.context:
             req = replace(req, context=self.fit_context(req, prefix, suffix, self.count(headers)))
         self.last_context = req.context
         self.last_prompt = self.layout(prefix, suffix, self.context_text(req), headers)
         return self.last_prompt
 
-    def import_header(self, lines: list[str], start: int, budget: int) -> str:
+    def outline(self, lines: list[str], start: int, line: int, lang: str) -> Outline:
+        """The imports of the file and the scopes enclosing the first non-blank line of a prefix
+        window starting at ``start``, from tree-sitter (``context.parsing``), in line numbers of
+        ``lines``. Parsed again only when the lines above the window change (the last
+        ``OUTLINE_MAX_LINES`` of them): while typing inside it, the window's start stays
+        (sticky) and so does what encloses it."""
+        target = next((i for i in range(start, line + 1) if lines[i].strip()), start)
+        near = max(0, target - OUTLINE_MAX_LINES)
+        key = (lang, near, target, "".join(lines[near:target + 1]))
+        hit = self._outlines.get(key)
+        if hit is not None:
+            self._outlines.move_to_end(key)
+            return hit
+        first = near
+        while first > 0 and not _top_level(lines[first]):
+            first -= 1  # a parse that starts inside a scope cannot tell what encloses the target
+        found = outline("".join(lines[first:target + 1 + OUTLINE_MAX_LINES]), lang, target - first)
+        scopes = tuple((a + first, b + first) for a, b in found.scopes)
+        if first == 0:
+            imports = found.imports
+        else:  # imports are at the top, far above
+            imports = outline("".join(lines[:min(start, OUTLINE_MAX_LINES)]), lang, -1).imports
+        hit = Outline(imports, scopes)
+        self._outlines[key] = hit
+        if len(self._outlines) > OUTLINE_CACHE_SIZE:
+            self._outlines.popitem(last=False)
+        return hit
+
+    def import_header(self, lines: list[str], start: int, budget: int, shape: Outline) -> str:
         """The file's import statements above a cut prefix window, whole statements in file
         order up to ``budget`` tokens: the names the code is about to use, even when the window
         no longer shows where they come from."""
         out: list[str] = []
         used = 0
-        for statement in import_statements(lines[:start]):
+        for statement in import_statements(lines, shape, start):
             cost = self.count(statement)
             if used + cost > budget:
                 break
@@ -299,55 +336,24 @@ def _duplicates(text: str, visible: set[str]) -> bool:
     return bool(lines) and shown >= DUPLICATE_FRACTION * len(lines) and len(lines) - shown < DUPLICATE_NEW_LINES
 
 
-IMPORT_STARTS = ("import ", "from ", "use ", "pub use ", "#include", "import(", "import{", "using ", "require ")
+def import_statements(lines: list[str], shape: Outline, end: int) -> list[str]:
+    """The text of the top-level import statements in ``shape`` that end above line ``end``."""
+    return [_lines_text(lines, a, b) for a, b in shape.imports if b < end]
 
 
-def import_statements(lines: list[str]) -> list[str]:
-    """Top-level import statements (Python, JS/TS, Go, Rust, Java, C/C++) among ``lines``,
-    each with its continuation lines (until brackets balance)."""
-    out: list[str] = []
-    i = 0
-    while i < len(lines):
-        text = lines[i]
-        if not text.startswith(IMPORT_STARTS) or (text.startswith("from ") and " import" not in text
-                                                  and not text.rstrip().endswith("\\")):
-            i += 1
-            continue
-        statement = [text]
-        depth = _depth(text)
-        while (depth > 0 or statement[-1].rstrip().endswith("\\")) and i + 1 < len(lines) and len(statement) < 200:
-            i += 1
-            statement.append(lines[i])
-            depth += _depth(lines[i])
-        out.append("".join(statement) if statement[-1].endswith("\n") else "".join(statement) + "\n")
-        i += 1
-    return out
+def scope_headers(lines: list[str], shape: Outline) -> str:
+    """The header lines of the innermost ``MAX_SCOPE_HEADERS`` scopes in ``shape``, outermost first."""
+    return "".join(_lines_text(lines, a, b) for a, b in shape.scopes[-MAX_SCOPE_HEADERS:])
 
 
-def _depth(text: str) -> int:
-    return text.count("(") + text.count("{") - text.count(")") - text.count("}")
+def _top_level(text: str) -> bool:
+    """Whether a line starts a top-level statement (or ends a top-level block)."""
+    return bool(text.strip()) and not text[0].isspace()
 
 
-def scope_headers(lines: list[str], start: int, line: int) -> str:
-    """The header lines (``class``/``def``/function lines) of the scopes that enclose a prefix
-    window starting at ``start``, found by indentation, outermost first ("" when not cut)."""
-    if start <= 0:
-        return ""
-    first = next((x for x in lines[start:line + 1] if x.strip()), "")
-    threshold = len(first) - len(first.lstrip())
-    found: list[str] = []
-    for j in range(start - 1, -1, -1):
-        text = lines[j]
-        stripped = text.strip()
-        if threshold == 0 or len(found) >= MAX_SCOPE_HEADERS:
-            break
-        if not stripped or stripped[0] in ")]}#@/*" or stripped.startswith(("//", "--")):
-            continue
-        indent = len(text) - len(text.lstrip())
-        if indent < threshold:
-            found.append(text if text.endswith("\n") else text + "\n")
-            threshold = indent
-    return "".join(reversed(found))
+def _lines_text(lines: list[str], first: int, last: int) -> str:
+    text = "".join(lines[first:last + 1])
+    return text if text.endswith("\n") else text + "\n"
 
 
 def _near_end(suffix: str, lines: int) -> int:
