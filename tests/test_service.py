@@ -306,3 +306,17 @@ def test_after_close_loads_and_adapters_fail_instead_of_waiting_for_ever(tmp_pat
     with pytest.raises(ModelLoadError, match="closed"):
         e.set_adapter(str(lora_adapter(tmp_path / "a.gguf"))).result(timeout=10)
     assert e.complete(req(), timeout=10).reason in ("cancelled", "no-model")
+
+
+def test_a_load_whose_caller_gave_up_still_completes_quietly(engine, tmp_path, caplog):
+    other = tmp_path / "other.gguf"
+    shutil.copy(TINY_MODEL, other)
+    pending = engine.load(str(other))
+    assert pending.cancel()  # e.g. the awaiting LSP handler was cancelled
+    for _ in range(600):
+        if engine.status().model == str(other):
+            break
+        time.sleep(0.05)
+    assert engine.status().model == str(other)
+    _still_answers(engine)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

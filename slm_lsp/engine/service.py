@@ -20,8 +20,9 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import Config, ModelConfig
 from .cache import ResultCache
@@ -139,6 +140,17 @@ class _Loaded:
 
 class _Close:
     """The last job: the worker closes the runner and stops."""
+
+
+def _settle(future: Future[Any], result: object = None, error: BaseException | None = None) -> None:
+    """Resolve a future that its caller may have cancelled meanwhile (then nobody waits for it)."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 class CompletionEngine:
@@ -261,7 +273,7 @@ class CompletionEngine:
                     if runner is not None:
                         runner.close()  # never handed over: this thread still owns it
                     self._pending_loads -= 1
-                    done.set_exception(ModelLoadError("the engine is closed"))
+                    _settle(done, error=ModelLoadError("the engine is closed"))
                     self._open_gate()
                     return
                 self._jobs.appendleft(lambda: self._swap(runner, error, done))  # before waiting requests
@@ -317,7 +329,7 @@ class CompletionEngine:
                 self._set_state("ready", self.runner.name)
             else:
                 self._set_state("error", str(error))
-            done.set_exception(error)
+            _settle(done, error=error)
             return
         old, self.runner = self.runner, runner
         self._rebuild_builder()
@@ -326,7 +338,7 @@ class CompletionEngine:
         if old is not None:
             old.close()
         self._set_state("ready", runner.name)
-        done.set_result(None)
+        _settle(done, None)
 
     def set_adapter(self, path: str | None) -> Future[None]:
         """Apply a GGUF LoRA adapter to the loaded model (None: remove it). The file is checked
@@ -349,7 +361,7 @@ class CompletionEngine:
                     if self.probe_files:
                         probe(model, path)
             except Exception as exc:
-                done.set_exception(exc)
+                _settle(done, error=exc)
                 return
 
             def apply(runner: LlamaRunner) -> None:
@@ -359,10 +371,7 @@ class CompletionEngine:
 
             def applied(f: Future[object]) -> None:
                 error = f.exception()
-                if error is not None:
-                    done.set_exception(error)
-                else:
-                    done.set_result(None)
+                _settle(done, None, error)
 
             self.call(apply).add_done_callback(applied)
 
@@ -416,9 +425,9 @@ class CompletionEngine:
                 if self.builder is not None and self.builder.template != self.runner.template:
                     self._rebuild_builder()  # an adapter brought (or took away) its own FIM template
                 self._publish()
-                done.set_result(result)
+                _settle(done, result)
             except Exception as exc:
-                done.set_exception(exc)
+                _settle(done, error=exc)
 
         if not self._enqueue(job):
             done.set_exception(ModelLoadError("the engine is closed"))
