@@ -1,7 +1,9 @@
 """``slm-lsp bench index REPO``: the repo index on a large repository.
 
 Prints: the full index time and the process's peak memory (ru_maxrss) from a cold cache, the
-restart time from the saved index, the whole-repository window index's build time and memory,
+restart time from the saved index, the file watcher's start time and the directories it watches
+(of all those in the tree: ignored ones get no watch), the whole-repository window index's build
+time and memory,
 the time to apply a single-file change (parse + publish a new snapshot), and p50/p95 context
 assembly time per completion request at random positions in function bodies (all sources on,
 the current file hidden as in the evaluation, stickiness off).
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from ..context.index import ContextIndex
 from ..context.provider import ContextOptions, ContextProvider
+from ..context.watch import IndexWatcher
 from . import percentile
 
 
@@ -40,12 +43,23 @@ def run_index_bench(args: argparse.Namespace) -> int:
     print(f"repo {repo}: {st['files']} files, {st['lines']} lines, {st['definitions']} definitions")
     print(f"full index (cold cache):     {full:7.2f} s  ({st['lines'] / max(full, 1e-9):,.0f} lines/s)")
     print(f"peak memory (ru_maxrss):     {_rss_mb():7.0f} MB  (before indexing {base:.0f} MB)")
-    size = index.cache_file.stat().st_size if index.cache_file and index.cache_file.exists() else 0
-    print(f"saved index:                 {size / 1e6:7.1f} MB")
+    if index.save_error:
+        print(f"saved index:                 none, kept in memory ({index.save_error})")
+    else:
+        size = index.cache_file.stat().st_size if index.cache_file and index.cache_file.exists() else 0
+        print(f"saved index:                 {size / 1e6:7.1f} MB")
     t0 = time.perf_counter()
     again = ContextIndex(repo, cache)
     again.build()
     print(f"restart (saved index):       {time.perf_counter() - t0:7.2f} s  ({again.stats['parsed']} files parsed)")
+
+    all_dirs, watched_dirs = _directories(index)
+    watcher = IndexWatcher(index)
+    t0 = time.perf_counter()
+    watcher.start()
+    print(f"file watcher start:          {time.perf_counter() - t0:7.2f} s  ({watcher.mode}; {watched_dirs:,} of "
+          f"{all_dirs:,} directories watched, the others ignored)")
+    watcher.stop()
 
     rng = random.Random(0)
     paths = sorted(index.snapshot.files, key=lambda p: -index.snapshot.files[p].lines)
@@ -91,3 +105,13 @@ def run_index_bench(args: argparse.Namespace) -> int:
         print(f"  {name:12s} p50 {percentile(spent_ms, 50):6.1f} ms  p95 {percentile(spent_ms, 95):6.1f} ms")
     print(f"peak memory at the end:      {_rss_mb():7.0f} MB")
     return 0
+
+
+def _directories(index: ContextIndex) -> tuple[int, int]:
+    """Directories in the tree (links not followed) and those the watcher watches."""
+    total = watched = 0
+    for dirpath, _dirnames, _files in os.walk(index.root):
+        total += 1
+        rel = os.path.relpath(dirpath, index.root).replace(os.sep, "/")
+        watched += rel == "." or not index.rules.ignored(rel, is_dir=True)
+    return total, watched
