@@ -118,6 +118,7 @@ def register(server: "SlmLanguageServer") -> None:
             await load_model(ls)
 
     @server.feature(types.SHUTDOWN)
-    def shutdown(ls: "SlmLanguageServer", params: None) -> None:
+    async def shutdown(ls: "SlmLanguageServer", params: None) -> None:
         ls.context.stop()
-        ls.engine.close()
+        # The worker closes the model once its job is done: wait for that off the event loop.
+        await asyncio.to_thread(ls.engine.close)
