@@ -77,7 +77,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
         except PullError as exc:
             _print_download_failure(configured or DEFAULT_MODEL, exc, args.location)
             return 2
-    engine = CompletionEngine(result.config)
+    # No probe in a child process: a crash here ends this one command, not an editor's server.
+    engine = CompletionEngine(result.config, probe_files=False)
     t0 = time.perf_counter()
     try:
         engine.load(str(path)).result()
