@@ -155,7 +155,7 @@ def _check_value(name: str, value: Any, kind: Any) -> Any:
     elif kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        if isinstance(value, str) and re.fullmatch(r"-?\d{1,30}", value.strip()):  # longer: out of any range
             return int(value)
     elif kind is str:
         if isinstance(value, str):

@@ -126,6 +126,13 @@ def test_invalid_type_names_the_field_and_keeps_the_default(settings, field):
     assert result.config == Config()
 
 
+def test_a_number_string_of_thousands_of_digits_names_the_field():
+    # int() refuses strings over 4300 digits with a message that named no setting.
+    result = merge_config({"model": {"threads": "9" * 5000}})
+    assert "expected int" in _only_error(result.errors, "model.threads")
+    assert result.config.model.threads == 0
+
+
 def test_invalid_value_keeps_the_other_valid_values():
     result = merge_config({"model": {"threads": "x", "nCtx": 2048}})
     _only_error(result.errors, "model.threads")
