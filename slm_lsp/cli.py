@@ -150,6 +150,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.index import run_index_bench
 
         return run_index_bench(args)
+    if args.bench == "loop":
+        from .bench.loop import run_loop_bench
+
+        return run_loop_bench(args)
     from .bench.humaneval import run_humaneval_bench
 
     return run_humaneval_bench(args)
@@ -224,6 +228,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="HumanEval-SingleLineInfilling.jsonl(.gz)")
     b.add_argument("--typed", type=int, default=0, metavar="K",
                    help="first ask with the last K prefix characters untyped (answer through KV reuse)")
+    b.add_argument("-v", "--verbose", action="store_true")
+    _model_args(b)
+    b = bsub.add_parser("loop", help="the event loop's longest stall while typing into a 50,000-line file")
+    b.add_argument("file", nargs="?", help="the file to type into (default: a generated Python file)")
+    b.add_argument("--lines", type=int, default=50_000, help="lines of the generated file")
+    b.add_argument("--chars", type=int, default=600, help="characters to type")
+    b.add_argument("--every", type=int, default=6, help="characters typed between completion requests")
+    b.add_argument("--interval-ms", type=float, default=15.0, help="time between keystrokes")
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
     b = bsub.add_parser("index", help="repo index: full index time, peak memory, one-file update, context p50/p95")

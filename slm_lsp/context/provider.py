@@ -68,6 +68,17 @@ ranked first (2.5), they took smolagents from 4 to 8 exact lines of 23 but pushe
 and cost openai-agents 3 of 30; ranked here, 8 of 23 and 8 of 30 (1.5B, cross-file lines)."""
 INLINE_SYNC_FILES = 8
 """Up to this many changed files, a request brings the window index up to date itself."""
+MAX_SOURCE_LINES = 4000
+"""The sources read a file being edited through this many lines around the cursor: they scan
+what they read in Python on every request (the names used, windows like the cursor's), and
+threads that compute hold the GIL the event loop needs; on a 50,000-line file the whole scan
+took 70 ms per request and stalled the loop past 100 ms."""
+CURRENT_PARSE_CHARS = 100_000
+"""A file being edited that the index does not hold parsed (not indexed, or too large) is parsed
+for its imports and own names up to about this many characters, whole lines: it is parsed again
+whenever that part changed, and tree-sitter holds the GIL while it parses (150 ms for 50,000
+lines, a stall of the server's event loop on every request). Imports are at the top; names
+defined further down only go missing from the file's own names."""
 
 T = TypeVar("T")
 
@@ -205,6 +216,8 @@ class ContextProvider:
         lang = language_of(rel)
         if lang is None:
             return [], set()
+        if len(text) > CURRENT_PARSE_CHARS:  # the head, in whole lines: imports are at the top
+            text = text[:text.rfind("\n", 0, CURRENT_PARSE_CHARS) + 1]
         digest = hashlib.blake2b(text.encode("utf-8", "replace"), digest_size=16).hexdigest()
         hit = self._parsed.get(key)
         if hit is not None and hit[0] == digest:
@@ -227,6 +240,11 @@ class ContextProvider:
             return result
         snap = index.snapshot.hide(rel) if hide_current else index.snapshot
         lines = text.split("\n")
+        scope = scope_key(lines, line)
+        full_line = line
+        if len(lines) > MAX_SOURCE_LINES:  # the sources see the part of a huge file around the cursor
+            first = max(0, min(line - MAX_SOURCE_LINES // 2, len(lines) - MAX_SOURCE_LINES))
+            lines, line = lines[first:first + MAX_SOURCE_LINES], line - first
         lang = language_of(rel) or ""
         imports: list[Import] = []
         own: set[str] = set()
@@ -239,7 +257,6 @@ class ContextProvider:
             "definitions", lambda d: find_definitions(snap, rel, lang, lines, line, imports, own, d),
             [], timings) if lang else []
         found = found[:MAX_DEFINITIONS]
-        scope = scope_key(lines, line)
         sticky = self._sticky.get(key)
         fresh = sticky is not None and sticky.scope == scope and all(
             (e.version if (e := snap.entry(p)) is not None else -1) == v for p, v in sticky.versions.items())
@@ -251,7 +268,7 @@ class ContextProvider:
                 return result
             head = sticky.head  # only the definitions part changes: the head keeps its KV cells
         else:
-            head = (self._recent_part(rel, line, timings) + self._same_file_part(rel, lines, line, timings)
+            head = (self._recent_part(rel, full_line, timings) + self._same_file_part(rel, lines, line, timings)
                     + self._similar_part(index, snap, rel, lines, line, imports, lang, timings))
         defs = _definition_files(found)
         # The file's own windows do not make it stale: its buffer changes on every keystroke.

@@ -1,6 +1,6 @@
 """LSP features: thin adapters from LSP params to a plain engine call. One module per method."""
 
-from . import commands, completion, context, documents, inline_completion, lifecycle
+from . import commands, completion, context, documents, inline_completion, lifecycle, loop_stall
 
 FEATURES = [
     lifecycle.register,
@@ -9,4 +9,5 @@ FEATURES = [
     inline_completion.register,
     completion.register,
     commands.register,
+    loop_stall.register,
 ]
