@@ -4,6 +4,7 @@ subprocess), the tiny generated GGUF models, and the real model from SLM_LSP_TES
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +19,10 @@ import sitecustomize  # noqa: E402,F401  (blocks the network in this process)
 from tests.tiny_model import build_tiny_gguf  # noqa: E402
 
 _TMP = Path(tempfile.mkdtemp(prefix="slm-lsp-tests-"))
+TEST_TMP = _TMP
+"""What the tests write outside pytest's ``tmp_path`` (models, caches, the e2e workspaces made at
+import time) lives under this folder; it is removed when the session ends (kept with
+SLM_LSP_KEEP_TEST_TMP=1, to look at the servers' logs)."""
 TINY_MODEL = build_tiny_gguf(_TMP / "tiny-qwen-coder.gguf")
 TINY_MODEL_NO_FIM_METADATA = build_tiny_gguf(_TMP / "tiny-no-fim-metadata.gguf", fim_metadata=False)
 CORRUPT_MODEL = _TMP / "corrupt.gguf"
@@ -33,6 +38,11 @@ os.environ.pop("SLM_LSP_MODEL", None)
 os.environ["SLM_LSP_TINY_MODEL"] = str(TINY_MODEL)
 
 REAL_MODEL = os.environ.get("SLM_LSP_TEST_MODEL", "")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not os.environ.get("SLM_LSP_KEEP_TEST_TMP"):
+        shutil.rmtree(_TMP, ignore_errors=True)
 
 
 def server_command(*args: str) -> list[str]:

@@ -19,7 +19,7 @@ from finetune.export import LoraWeight, lora_tensors, write_gguf_adapter
 from slm_lsp.config import merge_config
 from slm_lsp.engine.fim import FimTemplate
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest
-from tests.conftest import TINY_MODEL, server_command
+from tests.conftest import TEST_TMP, TINY_MODEL, server_command
 
 TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
 
@@ -40,7 +40,7 @@ def random_adapter(directory: Path, seed: int = 0) -> Path:
     return path
 
 
-ADAPTER = random_adapter(Path(tempfile.mkdtemp(prefix="slm-lsp-adapter-")))
+ADAPTER = random_adapter(Path(tempfile.mkdtemp(prefix="slm-lsp-adapter-", dir=TEST_TMP)))
 
 
 def test_engine_completion_changes_with_the_adapter_and_its_template():

@@ -532,6 +532,8 @@ class CompletionEngine:
         gen = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
                               cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms)
         if gen.stop_reason == "cancelled":
+            log.info("completion %s cancelled: generation stopped after %d of at most %d tokens",
+                     req.document_key.rsplit("/", 1)[-1], gen.n_generated, cc.max_tokens)
             return CompletionResult("", reason="cancelled", generation=gen)
         text = shaper.finish(gen.text, complete=gen.stop_reason in ("eog", "stop"))
         total = (time.perf_counter() - t0) * 1000

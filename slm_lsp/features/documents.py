@@ -230,6 +230,7 @@ async def run_completion(ls: "SlmLanguageServer", uri: str, position: types.Posi
     request, line_prefix = prepared
     await ls.context.attach(ls, request)
     handle = ls.engine.submit(request)
+    log.debug("completion for %s:%d:%d submitted to the engine", uri, position.line, position.character)
     try:
         result = await asyncio.wrap_future(handle.future)
     except asyncio.CancelledError:

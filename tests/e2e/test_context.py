@@ -13,9 +13,9 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.conftest import TINY_MODEL, server_command
+from tests.conftest import TEST_TMP, TINY_MODEL, server_command
 
-REPO = Path(tempfile.mkdtemp(prefix="slm-ctx-e2e-")) / "repo"
+REPO = Path(tempfile.mkdtemp(prefix="slm-ctx-e2e-", dir=TEST_TMP)) / "repo"
 shutil.copytree(Path(__file__).parent.parent / "data" / "context_repo", REPO)
 CHECKOUT = REPO / "app" / "checkout.py"
 

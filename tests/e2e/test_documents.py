@@ -15,10 +15,10 @@ import pytest_lsp
 from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient
 
-from tests.conftest import TINY_MODEL, server_command
+from tests.conftest import TEST_TMP, TINY_MODEL, server_command
 
 SOURCE = "import math\n\n\ndef circle_area(radius):\n    return \n\n\ndef main():\n    print(circle_area(2.0))\n"
-REPO = Path(tempfile.mkdtemp(prefix="slm-docs-e2e-")) / "repo"
+REPO = Path(tempfile.mkdtemp(prefix="slm-docs-e2e-", dir=TEST_TMP)) / "repo"
 shutil.copytree(Path(__file__).parent.parent / "data" / "context_repo", REPO)
 
 
