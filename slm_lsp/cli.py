@@ -154,6 +154,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.loop import run_loop_bench
 
         return run_loop_bench(args)
+    if args.bench == "fuzz":
+        from .bench.fuzz import run_fuzz_bench
+
+        return run_fuzz_bench(args)
     from .bench.humaneval import run_humaneval_bench
 
     return run_humaneval_bench(args)
@@ -238,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--interval-ms", type=float, default=15.0, help="time between keystrokes")
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
+    b = bsub.add_parser("fuzz", help="fuzzed messages and a cancel storm over stdio: unanswered requests, RSS growth")
+    b.add_argument("--model", help="GGUF file for the server (default: config, $SLM_LSP_MODEL, cache)")
+    b.add_argument("--messages", type=int, default=10_000, help="fuzzed messages to send")
+    b.add_argument("--checkpoint-every", type=int, default=50, help="messages between checkpoints")
+    b.add_argument("--storm-seconds", type=float, default=30.0, help="length of the typing cancel storm")
+    b.add_argument("--rate", type=float, default=100.0, help="completion requests a second in the storm")
+    b.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its answer")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("-v", "--verbose", action="store_true")
     b = bsub.add_parser("index", help="repo index: full index time, peak memory, one-file update, context p50/p95")
     b.add_argument("repo")
     b.add_argument("--requests", type=int, default=200, help="context requests to time")
