@@ -3,7 +3,8 @@
 The messages come from one vocabulary (``Fuzzer``) that takes its choices from a ``Draw``: a
 seeded ``random.Random`` here, hypothesis in ``tests/e2e/test_fuzz.py``. Positions in and out of
 range, inverted ranges, lone surrogates, NULs, huge lines, unknown methods and documents, garbage
-frames, cancels of in-flight and unknown ids, garbage settings and adapter commands. Every
+frames, cancels of in-flight and unknown ids, garbage settings (in didChangeConfiguration and in
+the reply to workspace/configuration) and adapter commands. Every
 ``--checkpoint-every`` messages a normal inline completion must be answered, and every request
 sent so far must have had its answer (LSP answers a cancelled request too). The storm types into
 an open document at ``--rate`` requests a second and cancels most of them.
@@ -215,6 +216,8 @@ class Fuzzer:
         self.client.notify("$/cancelRequest", {"id": target})
 
     def configuration(self, draw: Draw) -> None:
+        # The server asks for its section (workspace/configuration) and gets garbage there too.
+        self.client.settings = fuzz_settings(draw)
         settings = fuzz_settings(draw)
         self.client.notify("workspace/didChangeConfiguration",
                            {"settings": {"slm": settings} if draw.integer(0, 3) else settings})
@@ -303,7 +306,7 @@ def checkpoint(client: WireClient, timeout: float = 60.0) -> bool:
 
 def start_server(command: Sequence[str], stderr: Any = subprocess.DEVNULL) -> WireClient:
     client = WireClient(command, stderr=stderr)
-    client.initialize({"completion": {"maxTokens": 8}})
+    client.initialize({"completion": {"maxTokens": 8}}, capabilities={"workspace": {"configuration": True}})
     client.notify("textDocument/didOpen", did_open(KNOWN_URI, KNOWN_TEXT))
     return client
 
