@@ -109,3 +109,49 @@ async def test_open_buffers_feed_the_index(client: LanguageClient):
         if not any("refund_order" in c["text"] for c in context if c["path"] == "shop/unsaved.py"):
             break
     assert not any("def refund_order" in c["text"] for c in context)
+
+
+async def test_context_settings_apply_without_a_restart(client: LanguageClient):
+    await wait_ready(client)
+    text = CHECKOUT.read_text()
+    uri = open_doc(client, CHECKOUT, text)
+    await inline(client, uri, 8, 10)
+    assert "shop/pricing.py" in (await status(client))["context"]["lastPromptFiles"]
+
+    def configure(context: dict) -> None:
+        client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
+            settings={"slm": {"completion": {"maxTokens": 4, "timeBudgetMs": 5000},
+                              "context": {"timeBudgetMs": 5000, **context}}}))
+
+    version = [1]
+
+    async def ask_fresh() -> list[str]:
+        """A request the result cache cannot answer (a blank line typed at the top)."""
+        version[0] += 1
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version[0]),
+            content_changes=[types.TextDocumentContentChangePartial(
+                range=types.Range(types.Position(0, 0), types.Position(0, 0)), text="\n")]))
+        await inline(client, uri, 8 + version[0] - 1, 10)
+        return (await status(client))["context"]["lastPromptFiles"]
+
+    # Exclude a file: the workspace is indexed again without it.
+    configure({"exclude": ["shop/pricing.py"]})
+    for _ in range(200):
+        indexes = (await status(client))["context"]["indexes"]
+        if indexes and indexes[0]["ready"] and indexes[0]["files"] == 5:
+            break
+        await asyncio.sleep(0.05)
+    assert indexes[0]["files"] == 5
+    files = await ask_fresh()
+    assert "shop/pricing.py" not in files and "shop/cart.py" in files
+    # Disabled: no index, no context; enabled again: the index is back.
+    configure({"enabled": False})
+    for _ in range(200):
+        if not (await status(client))["context"]["indexes"]:
+            break
+        await asyncio.sleep(0.05)
+    assert await ask_fresh() == []
+    configure({})
+    s = await wait_ready(client)
+    assert s["context"]["indexes"][0]["files"] == 6
