@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import tempfile
 import time
@@ -40,6 +41,11 @@ def synthetic_file(n_lines: int) -> str:
 async def replay(command: list[str], text: str, path: Path, chars: int, every: int, interval_ms: float,
                  root: Path, settings: dict[str, Any] | None = None) -> dict[str, Any]:
     client = LanguageClient("slm-lsp-bench-loop", "1")
+
+    @client.feature("slm/status")
+    def _status(_ls: LanguageClient, _params: Any) -> None:  # the server's status notifications
+        pass
+
     await client.start_io(*command)
     await client.initialize_async(types.InitializeParams(
         capabilities=types.ClientCapabilities(), root_uri=root.as_uri(), initialization_options=settings,
@@ -110,6 +116,8 @@ def _as_dict(value: Any) -> dict[str, Any]:
 
 
 def run_loop_bench(args: argparse.Namespace) -> int:
+    # A cancelled request's late answer makes pygls's client log a traceback: noise here.
+    logging.getLogger("pygls").setLevel(logging.CRITICAL)
     with tempfile.TemporaryDirectory(prefix="slm-bench-loop-") as tmp:
         root = Path(tmp) / "workspace"
         root.mkdir()
