@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 BUFFER_DEBOUNCE_S = 0.3
 """An open buffer is parsed into the index once typing has paused this long."""
 RECENT_REGION_LINES = 32
-"""Edits this many lines apart are noted in the ring of recent edits separately; nearer ones
-replace each other while they wait (the ring would merge their chunks anyway)."""
+"""Edits this many lines apart are noted in the ring of recent edits separately; of nearer ones
+waiting together only the last is (the ring would merge their chunks anyway)."""
 INDEX_FIELDS = ("enabled", "max_file_kb", "max_files", "exclude", "watch")
 """Settings whose change rebuilds the indexes."""
 
@@ -63,6 +63,8 @@ class WorkspaceService:
         self._lock = threading.Lock()
         self._buffers: dict[str, Sequence[str]] = {}
         """Open buffers by path: their latest lines (snapshots nobody changes)."""
+        self._edits: list[tuple[str, Sequence[str], int]] = []
+        """Edits not yet in the ring of recent edits (path, lines, line), oldest first."""
         self._watchers: list[IndexWatcher] = []
         self._generation = 0
         """Bumped when the indexes are replaced: a build of an older generation stops."""
@@ -186,11 +188,23 @@ class WorkspaceService:
         edits is fed right away and the index once typing pauses, both off the caller's thread."""
         with self._lock:
             self._buffers[path] = lines
+            if line is not None:
+                self._edits.append((path, lines, line))
         if line is not None:
-            self.debouncer.schedule(("recent", path, line // RECENT_REGION_LINES), 0,
-                                    lambda: self.provider.note_edit(path, lines, line))
+            self.debouncer.schedule("recent", 0, self._note_edits)
         self.debouncer.schedule(("buffer", path), 0 if immediate else self.buffer_debounce_s,
                                 lambda: self._index_buffer(path))
+
+    def _note_edits(self) -> None:
+        """(Scheduler thread, or a request's) Put the edits waiting into the ring of recent
+        edits. A request drains them itself first, so its ring is never behind the keystrokes."""
+        with self._lock:
+            edits, self._edits = self._edits, []
+        for i, (path, lines, line) in enumerate(edits):
+            later = edits[i + 1] if i + 1 < len(edits) else None
+            if later is not None and later[0] == path and abs(later[2] - line) < RECENT_REGION_LINES:
+                continue  # typing on: the next edit's chunk covers this one
+            self.provider.note_edit(path, lines, line)
 
     def buffer_closed(self, path: str) -> None:
         """The buffer was closed (or is no longer offered): the index goes back to the disk."""
@@ -217,5 +231,6 @@ class WorkspaceService:
     # -- requests ---------------------------------------------------------------------------
     def gather(self, key: str, path: str, text: str, line: int) -> ContextResult:
         """The context for a request at ``line`` of ``path`` (blocking: run it off the loop)."""
+        self._note_edits()
         return self.provider.gather(key, path, text, line)
 
