@@ -50,8 +50,10 @@ async def fetch_workspace_settings(ls: "SlmLanguageServer") -> Any:
 
 
 async def load_model(ls: "SlmLanguageServer") -> None:
+    loop = asyncio.get_running_loop()
     try:
-        path = resolve_model(ls.config.model.path)
+        # stat calls and an Ollama manifest read: a path on a dead network mount must not stall the loop
+        path = await loop.run_in_executor(None, resolve_model, ls.config.model.path)
     except ModelNotFound as exc:
         ls.model_error = str(exc)
         ls.engine.no_model(str(exc))
@@ -67,7 +69,6 @@ async def load_model(ls: "SlmLanguageServer") -> None:
                 title="slm-lsp: loading model", message=path.name, percentage=0, cancellable=False))
         except Exception:
             token = None
-    loop = asyncio.get_running_loop()
     last = [-1]
 
     def progress(fraction: float) -> None:
