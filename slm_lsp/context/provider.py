@@ -9,12 +9,16 @@ nearest the file; within a scope the whole context is *sticky*: it is computed a
 the cursor enters another scope, a file it was drawn from changes in the index, or the code now
 uses a name whose definition it lacks. So typing inside a function reuses the cached context
 tokens on every keystroke.
+
+Every piece is marked ``private`` when its file or its text must not go into a remote prompt
+(``privacy.PrivacyFilter``): marked, not dropped, so local prompts keep it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -26,6 +30,7 @@ from typing import TypeVar
 
 from .index import ContextIndex, Snapshot, imported_names
 from .parsing import Import, language_of, parse_source
+from .privacy import PrivacyFilter
 from .sources.definitions import Found, find_definitions, is_test_or_example, resolve_import, same_family
 from .sources.recent import Chunk, RecentChunks
 from .sources.similar import RECENT_BONUS, STRONG_SIMILAR, Snippet, own_snippets, query_tokens, similar_snippets
@@ -126,6 +131,8 @@ class ContextProvider:
         self.options = options or ContextOptions()
         self.indexes: list[ContextIndex] = []
         self.recent = RecentChunks()
+        self.privacy = PrivacyFilter()
+        """Decides which pieces are private; the workspace service sets its folders and patterns."""
         self._sticky: dict[str, _Sticky] = {}
         self._parsed: dict[str, tuple[str, list[Import], set[str]]] = {}
         self._windows: dict[int, WindowIndex] = {}
@@ -179,7 +186,16 @@ class ContextProvider:
     def note_edit(self, path: str, text: str | Sequence[str], line: int) -> None:
         """An edit at ``line`` of ``path`` (its whole text, or its lines) for the recent ring."""
         index, rel = self.locate(path)
-        self.recent.note(rel or path, text, line)
+        private = self.privacy.path_reason(path) is not None
+        self.recent.note(rel or path, text, line, private, origin=path)
+
+    def configure_privacy(self, roots: Sequence[str] | None = None, deny_files: Sequence[str] | None = None) -> None:
+        """Set the workspace folders and ``remote.deny_files`` of the privacy filter (None:
+        unchanged). When that changes what is private, the ring is marked again and the sticky
+        contexts, marked by the old rules, are dropped."""
+        if self.privacy.configure(roots, deny_files):
+            self._sticky.clear()
+            self.recent.remark(lambda origin: self.privacy.path_reason(origin) is not None)
 
     def forget(self, key: str) -> None:
         self._sticky.pop(key, None)
@@ -268,9 +284,10 @@ class ContextProvider:
                 return result
             head = sticky.head  # only the definitions part changes: the head keeps its KV cells
         else:
-            head = (self._recent_part(rel, full_line, timings) + self._same_file_part(rel, lines, line, timings)
-                    + self._similar_part(index, snap, rel, lines, line, imports, lang, timings))
-        defs = _definition_files(found)
+            head = self._recent_part(rel, full_line, timings) + self._mark(index, (
+                self._same_file_part(rel, lines, line, timings)
+                + self._similar_part(index, snap, rel, lines, line, imports, lang, timings)))
+        defs = self._mark(index, _definition_files(found))
         # The file's own windows do not make it stale: its buffer changes on every keystroke.
         versions = {p: e.version for p in {f.path for f in head} | {f.path for f in found}
                     if p != rel and (e := snap.entry(p)) is not None}
@@ -283,7 +300,13 @@ class ContextProvider:
     def _recent_part(self, rel: str, line: int, timings: dict[str, float]) -> list[ContextFile]:
         none: list[Chunk] = []
         chunks = self._run("recent", lambda d: self.recent.chunks(rel, (line - 64, line + 64)), none, timings)
-        return [ContextFile(c.path, c.text, 0.5 + 0.01 * i) for i, c in enumerate(chunks)]
+        return [ContextFile(c.path, c.text, 0.5 + 0.01 * i, private=c.private) for i, c in enumerate(chunks)]
+
+    def _mark(self, index: ContextIndex, files: list[ContextFile]) -> list[ContextFile]:
+        """Mark the pieces drawn from ``index`` that are private by their file or their text."""
+        for f in files:
+            f.private = f.private or self.privacy.private(os.path.join(index.root, f.path), f.text)
+        return files
 
     def _same_file_part(self, rel: str, lines: list[str], line: int, timings: dict[str, float]) -> list[ContextFile]:
         none: list[Snippet] = []

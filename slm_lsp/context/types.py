@@ -17,3 +17,7 @@ class ContextFile:
     share: float = 0.0
     """Pieces with a share are kept before all others (by priority) as long as together they take
     at most this fraction of the budget: a source that must not be crowded out by another."""
+    private: bool = False
+    """The piece comes from a file that looks like a secret, that git ignores or that
+    ``remote.deny_files`` names, or its text looks like a secret (``context/privacy.py``): it
+    never goes into a prompt sent to a remote model. Local prompts still use it."""

@@ -7,7 +7,10 @@ callback); ``features/context.py`` adapts it to the server.
   scheduler for all buffers and watchers), the ring of recent edits at once; the buffer's text
   is joined from its lines there, off the event loop;
 * ``configure``: changed settings apply without a restart: sources and time budget at once;
-  ``enabled``, ``exclude``, ``maxFileKb``, ``maxFiles`` and ``watch`` rebuild the indexes.
+  ``enabled``, ``exclude``, ``maxFileKb``, ``maxFiles`` and ``watch`` rebuild the indexes;
+  ``remote.deny_files`` and the workspace folders reach the privacy filter;
+* ``private_reason``: why the buffer being completed must not go into a remote prompt (the
+  pieces of context carry their own ``private`` marks).
 
 Index lifecycle work (creating, stopping, closing buffers) runs on the scheduler's thread, so
 the caller (the event loop) never waits on the disk.
@@ -65,6 +68,9 @@ class WorkspaceService:
         """Open buffers by path: their latest lines (snapshots nobody changes)."""
         self._edits: list[tuple[str, Sequence[str], int]] = []
         """Edits not yet in the ring of recent edits (path, lines, line), oldest first."""
+        self._privacy: tuple[list[str] | None, list[str] | None] | None = None
+        """Folders and deny patterns not yet given to the privacy filter (it resolves links and
+        marks the ring again: not on the caller's thread)."""
         self._watchers: list[IndexWatcher] = []
         self._generation = 0
         """Bumped when the indexes are replaced: a build of an older generation stops."""
@@ -75,8 +81,12 @@ class WorkspaceService:
         return self._started
 
     # -- settings and lifecycle -------------------------------------------------------------
-    def configure(self, config: ContextConfig) -> None:
-        """Apply ``config``: sources and time budget at once, index settings by a rebuild."""
+    def configure(self, config: ContextConfig, deny_files: Sequence[str] | None = None) -> None:
+        """Apply ``config``: sources and time budget at once, index settings by a rebuild.
+        ``deny_files`` (``remote.deny_files``; None: unchanged) reaches the privacy filter before
+        the next request is answered."""
+        if deny_files is not None:
+            self._set_privacy(None, list(deny_files))
         old, self.config = self.config, dataclasses.replace(config, sources=list(config.sources),
                                                            exclude=list(config.exclude))
         self.provider.options = dataclasses.replace(
@@ -91,6 +101,7 @@ class WorkspaceService:
             return
         self._roots = list(roots)
         self._started = True
+        self._set_privacy(list(roots), None)
         self.debouncer.schedule("indexes", 0, self._open_indexes)
 
     def stop(self) -> None:
@@ -107,6 +118,20 @@ class WorkspaceService:
             except Exception:
                 log.exception("could not save the index of %s", index.root)
         self.provider.close()
+
+    def _set_privacy(self, roots: list[str] | None, deny_files: list[str] | None) -> None:
+        with self._lock:
+            old_roots, old_deny = self._privacy or (None, None)
+            self._privacy = (roots if roots is not None else old_roots,
+                             deny_files if deny_files is not None else old_deny)
+        self.debouncer.schedule("privacy", 0, self._apply_privacy)
+
+    def _apply_privacy(self) -> None:
+        """(Scheduler thread, or a request's) Give the privacy filter what changed."""
+        with self._lock:
+            pending, self._privacy = self._privacy, None
+        if pending is not None:
+            self.provider.configure_privacy(*pending)
 
     def _open_indexes(self) -> None:
         """(Scheduler thread) Replace the indexes by new ones built with the current settings."""
@@ -231,6 +256,14 @@ class WorkspaceService:
     # -- requests ---------------------------------------------------------------------------
     def gather(self, key: str, path: str, text: str, line: int) -> ContextResult:
         """The context for a request at ``line`` of ``path`` (blocking: run it off the loop)."""
+        self._apply_privacy()
         self._note_edits()
         return self.provider.gather(key, path, text, line)
+
+    def private_reason(self, path: str, text: str, line: int | None = None) -> str | None:
+        """Why the buffer of ``path`` ("" for an unsaved one) whose text is ``text`` must never
+        go into a remote prompt; None when it may. With the cursor's ``line``, a large buffer's
+        text is scanned around it (``privacy.around``). Blocking: run it off the loop."""
+        self._apply_privacy()
+        return self.provider.privacy.reason(path, text, line)
 
