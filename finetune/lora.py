@@ -32,6 +32,9 @@ from .data import DataSettings, ExampleMaker, collate, count_by, load_files
 from .evaluate import completion_scores, heldout_loss, line_tasks
 
 ADAPTER = "adapter.gguf"
+PEFT_DIR = "peft"
+"""The same LoRA as a PEFT directory (``adapter_config.json``, ``adapter_model.safetensors``):
+what vLLM's ``--lora-modules NAME=OUT/peft`` loads onto the Hugging Face base."""
 CHECKPOINTS = "checkpoints"
 EXIT_NOT_PUBLISHED = 3
 
@@ -51,7 +54,7 @@ def main(cfg: FinetuneConfig) -> int:
     cfg.validate()
     out = Path(cfg.out).expanduser()
     ckpt_dir = out / CHECKPOINTS
-    if (out / ADAPTER).exists():
+    if (out / ADAPTER).exists() or (out / PEFT_DIR).exists():
         raise FinetuneError(f"--out: {out} already holds a published adapter (a server may be using it); "
                             "adapters are never overwritten: choose a new --out")
     if not cfg.resume and latest_checkpoint(ckpt_dir) is not None:
@@ -187,6 +190,7 @@ def main(cfg: FinetuneConfig) -> int:
                       n_head_kv=getattr(hf_cfg, "num_key_value_heads", None) or hf_cfg.num_attention_heads,
                       metadata={"general.name": f"slm-lsp finetune of {Path(cfg.base).name} on {repo_name}",
                                 "adapter.slm_lsp.fim_template": base.template.to_json()})
+    save_peft_dir(peft_model, staging / PEFT_DIR)
     base.template.save(staging / ADAPTER_TEMPLATE)
     t0 = time.perf_counter()
     after: dict[str, Any] = {"loss": heldout_loss(peft_model, eval_examples, pad_id)}
@@ -212,6 +216,7 @@ def main(cfg: FinetuneConfig) -> int:
     _write_json(staging / "eval.json", report)
     (staging / "config.json").write_text(cfg.to_json())
     if publish:
+        move_dir_no_clobber(staging / PEFT_DIR, out / PEFT_DIR)
         for name in (ADAPTER_TEMPLATE, "config.json", "eval.json", ADAPTER):  # the adapter last
             move_no_clobber(staging / name, out / name)
         staging.rmdir()
@@ -283,6 +288,26 @@ def move_no_clobber(src: Path, dst: Path) -> None:
     src.unlink()
 
 
+def move_dir_no_clobber(src: Path, dst: Path) -> None:
+    """Rename the directory ``src`` to ``dst``, never replacing an existing ``dst`` (rename(2)
+    would replace an empty directory)."""
+    if dst.exists() or dst.is_symlink():
+        raise FinetuneError(f"{dst} exists: not overwriting it")
+    os.rename(src, dst)
+
+
+def save_peft_dir(model: Any, path: Path) -> Path:
+    """The LoRA as a PEFT directory at ``path``, written atomically (a temporary directory,
+    then a rename), so a server never reads half a directory."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    # save_embedding_layers=False: "auto" looks the base model up on the Hugging Face hub when
+    # its directory has no config.json (a GGUF base), and the embeddings are not trained.
+    model.save_pretrained(str(tmp), save_embedding_layers=False)
+    move_dir_no_clobber(tmp, path)
+    return path
+
+
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     found = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir() and not p.name.endswith(".tmp"))
     return found[-1] if found else None
@@ -298,7 +323,7 @@ def save_checkpoint(ckpt_dir: Path, step: int, model: Any, optimizer: Any, sched
     tmp = ckpt_dir / f"step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    model.save_pretrained(str(tmp))
+    model.save_pretrained(str(tmp), save_embedding_layers=False)  # no hub look-up (see save_peft_dir)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "state.pt")
     (tmp / "progress.json").write_text(json.dumps({"step": step, "history": history}))
     if final.exists():

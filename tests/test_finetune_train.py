@@ -47,7 +47,7 @@ def test_training_lowers_heldout_loss_and_publishes(tiny, tmp_path):
     assert main(cfg) == 0
     out = Path(cfg.out)
     assert sorted(p.name for p in out.iterdir()) == ["adapter.gguf", "checkpoints", "config.json", "eval.json",
-                                                     "template.json"]
+                                                     "peft", "template.json"]
     report = json.loads((out / "eval.json").read_text())
     assert report["after"]["loss"] < report["before"]["loss"] - 0.5, report
     assert report["published"] and report["steps"] == 8
@@ -62,6 +62,40 @@ def test_training_lowers_heldout_loss_and_publishes(tiny, tmp_path):
         runner.close()
     with pytest.raises(FinetuneError, match="never overwritten"):
         main(cfg)
+
+
+def test_the_peft_directory_loads_back_with_the_trained_weights(tiny, tmp_path):
+    """OUT/peft is what vLLM loads (--lora-modules NAME=OUT/peft): PEFT reads it back onto the
+    base, and its weights are the ones adapter.gguf was exported from."""
+    import gguf as gguf_py
+    import numpy as np
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from finetune.export import lora_tensors, peft_lora_weights
+
+    gguf, hf_dir = tiny
+    cfg = config(tmp_path, hf_dir, gguf=str(gguf), steps=3, eval_lines=0, lora_r=4, lora_alpha=8.0)
+    assert main(cfg) == 0
+    peft_dir = Path(cfg.out) / "peft"
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in peft_dir.iterdir()}
+    assert not list(Path(cfg.out).glob("*.tmp")) and not (Path(cfg.out) / "staging").exists()
+    adapter_config = json.loads((peft_dir / "adapter_config.json").read_text())
+    assert adapter_config["peft_type"] == "LORA" and adapter_config["task_type"] == "CAUSAL_LM"
+    assert adapter_config["r"] == 4 and adapter_config["lora_alpha"] == 8.0
+    assert sorted(adapter_config["target_modules"]) == sorted(cfg.target_modules)
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(hf_dir)), str(peft_dir))
+    weights, alpha, rank = peft_lora_weights(model)
+    assert (alpha, rank) == (8.0, 4) and len(weights) == 2 * len(cfg.target_modules)
+    assert all(float(np.abs(w.b).max()) > 0 for w in weights.values())  # trained: lora_B starts at zero
+    # adapter.gguf was exported from the model in memory: the same numbers, to the bit.
+    reader = gguf_py.GGUFReader(str(Path(cfg.out) / "adapter.gguf"))
+    exported = {t.name: np.asarray(t.data) for t in reader.tensors}
+    loaded = lora_tensors(weights, arch="llama", n_blocks=2, n_head=4, n_head_kv=2)
+    assert sorted(exported) == sorted(loaded)
+    for name, array in loaded.items():
+        np.testing.assert_array_equal(exported[name], array, err_msg=name)
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny, tmp_path, monkeypatch):
