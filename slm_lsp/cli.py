@@ -21,10 +21,29 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", help="GGUF LoRA adapter to apply")
 
 
+def _remote_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--remote", metavar="URL", help="a team server to send prompts to (remote.url; with "
+                                                   "--route remote or auto)")
+    p.add_argument("--remote-kind", choices=["openai", "llama-server", "ollama"],
+                   help="the server's protocol (remote.kind, default openai)")
+    p.add_argument("--remote-model", metavar="NAME", help="model name sent to the server (remote.model)")
+    p.add_argument("--route", choices=["local", "remote", "auto"],
+                   help="local model, team server, or the server only when the local model is unsure "
+                        "(remote.route, default local)")
+
+
 def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
     model = {k: v for k, v in {"path": args.model, "n_gpu_layers": args.n_gpu_layers, "threads": args.threads,
                                "n_ctx": args.ctx, "adapter": args.adapter}.items() if v is not None}
-    return {"model": model} if model else {}
+    remote = {k: v for k, v in {"url": getattr(args, "remote", None), "kind": getattr(args, "remote_kind", None),
+                                "model": getattr(args, "remote_model", None),
+                                "route": getattr(args, "route", None)}.items() if v is not None}
+    settings: dict[str, Any] = {}
+    if model:
+        settings["model"] = model
+    if remote:
+        settings["remote"] = remote
+    return settings
 
 
 def setup_logging(verbose: bool, log_file: str | None = None) -> None:
@@ -86,14 +105,21 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     load_ms = (time.perf_counter() - t0) * 1000
-    runner = engine.runner
-    assert runner is not None
-    print(f"# model {runner.name} ({runner.template.name} template), loaded in {load_ms:.0f} ms", file=sys.stderr)
+    status = engine.status()
+    if status.name is not None:
+        print(f"# model {status.name} ({status.template} template), loaded in {load_ms:.0f} ms", file=sys.stderr)
+    if status.remote is not None:
+        print(f"# route {status.route}: prompts go to the {status.remote}", file=sys.stderr)
     for attempt in range(args.repeat):
         out = engine.complete(CompletionRequest(file, text, line - 1, col - 1, path=file))
         gen = out.generation
-        if gen is not None:
-            print(f"# request {attempt + 1}: prompt {gen.n_evaluated} evaluated / {gen.n_reused} reused tokens in "
+        by = f" by {out.backend}" + (f" ({out.route})" if out.route else "")
+        if gen is not None and gen.backend == "remote":
+            print(f"# request {attempt + 1}{by}: prompt {_count(gen.n_evaluated)} evaluated / {_count(gen.n_reused)} "
+                  f"cached tokens (server), first token after {gen.prompt_ms:.0f} ms, {gen.n_generated} tokens in "
+                  f"{gen.gen_ms:.0f} ms ({gen.stop_reason}), total {out.total_ms:.0f} ms", file=sys.stderr)
+        elif gen is not None:
+            print(f"# request {attempt + 1}{by}: prompt {gen.n_evaluated} evaluated / {gen.n_reused} reused tokens in "
                   f"{gen.prompt_ms:.0f} ms, {gen.n_generated} tokens generated in {gen.gen_ms:.0f} ms "
                   f"({gen.stop_reason}), total {out.total_ms:.0f} ms", file=sys.stderr)
         else:
@@ -102,6 +128,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
     print(out.text)
     engine.close()
     return 0
+
+
+def _count(n: int) -> str:
+    return "?" if n < 0 else str(n)
 
 
 def _print_download_failure(name: str, error: Exception, location: str) -> None:
@@ -158,6 +188,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.fuzz import run_fuzz_bench
 
         return run_fuzz_bench(args)
+    if args.bench == "team":
+        from .bench.team import run_team_bench
+
+        run_team_bench(args)
+        return 0
     from .bench.humaneval import run_humaneval_bench
 
     return run_humaneval_bench(args)
@@ -195,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-file", help="write the log here instead of stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _model_args(p)
+    _remote_args(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("complete", help="print the completion the server would give at FILE:LINE:COL (1-based)")
@@ -203,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pull", action="store_true", help="download the default model first if no model is found")
     p.add_argument("-v", "--verbose", action="store_true")
     _model_args(p)
+    _remote_args(p)
     p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("pull", help="download a model into the Hugging Face cache (the only network access)")
@@ -214,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "models already on disk")
     _model_args(p)
     p.set_defaults(func=cmd_doctor)
+
+    from .bench.team import add_arguments as team_arguments  # no engine at parse time
 
     p = sub.add_parser("bench", help="benchmarks: typing replay latency, HumanEval infilling")
     bsub = p.add_subparsers(dest="bench", required=True)
@@ -234,6 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="first ask with the last K prefix characters untyped (answer through KV reuse)")
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
+    _remote_args(b)
     b = bsub.add_parser("loop", help="the event loop's longest stall while typing into a 50,000-line file")
     b.add_argument("file", nargs="?", help="the file to type into (default: a generated Python file)")
     b.add_argument("--lines", type=int, default=50_000, help="lines of the generated file")
@@ -251,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its answer")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("-v", "--verbose", action="store_true")
+    b = bsub.add_parser("team", help="N developers typing at once against one team server: p50/p95 and tokens/s "
+                                     "per user, next to the in-process model")
+    team_arguments(b)
+    _model_args(b)
     b = bsub.add_parser("index", help="repo index: full index time, peak memory, one-file update, context p50/p95")
     b.add_argument("repo")
     b.add_argument("--requests", type=int, default=200, help="context requests to time")
@@ -273,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", help="write every task's outcome here")
     p.add_argument("-v", "--verbose", action="store_true", help="print each task")
     _model_args(p)
+    _remote_args(p)
     p.set_defaults(func=cmd_eval)
 
     from finetune.config import add_arguments as finetune_arguments  # no torch at parse time

@@ -19,7 +19,12 @@ def bounded(default: int, low: int, high: int) -> int:
     return field(default=default, metadata={"range": (low, high)})
 
 
-def bounds(section: Any, name: str) -> tuple[int, int] | None:
+def bounded_float(default: float, low: float, high: float) -> float:
+    """A real-valued field with its range (inclusive); NaN and infinities are out of every range."""
+    return field(default=default, metadata={"range": (low, high)})
+
+
+def bounds(section: Any, name: str) -> tuple[Any, Any] | None:
     """(low, high) of a numeric field, None for other fields."""
     for f in dataclasses.fields(section):
         if f.name == name:
@@ -119,6 +124,84 @@ class ContextConfig:
     """Keep the index live with file system events (watchdog)."""
 
 
+ROUTES = ("local", "remote", "auto")
+REMOTE_KINDS = ("llama-server", "openai", "ollama")
+
+
+@dataclass
+class RemoteConfig:
+    route: str = "local"
+    """Where completions are computed: ``local`` (the in-process model; nothing leaves the
+    machine), ``remote`` (the server at ``url``; the local model answers when it fails or times
+    out) or ``auto`` (the local model first; a request it is not confident about, a block, a
+    request whose repo context did not fit, or one that arrives while the local model is busy
+    or slow goes to the server)."""
+
+    url: str = ""
+    """Base URL of the team server, e.g. ``http://gpu-box:8080`` (empty: none). Prompts go
+    there only when ``route`` is ``remote`` or ``auto``. A plain ``http://`` URL that is not on
+    this machine gets a warning: code would cross the network unencrypted."""
+
+    kind: str = "openai"
+    """The server's protocol: ``llama-server`` (``POST /completion``, prompt cache and a slot per
+    user), ``openai`` (``POST /v1/completions`` with a raw prompt: vLLM, SGLang, llama-server,
+    llama-cpp-python's server) or ``ollama`` (``POST /api/generate`` with ``raw: true``)."""
+
+    model: str = ""
+    """Model name sent to the server (vLLM: the served model or a LoRA adapter's name; Ollama:
+    the model tag). Empty: the server's default where it has one."""
+
+    api_key_env: str = "SLM_LSP_REMOTE_API_KEY"
+    """Name of the environment variable holding the API key, sent as ``Authorization: Bearer``
+    (unset or empty: no key). The key itself is never a setting."""
+
+    timeout_ms: int = bounded(3000, 50, 600000)
+    """How long to wait for the server's first token, and for each one after it, before the
+    local model answers instead. Range: 50 to 600000."""
+
+    connect_timeout_ms: int = bounded(1000, 10, 60000)
+    """How long to wait for a connection to the server. Range: 10 to 60000."""
+
+    deny_files: list[str] = field(default_factory=list)
+    """Gitignore-style patterns of files whose text never goes into a remote prompt, neither as
+    the edited buffer nor as context, added to the built-in ones (``.env*``, keys, certificates,
+    files ignored by ``.gitignore``)."""
+
+    slot: int = bounded(-1, -2, 4095)
+    """llama-server only: the server slot (KV cache) to use, so that the server's prompt cache is
+    reused across keystrokes. -1: one slot for this user (a hash of user and host over the
+    server's ``total_slots``); -2: the server chooses (an idle slot, by prompt similarity);
+    0 and up: that slot. Range: -2 to 4095."""
+
+    context_tokens: int = bounded(0, 0, 1 << 19)
+    """Token budget for the repo context of a prompt that goes to the server, which usually has
+    a larger context window than the local model. 0: ``context.max_tokens``. Range: 0 to 524288."""
+
+    fallback: bool = True
+    """With ``route = remote``: keep the local model loaded to answer when the server fails. Off:
+    only the local model's vocabulary is loaded (to build prompts), and a failed request gets no
+    completion."""
+
+    auto_mean_logprob: float = bounded_float(-0.4, -100.0, 0.0)
+    """``auto``: a local answer whose mean token log-probability is below this goes to the server.
+    -100 turns this signal off. Range: -100 to 0."""
+
+    auto_min_logprob: float = bounded_float(-100.0, -100.0, 0.0)
+    """``auto``: a local answer with a token whose log-probability is below this goes to the
+    server. -100 turns this signal off. Range: -100 to 0."""
+
+    auto_blocks: bool = True
+    """``auto``: multi-line (block) requests go to the server directly."""
+
+    auto_context_cut: bool = True
+    """``auto``: requests whose repo context did not fit the local budget go to the server directly."""
+
+    auto_slow_ms: int = bounded(0, 0, 600000)
+    """``auto``: while the local model's recent latency is above this, requests go to the server
+    directly; so do requests that arrive while it is busy with another document. 0: neither.
+    Range: 0 to 600000."""
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -129,6 +212,9 @@ class Config:
 
     context: ContextConfig = field(default_factory=ContextConfig)
     """Repo-aware context: the workspace index and what goes into the prompt from it."""
+
+    remote: RemoteConfig = field(default_factory=RemoteConfig)
+    """A team server (llama-server, vLLM, Ollama) and the router between it and the local model."""
 
     log_level: str = "info"
     """Server log level: debug, info, warning or error."""
@@ -157,6 +243,11 @@ def _check_value(name: str, value: Any, kind: Any) -> Any:
             return value
         if isinstance(value, str) and re.fullmatch(r"-?\d{1,30}", value.strip()):  # longer: out of any range
             return int(value)
+    elif kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)  # an int past float's range raises OverflowError, caught below
+        if isinstance(value, str) and re.fullmatch(r"-?\d{1,30}(\.\d{1,30})?", value.strip()):
+            return float(value)
     elif kind is str:
         if isinstance(value, str):
             return value
@@ -190,6 +281,8 @@ def _merge_section(obj: Any, values: dict[str, Any], prefix: str, errors: list[s
             setattr(obj, key, _check_value(name, value, hints[key]))
         except ValueError as exc:
             errors.append(str(exc))
+        except OverflowError:
+            errors.append(f"{name}: {value!r} is out of range")
 
 
 def _sections(config: Config) -> list[tuple[str, Any, Any]]:
@@ -211,6 +304,17 @@ def _validate(config: Config, errors: list[str]) -> None:
                 errors.append(f"{prefix}{f.name}: {value!r} is out of range ({limits[0]} to {limits[1]}); "
                               f"using {default!r}")
                 setattr(section, f.name, default)
+    for name, value, allowed in (("remote.route", config.remote.route, ROUTES),
+                                 ("remote.kind", config.remote.kind, REMOTE_KINDS)):
+        if value not in allowed:
+            default = getattr(RemoteConfig(), name.split(".")[1])
+            errors.append(f"{name}: {value!r} is out of range ({', '.join(allowed)}); using {default!r}")
+            setattr(config.remote, name.split(".")[1], default)
+    url = config.remote.url.strip()
+    if url and not re.match(r"https?://[^/\s]+", url):
+        errors.append(f"remote.url: {url!r} is not an http:// or https:// URL; using ''")
+        url = ""
+    config.remote.url = url.rstrip("/")
     if config.log_level not in LOG_LEVELS:
         errors.append(f"log_level: {config.log_level!r} is out of range ({', '.join(LOG_LEVELS)}); "
                       f"using {Config().log_level!r}")

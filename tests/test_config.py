@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from slm_lsp.config import CompletionConfig, Config, ContextConfig, ModelConfig, bounds, describe, merge_config
+from slm_lsp.config import (
+    CompletionConfig,
+    Config,
+    ContextConfig,
+    ModelConfig,
+    RemoteConfig,
+    bounds,
+    describe,
+    merge_config,
+)
 
 
 def _only_error(errors: list[str], field: str) -> str:
@@ -217,7 +226,7 @@ def _numeric_fields() -> list[tuple[str, str, int, int]]:
     """(section, field, low, high) of every int field."""
     out = []
     for section_name, section in (("model", ModelConfig()), ("completion", CompletionConfig()),
-                                  ("context", ContextConfig())):
+                                  ("context", ContextConfig()), ("remote", RemoteConfig())):
         for f in dataclasses.fields(section):
             if f.type in ("int", int):
                 limits = bounds(section, f.name)
@@ -229,7 +238,7 @@ def _numeric_fields() -> list[tuple[str, str, int, int]]:
 def test_every_numeric_field_has_a_documented_range():
     docs = {name: doc for name, _default, doc in describe()}
     fields = _numeric_fields()
-    assert len(fields) == 14
+    assert len(fields) == 19
     for section, name, low, high in fields:
         assert low <= getattr(getattr(Config(), section), name) <= high
         assert f"Range: {low} to {high}." in docs[f"{section}.{name}"], f"{section}.{name}"
@@ -296,6 +305,7 @@ def test_describe_documents_every_field():
     expected = ([f"model.{f.name}" for f in dataclasses.fields(ModelConfig)]
                 + [f"completion.{f.name}" for f in dataclasses.fields(CompletionConfig)]
                 + [f"context.{f.name}" for f in dataclasses.fields(ContextConfig)]
+                + [f"remote.{f.name}" for f in dataclasses.fields(RemoteConfig)]
                 + ["log_level"])
     assert names == expected
     for name, _default, doc in rows:
@@ -310,3 +320,41 @@ def test_describe_documents_every_field():
 def test_describe_shows_the_values_of_a_given_config():
     config = merge_config({"completion": {"maxLines": 4}}).config
     assert dict((n, d) for n, d, _ in describe(config))["completion.max_lines"] == 4
+
+
+def test_remote_defaults_keep_everything_on_this_machine():
+    rc = merge_config().config.remote
+    assert (rc.route, rc.url, rc.kind, rc.model) == ("local", "", "openai", "")
+    assert rc.api_key_env == "SLM_LSP_REMOTE_API_KEY"
+    assert rc.deny_files == []
+
+
+def test_remote_settings_in_camel_case():
+    result = merge_config({"remote": {"route": "auto", "url": "https://gpu.example:8443/", "kind": "llama-server",
+                                      "model": "qwen", "apiKeyEnv": "TEAM_KEY", "timeoutMs": 500,
+                                      "connectTimeoutMs": 200, "denyFiles": ["secrets/**"],
+                                      "autoMeanLogprob": "-0.25", "autoMinLogprob": -3}})
+    assert result.errors == []
+    rc = result.config.remote
+    assert rc.url == "https://gpu.example:8443"  # the trailing slash is dropped
+    assert (rc.route, rc.kind, rc.model, rc.api_key_env) == ("auto", "llama-server", "qwen", "TEAM_KEY")
+    assert (rc.timeout_ms, rc.connect_timeout_ms, rc.deny_files) == (500, 200, ["secrets/**"])
+    assert (rc.auto_mean_logprob, rc.auto_min_logprob) == (-0.25, -3.0)
+
+
+@pytest.mark.parametrize(("settings", "field"), [
+    ({"route": "cloud"}, "remote.route"),
+    ({"kind": "grpc"}, "remote.kind"),
+    ({"url": "gpu-box:8080"}, "remote.url"),
+    ({"url": "file:///etc/passwd"}, "remote.url"),
+    ({"autoMeanLogprob": float("nan")}, "remote.auto_mean_logprob"),
+    ({"autoMeanLogprob": float("inf")}, "remote.auto_mean_logprob"),
+    ({"autoMeanLogprob": 0.5}, "remote.auto_mean_logprob"),
+    ({"autoMeanLogprob": True}, "remote.auto_mean_logprob"),
+    ({"autoMinLogprob": 10**400}, "remote.auto_min_logprob"),
+    ({"timeoutMs": 10}, "remote.timeout_ms"),
+])
+def test_bad_remote_settings_name_the_field_and_keep_the_default(settings, field):
+    result = merge_config({"remote": settings})
+    _only_error(result.errors, field)
+    assert result.config.remote == RemoteConfig()

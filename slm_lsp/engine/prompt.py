@@ -109,6 +109,9 @@ class PromptBuilder:
         """The last prompt built (benchmarks replay it through other code paths)."""
         self.last_context: list[ContextFile] = []
         """The context pieces that made it into the last prompt (status and tests read them)."""
+        self.last_cut = 0
+        """Context pieces the last prompt left out for lack of budget (not as repeats): a signal
+        for the router that a larger prompt, on a server, would see more."""
         # Least recently used first out: a full cache never drops the lines being typed around.
         self._count_cached = functools.lru_cache(maxsize=COUNT_CACHE_SIZE)(self._count_uncached)
         self._outlines: OrderedDict[tuple[str, int, int, str], Outline] = OrderedDict()
@@ -218,6 +221,7 @@ class PromptBuilder:
             shape = self.outline(lines, start, line, lang)
             headers = self.import_header(lines, start, req.context_tokens // IMPORT_SHARE, shape) + scope_headers(
                 lines, shape)
+        self.last_cut = 0
         if req.context:
             req = replace(req, context=self.fit_context(req, prefix, suffix, self.count(headers)))
         self.last_context = req.context
@@ -288,6 +292,7 @@ class PromptBuilder:
             if i not in chosen and cost[i] <= budget:
                 chosen.add(i)
                 budget -= cost[i]
+        self.last_cut = len(kept) - len(chosen)
         return [f for i, f in enumerate(kept) if i in chosen]
 
     def context_text(self, req: PromptRequest) -> list[int]:

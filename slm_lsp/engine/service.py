@@ -9,6 +9,15 @@ them). A loader thread prepares new models and adapters (file checks, the memory
 probe in a child process, the load itself) while the worker keeps answering with the old
 model; it hands the result to the worker, which swaps it in. The event loop calls ``submit``,
 ``status``, ``apply_config``, ``load``, ``set_adapter``, ``forget`` and ``close``.
+
+With ``remote.route`` ``remote`` or ``auto`` (and ``remote.url``), a second lane asks a team
+server (``router.RemoteLane``: its own thread, HTTP client and prompt builder). ``submit``
+decides where a request goes (``remote``: the lane; ``auto``: the worker first, unless the
+local model is busy or slow); the worker hands an ``auto`` request on to the lane when the
+router's signals say so. A request that fails remotely is answered locally at once: with the
+local answer when one was computed, else by the worker ahead of its queue. After a failure the
+server is left alone for a while (``REMOTE_RETRY_S``, doubling), so typing does not wait for a
+dead server's timeout on every keystroke. A private request never goes to the lane.
 """
 
 from __future__ import annotations
@@ -18,92 +27,33 @@ import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ..config import Config, ModelConfig
 from .cache import ResultCache
-from .model import Generation, LlamaRunner, ModelLoadError, check_model_file, gpu_offload_supported
+from .model import LlamaRunner, LlamaVocab, ModelLoadError, check_model_file, gpu_offload_supported
 from .modelfile import ModelFileError, check_adapter, check_memory, read_gguf
 from .probe import probe
-from .prompt import ContextFile, PromptBuilder, PromptRequest
+from .prompt import ContextFile, PromptBuilder
+from .requests import CompletionRequest, CompletionResult, RequestHandle, split_at_cursor
+from .router import RemoteLane, unsure
 from .shaping import CompletionShaper
+
+__all__ = ["CompletionEngine", "CompletionRequest", "CompletionResult", "EngineStatus", "RequestHandle",
+           "split_at_cursor"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class CompletionRequest:
-    document_key: str
-    text: str
-    line: int
-    column: int
-    """Cursor as a Python string index into line ``line`` (the LSP layer converts UTF-16)."""
-    language_id: str = ""
-    path: str = ""
-    context: list[ContextFile] = field(default_factory=list)
-    context_tokens: int | None = None
-    """Token budget for ``context`` (None: no context; also turns on the imports and scope headers
-    of a cut prefix). Clamped so that the prompt fits the model's context window."""
-    repo_name: str = ""
-    repo_path: str = ""
-    """The file's path inside the repository, for the repo-level prompt format."""
-    file_headers: bool = True
-    """With ``context_tokens``: give a cut prefix window its imports and scope headers back."""
-
-
-@dataclass
-class CompletionResult:
-    text: str
-    multiline: bool = False
-    cached: bool = False
-    reason: str = ""
-    """Why the result is what it is: eog, stop, length, time, cancelled, superseded, cache,
-    disabled, no-model, error."""
-    generation: Generation | None = None
-    total_ms: float = 0.0
-
-
-class RequestHandle:
-    def __init__(self, request: CompletionRequest) -> None:
-        self.request = request
-        self.future: Future[CompletionResult] = Future()
-        self._cancel = threading.Event()
-        # An awaiting LSP handler that is cancelled cancels this future: stop the work too.
-        self.future.add_done_callback(lambda f: self._cancel.set() if f.cancelled() else None)
-
-    def resolve(self, result: CompletionResult) -> None:
-        if not self.future.done():
-            try:
-                self.future.set_result(result)
-            except Exception:  # cancelled between the check and the set
-                pass
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._cancel.is_set()
-
-
-def split_at_cursor(text: str, line: int, column: int) -> tuple[str, str]:
-    """(prefix, suffix) of the whole document around the cursor, clamped to the text."""
-    offset, current = 0, 0
-    start = 0
-    while current < line:
-        nl = text.find("\n", start)
-        if nl < 0:
-            break
-        start = nl + 1
-        current += 1
-    end = text.find("\n", start)
-    end = len(text) if end < 0 else end
-    offset = min(start + max(column, 0), end)
-    return text[:offset], text[offset:]
+REMOTE_RETRY_S = 5.0
+"""After a remote failure the server is not asked for this long (doubling with each failure in a
+row, up to ``REMOTE_RETRY_MAX_S``): requests go local at once instead of waiting for a timeout."""
+REMOTE_RETRY_MAX_S = 60.0
+LOCAL_LATENCY_WEIGHT = 0.3
+"""Weight of the newest local latency in the running average that ``remote.auto_slow_ms`` reads."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +74,18 @@ class EngineStatus:
     cache_hits: int = 0
     last_context: tuple[ContextFile, ...] = ()
     """The context pieces that made it into the last prompt."""
+    route: str = "local"
+    """``remote.route`` in effect: local, remote or auto (local while no server is set up)."""
+    remote: str | None = None
+    """The team server prompts may go to (kind, URL, model), None when none."""
+    backend: str | None = None
+    """Who answered the last completion the model or server computed: local or remote."""
+    backend_reason: str = ""
+    """Why (the router's reason, or the remote failure that made the local model answer)."""
+    answered: tuple[tuple[str, int], ...] = ()
+    """Completions answered so far by each of local, remote and cache."""
+    remote_retry_s: float = 0.0
+    """Seconds until a server that failed is asked again (0: it is asked)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +98,12 @@ class _Loaded:
     adapter: str | None = None
     n_gpu_layers: int | None = None
     n_ctx: int | None = None
+
+
+def _vocab_only(config: Config) -> bool:
+    """Whether only the local model's vocabulary is loaded (to build prompts for the server)."""
+    rc = config.remote
+    return rc.route == "remote" and not rc.fallback and bool(rc.url)
 
 
 class _Close:
@@ -171,6 +139,19 @@ class CompletionEngine:
         self._model_config: ModelConfig | None = None
         """The model settings of the last load asked for (``apply_config`` compares with them)."""
         self._pending_loads = 0
+        self._model_path: str | None = None
+        """The GGUF file of the last successful load (its weights, or its vocabulary alone)."""
+        self.lane: RemoteLane | None = None
+        """The remote lane, when a server is set up and the route may use it (any thread reads
+        it; ``_set_lane`` replaces it under ``_lock``)."""
+        self._remote_inflight: dict[str, RequestHandle] = {}
+        self._remote_failures = 0
+        self._remote_retry_at = 0.0
+        self._local_ms: float | None = None
+        """Running average of local completion latency (``remote.auto_slow_ms``)."""
+        self._answered: Counter[str] = Counter()
+        self._last_backend: str | None = None
+        self._last_backend_reason = ""
         self._on_state = on_state or (lambda state, detail: None)
         self._jobs: deque[Callable[[], None] | RequestHandle | _Close] = deque()
         self._lock = threading.Condition()
@@ -193,10 +174,15 @@ class CompletionEngine:
 
     def status(self) -> EngineStatus:
         """A snapshot of the engine's state and model, safe to take from any thread."""
-        loaded = self._loaded
+        loaded, lane = self._loaded, self.lane
+        with self._lock:
+            answered = tuple(sorted(self._answered.items()))
+            retry = max(0.0, self._remote_retry_at - time.monotonic())
         return EngineStatus(self.state, self.state_detail, loaded.model, loaded.name, loaded.template,
                             loaded.adapter, loaded.n_gpu_layers, loaded.n_ctx, self.cache.hits,
-                            self._last_context)
+                            self._last_context, self.config.remote.route if lane is not None else "local",
+                            lane.describe() if lane is not None else None, self._last_backend,
+                            self._last_backend_reason, answered, round(retry, 1))
 
     def _publish(self) -> None:
         """(worker) Refresh what ``status`` reports about the runner."""
@@ -211,10 +197,14 @@ class CompletionEngine:
         old, self.config = self.config, config
         if self._model_config is None or config.model != self._model_config:
             return True
-        if self._loaded.model is None and self._pending_loads == 0:
+        if _vocab_only(old) != _vocab_only(config):
+            return True  # the model's weights are needed now, or only its vocabulary
+        if self._model_path is None and self._pending_loads == 0:
             return True  # the last load failed: try again
         if old.completion != config.completion:
             self._reconfigure(config)
+        if (old.remote != config.remote or old.completion != config.completion) and self._model_path:
+            self._reopen_lane(self._model_path, config)
         return False
 
     def expect_model(self, timeout: float = 120.0) -> None:
@@ -261,13 +251,20 @@ class CompletionEngine:
 
         def prepare() -> None:
             self._set_state("loading", model_path)
+            runner: LlamaRunner | None = None
+            error: Exception | None = None
             try:
                 if self._closed:
                     raise ModelLoadError("the engine is closed")
-                runner: LlamaRunner | None = self._open(model_path, cfg, progress)
-                error: Exception | None = None
+                if _vocab_only(cfg):
+                    check_model_file(model_path)  # the lane reads its vocabulary below
+                else:
+                    runner = self._open(model_path, cfg, progress)
             except Exception as exc:
                 runner, error = None, exc
+            if error is None:
+                self._model_path = model_path
+                self._reopen_lane(model_path, cfg, now=True)
             with self._lock:
                 if self._closed:
                     if runner is not None:
@@ -322,6 +319,16 @@ class CompletionEngine:
         """(worker) Put a loaded runner in place of the old one, or keep the old one."""
         with self._lock:
             self._pending_loads -= 1
+        if runner is None and error is None:  # remote only: the lane has the model's vocabulary
+            old, self.runner, self.builder = self.runner, None, None
+            self.cache.clear()
+            self._publish()
+            if old is not None:
+                old.close()
+            lane = self.lane
+            self._set_state("ready", f"remote: {lane.describe()}" if lane is not None else "no remote server")
+            _settle(done, None)
+            return
         if runner is None:
             assert error is not None
             if self.runner is not None:
@@ -339,6 +346,100 @@ class CompletionEngine:
             old.close()
         self._set_state("ready", runner.name)
         _settle(done, None)
+
+    # -- the remote lane ----------------------------------------------------------------------
+    def _reopen_lane(self, model_path: str, config: Config, now: bool = False) -> None:
+        """Replace the remote lane for ``config`` (none when the route is local or no server is
+        set): on the loader thread, which reads the vocabulary, or here with ``now``."""
+        def open_lane() -> None:
+            lane: RemoteLane | None = None
+            if config.remote.route != "local" and config.remote.url:
+                try:
+                    lane = RemoteLane(config, LlamaVocab(model_path), self._remote_done, self._remote_failed)
+                except Exception as exc:
+                    log.error("no remote completions: %s", exc)
+            elif config.remote.route != "local":
+                log.warning("remote.route is %s but remote.url is empty: completions stay local",
+                            config.remote.route)
+            with self._lock:
+                old, self.lane = self.lane, lane
+                self._remote_failures, self._remote_retry_at = 0, 0.0
+            if old is not None:
+                old.close()  # its requests in flight end as cancelled
+
+        if now:
+            open_lane()
+        else:
+            self._loader_jobs.put(open_lane)
+
+    def _remote_available(self) -> RemoteLane | None:
+        """The lane, unless the server failed recently (then requests stay local for a while)."""
+        lane = self.lane
+        if lane is None or time.monotonic() < self._remote_retry_at:
+            return None
+        return lane
+
+    def _send_remote(self, handle: RequestHandle, lane: RemoteLane, reason: str) -> None:
+        handle.route_reason = reason
+        key = handle.request.document_key
+        with self._lock:
+            self._remote_inflight[key] = handle
+        handle.future.add_done_callback(lambda _f: self._forget_inflight(key, handle))
+        lane.submit(handle)
+
+    def _forget_inflight(self, key: str, handle: RequestHandle) -> None:
+        with self._lock:
+            if self._remote_inflight.get(key) is handle:
+                del self._remote_inflight[key]
+
+    def _remote_done(self, handle: RequestHandle, result: CompletionResult) -> None:
+        """(lane) The server answered."""
+        with self._lock:
+            self._remote_failures, self._remote_retry_at = 0, 0.0
+        if result.text:
+            prefix, suffix = split_at_cursor(handle.request.text, handle.request.line, handle.request.column)
+            self.cache.put(handle.request.document_key, prefix, suffix, result.text)
+        self._finish(handle, result)
+
+    def _remote_failed(self, handle: RequestHandle, error: str) -> None:
+        """(lane) The server failed: answer locally at once, and leave the server alone a while."""
+        with self._lock:
+            self._remote_failures += 1
+            wait = min(REMOTE_RETRY_S * 2 ** (self._remote_failures - 1), REMOTE_RETRY_MAX_S)
+            self._remote_retry_at = time.monotonic() + wait
+        reason = f"remote failed: {error}"
+        log.warning("%s; answering with the local model, and asking the server again in %.0f s", reason, wait)
+        if handle.cancelled:
+            handle.resolve(CompletionResult("", reason="cancelled"))
+        elif handle.fallback is not None:
+            fallback = dataclasses.replace(handle.fallback, route=reason)
+            if fallback.text:
+                prefix, suffix = split_at_cursor(handle.request.text, handle.request.line, handle.request.column)
+                self.cache.put(handle.request.document_key, prefix, suffix, fallback.text)
+            self._finish(handle, fallback)
+        elif self._loaded.model is not None:
+            handle.local_only, handle.route_reason = True, reason
+            with self._lock:
+                if not self._closed:
+                    self._jobs.appendleft(handle)  # ahead of the queue: the user waited already
+                    self._lock.notify()
+                    return
+            handle.resolve(CompletionResult("", reason="cancelled"))
+        else:
+            self._finish(handle, CompletionResult("", reason="error: " + reason, route=reason))
+
+    def _finish(self, handle: RequestHandle, result: CompletionResult) -> None:
+        """Answer ``handle``, counting who answered (status)."""
+        notify = False
+        if result.backend:
+            with self._lock:
+                self._answered[result.backend] += 1
+                if result.backend != "cache":
+                    notify = result.backend != self._last_backend
+                    self._last_backend, self._last_backend_reason = result.backend, result.route
+        handle.resolve(result)
+        if notify:  # the status notification says who answers now
+            self._set_state(self.state, self.state_detail)
 
     def set_adapter(self, path: str | None) -> Future[None]:
         """Apply a GGUF LoRA adapter to the loaded model (None: remove it). The file is checked
@@ -452,14 +553,40 @@ class CompletionEngine:
                     job.resolve(CompletionResult("", reason="superseded"))
             if self._running is not None and self._running.request.document_key == request.document_key:
                 self._running.cancel()
+            stale = self._remote_inflight.pop(request.document_key, None)
+            # The local model is busy when it works, or will, for another document.
+            busy = any(isinstance(job, RequestHandle) for job in self._jobs) or self._running is not None
+        if stale is not None:
+            stale.cancel()  # closes its HTTP stream
         prefix, suffix = split_at_cursor(request.text, request.line, request.column)
         hit = self.cache.get(request.document_key, prefix, suffix)
         if hit is not None:
             total_ms = (time.perf_counter() - t0) * 1000
-            handle.resolve(CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms))
+            self._finish(handle, CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms, backend="cache"))
             return handle
+        handle.t0 = t0
+        route = self.config.remote.route if self.lane is not None else "local"
+        if request.private:
+            handle.local_only, handle.route_reason = True, "private: the buffer stays on this machine"
+            route = "local"
+        handle.route = route
+        lane = self._remote_available() if route != "local" else None
+        if lane is not None:
+            slow_ms = self.config.remote.auto_slow_ms
+            if route == "remote":
+                self._send_remote(handle, lane, "route remote")
+                return handle
+            if slow_ms and busy:
+                self._send_remote(handle, lane, "the local model is busy")
+                return handle
+            if slow_ms and self._local_ms is not None and self._local_ms > slow_ms:
+                self._send_remote(handle, lane, f"the local model is slow ({self._local_ms:.0f} ms)")
+                return handle
+        elif route != "local":
+            handle.local_only = True
+            handle.route_reason = "the server failed recently" if self.lane is not None else ""
         if self._loaded.model is None and self.state != "loading":
-            handle.resolve(CompletionResult("", reason="no-model"))
+            handle.resolve(CompletionResult("", reason="no-model", route=handle.route_reason))
             return handle
         with self._lock:
             if self._closed:
@@ -501,7 +628,10 @@ class CompletionEngine:
                 return
             try:
                 if isinstance(job, RequestHandle):
-                    job.resolve(CompletionResult("", reason="cancelled") if job.cancelled else self._complete(job))
+                    if job.cancelled:
+                        job.resolve(CompletionResult("", reason="cancelled"))
+                    elif (result := self._complete(job)) is not None:
+                        self._finish(job, result)
                 else:
                     job()
             except Exception as exc:
@@ -514,21 +644,28 @@ class CompletionEngine:
                 with self._lock:
                     self._running = None
 
-    def _complete(self, handle: RequestHandle) -> CompletionResult:
+    def _complete(self, handle: RequestHandle) -> CompletionResult | None:
+        """(worker) Answer with the local model; None when the request went on to the server."""
         req = handle.request
         runner, builder, cc = self.runner, self.builder, self.config.completion
         if runner is None or builder is None:
-            return CompletionResult("", reason="no-model")
+            return CompletionResult("", reason="no-model", route=handle.route_reason)
         t0 = time.perf_counter()
         budget = req.context_tokens
         if budget is not None:
             room = runner.n_ctx - builder.prefix_tokens - builder.suffix_tokens - cc.max_tokens - 64
             budget = max(0, min(budget, room))  # what a short file leaves unused stays within room
-        prompt = builder.build(PromptRequest(req.text, req.line, req.column, req.repo_path or req.path,
-                                             req.document_key, req.context, req.repo_name, budget,
-                                             req.file_headers))
+        prompt = builder.build(req.prompt_request(budget))
         self._last_context = tuple(builder.last_context)
         shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
+        auto = handle.route == "auto" and not handle.local_only
+        if auto and (lane := self._remote_available()) is not None:
+            if self.config.remote.auto_blocks and shaper.multiline:
+                self._send_remote(handle, lane, "a block")
+                return None
+            if self.config.remote.auto_context_cut and builder.last_cut:
+                self._send_remote(handle, lane, f"repo context did not fit ({builder.last_cut} pieces left out)")
+                return None
         gen = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
                               cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms)
         if gen.stop_reason == "cancelled":
@@ -540,13 +677,23 @@ class CompletionEngine:
         log.info("completion %s: %d evaluated / %d reused prompt tokens, prompt %.0f ms, %d tokens in %.0f ms "
                  "(%s), %d chars", req.document_key.rsplit("/", 1)[-1], gen.n_evaluated, gen.n_reused,
                  gen.prompt_ms, gen.n_generated, gen.gen_ms, gen.stop_reason, len(text))
+        self._local_ms = total if self._local_ms is None else (
+            (1 - LOCAL_LATENCY_WEIGHT) * self._local_ms + LOCAL_LATENCY_WEIGHT * total)
+        result = CompletionResult(text, shaper.multiline, False, gen.stop_reason, gen, total, "local",
+                                  handle.route_reason or ("confident" if auto else ""))
+        if auto and (why := unsure(gen, self.config)) and (lane := self._remote_available()) is not None:
+            handle.fallback = result  # shown at once if the server fails
+            self._send_remote(handle, lane, why)
+            return None
         if text:
             prefix, suffix = split_at_cursor(req.text, req.line, req.column)
             self.cache.put(req.document_key, prefix, suffix, text)
-        return CompletionResult(text, shaper.multiline, False, gen.stop_reason, gen, total)
+        return result
 
     def forget(self, document_key: str) -> None:
         self.cache.forget(document_key)
+        if (lane := self.lane) is not None:
+            lane.forget(document_key)
 
         def job() -> None:
             if self.builder is not None:
@@ -573,3 +720,7 @@ class CompletionEngine:
         self._loader_jobs.put(None)
         self._thread.join(timeout)
         self._loader.join(timeout)
+        with self._lock:
+            lane, self.lane = self.lane, None
+        if lane is not None:
+            lane.close()

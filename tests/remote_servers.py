@@ -1,0 +1,139 @@
+"""Real servers for the remote backends' tests, over real sockets on 127.0.0.1.
+
+* ``LlamaCppServer``: llama-cpp-python's OpenAI-compatible server (``python -m llama_cpp.server``)
+  with a GGUF model, in a child process; its log (uvicorn's access lines, llama.cpp's
+  ``prefix-match hit`` lines, ``Disconnected from client``) is what the tests observe.
+* ``SilentServer``: a socket that accepts connections, records what it receives and never
+  answers (a hung server); the bytes it recorded are the request bodies the client sent.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+SERVER_START_S = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class LlamaCppServer:
+    def __init__(self, model: Path, log_dir: Path, api_key: str | None = None, name: str = "llama-cpp-server") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"{name}-{self.port}.log"
+        self.api_key = api_key
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+                   "--port", str(self.port), "--n_threads", "1", "--n_ctx", "4096"]
+        if api_key:
+            command += ["--api_key", api_key]
+        self._log = self.log_path.open("wb")
+        # Unbuffered: the tests read the log while the server runs.
+        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + SERVER_START_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited with {self.process.returncode}:\n{self.log()[-2000:]}")
+            try:
+                httpx.get(self.url + "/v1/models", timeout=1.0, trust_env=False)
+                return  # any answer (a 401 without the key too): it is up
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"llama_cpp.server did not start in {SERVER_START_S} s:\n{self.log()[-2000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(client address, status) of each completion request in uvicorn's access log."""
+        return re.findall(r'(127\.0\.0\.1:\d+) - "POST /v1/completions HTTP/1\.1" (\d+)', self.log())
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 15.0) -> bool:
+        """Wait until ``pattern`` occurs ``count`` times in the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def kill(self) -> None:
+        """Die at once, as a crashed or OOM-killed server does."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self._log.close()
+
+
+class SilentServer:
+    """Accepts connections and reads what comes, never answering."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.received = bytearray()
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+                self._open.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        while True:
+            try:
+                data = conn.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            with self._lock:
+                self.received += data
+
+    def body(self) -> str:
+        with self._lock:
+            return self.received.decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        self._closed = True
+        self._sock.close()
+        with self._lock:
+            for conn in self._open:
+                conn.close()
