@@ -21,7 +21,7 @@ CMD = server_command("--model", REAL_MODEL or "unset", "--threads", str(min(os.c
 async def client(lsp_client: LanguageClient):
     # These tests are about what the model writes, not speed: no time budget cuts it short on a busy machine.
     await lsp_client.initialize_session(types.InitializeParams(
-        capabilities=types.ClientCapabilities(), initialization_options={"completion": {"timeBudgetMs": 120000}}))
+        capabilities=types.ClientCapabilities(), initialization_options={"completion": {"timeBudgetMs": 60000}}))
     yield
     await lsp_client.shutdown_session()
 
