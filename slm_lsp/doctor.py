@@ -1,4 +1,4 @@
-"""``slm-lsp doctor``: what the server would run with, and why."""
+"""``slm-lsp doctor``: what the server would run with, and why; and where prompts go."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 from . import __version__
 from .config import describe, merge_config
+from .context.privacy import SECRET_FILES, destination, redact
 from .models import (
     ModelNotFound,
     cache_dir,
@@ -44,6 +45,7 @@ def report(settings: dict[str, Any]) -> str:
         lines.append(f"model:        {path} ({path.stat().st_size / 1e6:.0f} MB)")
     except ModelNotFound as exc:
         lines.append(f"model:        none: {exc}")
+    lines += prompt_lines(cfg)
     lines += [f"cache:        {cache_dir()}", f"models dir:   {models_dir()} (older slm-lsp downloads)",
               f"HF cache:     {hf_cache_dir()} (slm-lsp pull downloads here)",
               f"Ollama:       {ollama_models_dir()}",
@@ -55,6 +57,24 @@ def report(settings: dict[str, Any]) -> str:
     lines += [f"  {line}" for line in describe_local_models(found)]
     lines += [f"  could not read {error}" for error in unreadable]
     lines.append("config:")
-    lines += [f"  {name} = {value!r}" for name, value, _doc in describe(cfg)]
+    shown = {"remote.url": redact(cfg.remote.url)}  # a password in the URL is never printed
+    lines += [f"  {name} = {shown.get(name, value)!r}" for name, value, _doc in describe(cfg)]
     lines += [f"config error: {e}" for e in result.errors]
     return "\n".join(lines)
+
+
+def prompt_lines(cfg: Any) -> list[str]:
+    """Where prompts (the user's code) go, what never goes there, and warnings."""
+    where = destination(cfg)
+    lines = [f"prompts:      {where.summary}"]
+    if where.remote:
+        remote = cfg.remote
+        env = remote.api_key_env
+        key = "set" if env and os.environ.get(env) else "not set: no key is sent"
+        deny = ", ".join(remote.deny_files) or "none"
+        lines += [f"API key:      from ${env} ({key})" if env else "API key:      none (remote.api_key_env is empty)",
+                  f"never sent:   files named like secrets ({len(SECRET_FILES)} patterns: .env*, keys, certificates, "
+                  f"credential files), files git ignores, remote.deny_files ({deny}), and text that looks "
+                  "like a secret"]
+    lines += [f"WARNING:      {warning}" for warning in where.warnings]
+    return lines

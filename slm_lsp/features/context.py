@@ -6,7 +6,9 @@
   edits, without waiting on either;
 * changed ``context`` settings reach the service through ``configure``;
 * before a completion, ``attach`` adds the context to the engine request, under a time limit:
-  without an answer in time the completion goes ahead without it.
+  without an answer in time the completion goes ahead without it; and it marks a request whose
+  buffer must not leave the machine ``private`` (``context/privacy.py``), failing closed;
+* where prompts go is logged at start and whenever the settings change it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from lsprotocol import types
 from pygls import uris
 
 from ..config import ContextConfig
+from ..context.privacy import Destination, destination
 from ..context.provider import ContextProvider
 from ..context.workspace import WorkspaceService
 from ..engine.service import CompletionRequest
@@ -43,17 +46,31 @@ class WorkspaceContext:
     def __init__(self, ls: "SlmLanguageServer") -> None:
         self._ls = ls
         self.service = WorkspaceService(cache_dir(), self._progress)
+        self._destination: Destination | None = None
 
     @property
     def provider(self) -> ContextProvider:
         return self.service.provider
 
     def configure(self, config: ContextConfig) -> None:
-        self.service.configure(config)
+        # ls.config is already the new tree here: the remote section comes from it.
+        remote = getattr(self._ls.config, "remote", None)
+        self.service.configure(config, list(getattr(remote, "deny_files", None) or []))
+        self._log_destination()
+
+    def _log_destination(self) -> None:
+        """Say where prompts go, once at start and again when a settings change moves them."""
+        where = destination(self._ls.config)
+        if where == self._destination:
+            return
+        self._destination = where
+        log.info("where prompts go: %s", where.summary)
+        for warning in where.warnings:
+            log.warning("%s", warning)
 
     async def start(self, ls: "SlmLanguageServer") -> None:
         """Index every workspace folder in the background, reporting progress."""
-        self.service.configure(ls.config.context)
+        self.configure(ls.config.context)
         folders = ls.workspace.folders
         folder_uris = [f.uri for f in folders.values()] if folders else []
         if not folder_uris and ls.workspace.root_uri:
@@ -83,14 +100,25 @@ class WorkspaceContext:
 
     # -- requests ---------------------------------------------------------------------------
     async def attach(self, ls: "SlmLanguageServer", request: CompletionRequest) -> None:
-        """Add the repo context to ``request`` (no-op when disabled or when it is late)."""
+        """Mark ``request`` private when a remote backend is configured and its buffer must not
+        leave the machine; add the repo context to it (none when disabled or when it is late)."""
+        loop = asyncio.get_running_loop()
+        if destination(ls.config).remote:  # with every prompt local the mark would change nothing
+            try:
+                reason = await loop.run_in_executor(None, self.service.private_reason, request.path, request.text,
+                                                    request.line)
+            except Exception as exc:  # fail closed: a buffer not known to be safe stays here
+                log.exception("could not check whether %s is private: kept on this machine", request.path)
+                reason = f"the check failed ({exc})"
+            if reason is not None:
+                request.private = True
+                log.debug("%s stays on this machine: %s", request.path or request.document_key, reason)
         cc = ls.config.context
         if not cc.enabled:
             return
         request.context_tokens = cc.max_tokens
         if not self.service.started:
             return
-        loop = asyncio.get_running_loop()
         try:
             result = await asyncio.wait_for(loop.run_in_executor(
                 None, self.service.gather, request.document_key, request.path, request.text, request.line),
