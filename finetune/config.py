@@ -128,6 +128,12 @@ class FinetuneConfig:
     seed: int = 1234
     """Seed of the data sampling, the split and the LoRA initialisation."""
 
+    log_shards: bool = False
+    """Every process prints, after each step, the indices of the examples it trained on, the
+    gradient norm (after DDP averaged the processes' gradients) and a digest of its LoRA
+    weights: checks that a multi-GPU run gives each process its own examples and keeps all
+    processes' weights identical."""
+
     # -- evaluation -------------------------------------------------------------------------
     eval_examples: int = 16
     """Held-out FIM examples for the loss before and after training."""

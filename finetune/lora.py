@@ -3,14 +3,22 @@
 Reads top to bottom: data -> base model -> evaluation before -> LoRA training (checkpoints,
 ``--resume``, Ctrl-C saves) -> evaluation after -> export -> publish only if it helps.
 
-The same command runs on several GPUs with no change::
+The same command runs on several GPUs with no change (``tests/test_finetune_distributed.py``
+runs it under ``torchrun --nproc-per-node 2`` on CPUs)::
 
-    accelerate launch -m slm_lsp finetune REPO --base M.gguf --preset full --out DIR
+    accelerate launch --config_file finetune/accelerate/ddp.yaml -m slm_lsp finetune REPO \
+        --base M.gguf --preset full --out DIR
     torchrun --nproc-per-node 4 -m slm_lsp finetune REPO --base M.gguf --preset full --out DIR
 
-(accelerate wraps the model in DDP; each process takes every ``world_size``-th example, since
-example ``i`` is a pure function of the seed and ``i``; only the first process evaluates,
-saves and exports.)
+accelerate wraps the model in DDP, which averages the gradients of all processes in the
+backward pass of the last micro-batch of each step. Process ``r`` of ``w`` takes the
+``r``-th of every ``w`` consecutive micro-batches (example ``i`` is a pure function of the seed
+and ``i``), so the processes train on disjoint shards and a step sees ``w`` times the examples
+of one process. Only the first process evaluates, writes checkpoints and exports; the others
+write nothing. Sharded training (FSDP, DeepSpeed) is refused: the first process alone
+evaluates and exports, which needs the whole model in its memory. DDP keeps a copy of the
+frozen base on each GPU (bf16: 2 bytes a parameter, 15 GB for 7B) and only the LoRA weights
+are trained, so their gradients and optimizer state are small.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import shutil
 import sys
 import time
 from contextlib import nullcontext
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +46,12 @@ PEFT_DIR = "peft"
 what vLLM's ``--lora-modules NAME=OUT/peft`` loads onto the Hugging Face base."""
 CHECKPOINTS = "checkpoints"
 EXIT_NOT_PUBLISHED = 3
+# The other processes wait at a barrier while the first evaluates the base model (line
+# completions through llama.cpp can take longer than NCCL's default timeout of 10 minutes).
+BARRIER_TIMEOUT = timedelta(hours=3)
+# accelerate modes that shard the model: the first process alone could then neither evaluate
+# nor export it (and the optimizer state would be sharded in the checkpoints).
+SHARDED_MODES = ("DEEPSPEED", "FSDP", "MEGATRON_LM", "TP")
 
 
 class FinetuneError(Exception):
@@ -47,7 +62,7 @@ def main(cfg: FinetuneConfig) -> int:
     """Run a whole finetune; returns the process exit code (0: published,
     3: trained but not published because the held-out results did not improve, 130: Ctrl-C)."""
     import torch
-    from accelerate import Accelerator
+    from accelerate import Accelerator, InitProcessGroupKwargs
     from peft import LoraConfig, get_peft_model
     from tqdm import tqdm
 
@@ -59,10 +74,23 @@ def main(cfg: FinetuneConfig) -> int:
                             "adapters are never overwritten: choose a new --out")
     if not cfg.resume and latest_checkpoint(ckpt_dir) is not None:
         raise FinetuneError(f"--out: {out} holds checkpoints of an earlier run: pass --resume or choose a new --out")
-    threads = cfg.threads or (os.cpu_count() or 1)
-    torch.set_num_threads(threads)
-    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no")
+    # cpu=True where there is no GPU: accelerate otherwise ignores torchrun's processes on a
+    # CPU-only machine (each one then trained on the same examples and wrote the adapter).
+    accelerator = Accelerator(mixed_precision="bf16" if cfg.precision == "bf16" else "no",
+                              cpu=not torch.accelerator.is_available(),
+                              kwargs_handlers=[InitProcessGroupKwargs(timeout=BARRIER_TIMEOUT)])
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise FinetuneError(f"launched as {launched} processes (WORLD_SIZE) but accelerate runs "
+                            f"{accelerator.num_processes}: each would train alone and write the adapter")
+    mode = str(getattr(accelerator.distributed_type, "name", accelerator.distributed_type))
+    if mode in SHARDED_MODES:
+        raise FinetuneError(f"accelerate: {mode} is not supported: run LoRA finetuning with DDP "
+                            "(accelerate launch --config_file finetune/accelerate/ddp.yaml ...)")
     is_main, world, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    # The processes on one machine share its cores (torchrun and accelerate set LOCAL_WORLD_SIZE).
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(threads)
 
     def say(msg: str) -> None:
         if is_main:
@@ -121,7 +149,13 @@ def main(cfg: FinetuneConfig) -> int:
                                                   lora_dropout=cfg.lora_dropout,
                                                   target_modules=list(cfg.target_modules), task_type="CAUSAL_LM"))
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        # Non-reentrant, PyTorch's recommended kind, on every transformers version (4.x defaulted
+        # to the reentrant kind; 5.x renamed the method and keeps the old name as a deprecated alias).
+        kind = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kind)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kind)
         model.enable_input_require_grads()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -139,6 +173,7 @@ def main(cfg: FinetuneConfig) -> int:
 
     # -- 5. training -----------------------------------------------------------------------
     n_tokens = 0
+    trained_on: list[int] = []  # this step's example indices, for --log-shards
     t_train = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=step, disable=not is_main, desc="finetune", unit="step", file=sys.stderr)
     try:
@@ -146,6 +181,7 @@ def main(cfg: FinetuneConfig) -> int:
             step_loss = 0.0
             for micro in range(cfg.grad_accum):
                 first = ((step * cfg.grad_accum + micro) * world + rank) * cfg.batch_size
+                trained_on.extend(range(first, first + cfg.batch_size))
                 examples = maker.examples(range(first, first + cfg.batch_size))
                 batch = {k: torch.tensor(v, device=accelerator.device) for k, v in collate(examples, pad_id).items()}
                 n_tokens += int(batch["attention_mask"].sum())
@@ -155,11 +191,19 @@ def main(cfg: FinetuneConfig) -> int:
                         loss = model(**batch).loss / cfg.grad_accum
                     accelerator.backward(loss)
                 step_loss += float(loss.detach())
-            accelerator.clip_grad_norm_(params, 1.0)
+            grad_norm = accelerator.clip_grad_norm_(params, 1.0)  # of the averaged gradients
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            if cfg.log_shards:  # one write per line: the processes share the terminal
+                sys.stderr.write(f"finetune[rank {rank}/{world}]: step {step} examples "
+                                 f"{','.join(map(str, trained_on))} grad_norm {float(grad_norm):.9g} "
+                                 f"lora_sha256 {lora_digest(model)}\n")
+                sys.stderr.flush()
+            trained_on.clear()
+            if world > 1:  # the loss of the whole step, all processes' examples
+                step_loss = float(accelerator.reduce(torch.tensor(step_loss, device=accelerator.device), "mean"))
             history.append(step_loss)
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
@@ -173,6 +217,8 @@ def main(cfg: FinetuneConfig) -> int:
     bar.close()
     save(step)
     train_s = time.perf_counter() - t_train
+    if world > 1:
+        n_tokens = int(accelerator.reduce(torch.tensor(n_tokens, device=accelerator.device), "sum"))
     accelerator.wait_for_everyone()
     if not is_main:
         return 0
@@ -212,6 +258,7 @@ def main(cfg: FinetuneConfig) -> int:
         "examples": {"eval": len(eval_examples), "eval_kinds": count_by(eval_examples, lambda e: e.kind),
                      "line_tasks": len(tasks)},
         "template": base.template.name,
+        "processes": world,
     }
     _write_json(staging / "eval.json", report)
     (staging / "config.json").write_text(cfg.to_json())
@@ -252,6 +299,18 @@ def judge(before: dict[str, Any], after: dict[str, Any], cfg: FinetuneConfig) ->
             return False, f"{why}, but edit similarity dropped {es0:.3f} -> {es1:.3f}"
         why += f", edit similarity {es0:.3f} -> {es1:.3f}"
     return True, why
+
+
+def lora_digest(model: Any) -> str:
+    """SHA-256 of the trainable weights (name and bytes, in name order): equal on every process
+    exactly when they hold the same LoRA."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, p in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
+        digest.update(name.removeprefix("module.").encode())
+        digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _mean(xs: list[float]) -> float:
