@@ -7,7 +7,7 @@ SAMPLE ?= examples/circle.py:6:12
 .DEFAULT_GOAL := help
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 # llama.cpp is compiled for this machine's CPU, without its AMX kernels on x86-64: some virtual
 # machines advertise AMX and fault on its first instruction (SIGILL), and the small batches of
@@ -42,6 +42,11 @@ bench: $(BIN)/.installed  ## typing replay and HumanEval on $$SLM_LSP_MODEL
 	$(BIN)/slm-lsp bench typing slm_lsp/engine/prompt.py --lines 20
 	$(BIN)/slm-lsp bench humaneval -n 60
 
+# The team server: llama.cpp's llama-server from the llama.cpp inside the llama-cpp-python sdist
+# that .venv runs, into .cache/llama-server/bin (bench team and its test find it there).
+llama-server:  ## build llama-server for bench team (~25 min on 2 cores; CMAKE_ARGS=-DGGML_CUDA=ON for CUDA)
+	LLAMA_CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" scripts/build-llama-server.sh
+
 clean:  ## remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
@@ -57,4 +62,4 @@ vscode: $(VSCODE)/node_modules/.package-lock.json  ## build and package the VS C
 
 .PHONY: vscode
 
-.PHONY: help install demo lint test bench clean
+.PHONY: help install demo lint test bench clean llama-server
