@@ -196,11 +196,15 @@ class PrivacyFilter:
 
     def __init__(self, roots: Sequence[str] = (), deny_files: Sequence[str] = ()) -> None:
         self._lock = threading.Lock()
+        """Guards the state below for the readers (held briefly, never while reading files)."""
+        self._configure_lock = threading.Lock()
         self._roots: list[str] = []
         self._deny: list[str] = []
         self._names: pathspec.GitIgnoreSpec = pathspec.GitIgnoreSpec.from_lines(SECRET_FILES)
         self._rules: dict[str, _Rules] = {}
         self._paths: dict[str, tuple[float, str | None]] = {}
+        self._generation = 0
+        """Bumped by ``configure``: an answer worked out under older settings is not cached."""
         self.configure(roots, deny_files)
 
     @property
@@ -211,15 +215,17 @@ class PrivacyFilter:
         """Set the workspace folders and the ``remote.deny_files`` patterns (None: unchanged).
         A pattern that is not a valid gitignore pattern is logged and left out. True when
         something changed (the pieces marked before may be marked wrongly now)."""
-        new_roots = self._roots if roots is None else [os.path.realpath(r) for r in roots]
-        new_deny = self._deny if deny_files is None else [p for p in deny_files if _valid_pattern(p)]
-        if new_roots == self._roots and new_deny == self._deny:
-            return False
-        names = pathspec.GitIgnoreSpec.from_lines([*SECRET_FILES, *new_deny])
-        with self._lock:
-            self._roots, self._deny, self._names = new_roots, new_deny, names
-            self._paths.clear()
-        return True
+        with self._configure_lock:  # two changes applied at once must not undo each other
+            new_roots = self._roots if roots is None else [os.path.realpath(r) for r in roots]
+            new_deny = self._deny if deny_files is None else [p for p in deny_files if _valid_pattern(p)]
+            if new_roots == self._roots and new_deny == self._deny:
+                return False
+            names = pathspec.GitIgnoreSpec.from_lines([*SECRET_FILES, *new_deny])
+            with self._lock:
+                self._roots, self._deny, self._names = new_roots, new_deny, names
+                self._paths.clear()
+                self._generation += 1
+            return True
 
     def reason(self, path: str, text: str | None = None, line: int | None = None) -> str | None:
         """Why the file at ``path`` (or a piece of it whose text is ``text``) must not go into a
@@ -239,7 +245,7 @@ class PrivacyFilter:
         A relative path is taken relative to the first workspace folder."""
         now = time.monotonic()
         with self._lock:
-            hit = self._paths.get(path)
+            hit, generation = self._paths.get(path), self._generation
         if hit is not None and now - hit[0] < RULES_TTL_S:
             return hit[1]
         try:
@@ -248,9 +254,10 @@ class PrivacyFilter:
             log.warning("could not tell whether %s is private (%s): taken as private", path, exc)
             reason = f"its privacy could not be checked: {exc}"
         with self._lock:
-            if len(self._paths) >= MAX_CACHED_PATHS:
-                self._paths.clear()
-            self._paths[path] = (now, reason)
+            if generation == self._generation:
+                if len(self._paths) >= MAX_CACHED_PATHS:
+                    self._paths.clear()
+                self._paths[path] = (now, reason)
         return reason
 
     def _path_reason(self, path: str) -> str | None:
