@@ -67,22 +67,39 @@ def lora_weights(peft_dir: Path) -> dict:
     return load_file(str(peft_dir / "adapter_model.safetensors"))
 
 
-def test_torchrun_two_processes_shard_the_data_average_gradients_and_only_rank_0_writes(tiny_hf, tmp_path, capsys):
+def launch(launcher: list[str], tmp_path: Path, tiny_hf: tuple[Path, Path], **values) -> tuple[Path, Path, str]:
+    """Run ``launcher -m slm_lsp finetune ...`` on two CPU processes with the write audit on;
+    returns the output folder, the audit folder and the launcher's stderr."""
     gguf, hf_dir = tiny_hf
-    out = tmp_path / "ddp"
-    audit = tmp_path / "audit"
+    out, audit = tmp_path / "ddp", tmp_path / "audit"
     audit.mkdir()
-    flags = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in SHARED.items()]
+    flags = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in values.items()]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(WRITE_AUDIT), str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "SLM_LSP_WRITE_AUDIT_DIR": str(out), "SLM_LSP_WRITE_AUDIT_LOG": str(audit),
            "CUDA_VISIBLE_DEVICES": "", "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "slm_lsp", "finetune", str(REPO), "--base", str(hf_dir), "--gguf", str(gguf), "--out", str(out),
-           "--grad-accum", "1", *flags]
+    cmd = [*launcher, "-m", "slm_lsp", "finetune", str(REPO), "--base", str(hf_dir), "--gguf", str(gguf),
+           "--out", str(out), *flags]
     run = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
-    ddp = step_lines(run.stderr)
-    assert sorted(ddp) == [(r, s) for r in (0, 1) for s in range(1, STEPS + 1)], run.stderr[-4000:]
+    return out, audit, run.stderr
+
+
+def assert_only_rank_0_wrote(out: Path, audit: Path, stderr: str) -> None:
+    assert sorted(p.name for p in out.iterdir()) == ["adapter.gguf", "checkpoints", "config.json", "eval.json",
+                                                     "peft", "template.json"]
+    assert json.loads((out / "eval.json").read_text())["processes"] == 2
+    rank0 = (audit / "writes-0.txt").read_text()
+    assert "adapter.gguf" in rank0 and "adapter_config.json" in rank0  # the hook sees rank 0's writes
+    assert (audit / "writes-1.txt").read_text() == ""
+    assert stderr.count("published") == 1
+
+
+def test_torchrun_two_processes_shard_the_data_average_gradients_and_only_rank_0_writes(tiny_hf, tmp_path, capsys):
+    gguf, hf_dir = tiny_hf
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    out, audit, stderr = launch(torchrun, tmp_path, tiny_hf, grad_accum=1, **SHARED)
+    ddp = step_lines(stderr)
+    assert sorted(ddp) == [(r, s) for r in (0, 1) for s in range(1, STEPS + 1)], stderr[-4000:]
     assert {line["world"] for line in ddp.values()} == {2}
 
     # The same training in one process: two micro-batches per step, the same examples.
@@ -114,10 +131,16 @@ def test_torchrun_two_processes_shard_the_data_average_gradients_and_only_rank_0
         torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=1e-4, msg=name)
 
     # Only the first process writes: the published folder, its report, and the audit.
-    assert sorted(p.name for p in out.iterdir()) == ["adapter.gguf", "checkpoints", "config.json", "eval.json",
-                                                     "peft", "template.json"]
-    assert json.loads((out / "eval.json").read_text())["processes"] == 2
-    rank0 = (audit / "writes-0.txt").read_text()
-    assert "adapter.gguf" in rank0 and "adapter_config.json" in rank0  # the hook sees rank 0's writes
-    assert (audit / "writes-1.txt").read_text() == ""
-    assert run.stderr.count("published") == 1
+    assert_only_rank_0_wrote(out, audit, stderr)
+
+
+def test_the_shipped_accelerate_ddp_config_launches_two_processes(tiny_hf, tmp_path):
+    """The README's command with finetune/accelerate/ddp.yaml (no GPU here: CPU processes)."""
+    accelerate = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+                  str(ROOT / "finetune" / "accelerate" / "ddp.yaml"), "--num_processes", "2"]
+    out, audit, stderr = launch(accelerate, tmp_path, tiny_hf, grad_accum=1, **{**SHARED, "steps": 1})
+    ran = step_lines(stderr)
+    assert sorted(ran) == [(0, 1), (1, 1)] and {line["world"] for line in ran.values()} == {2}
+    assert sorted(ran[0, 1]["examples"] + ran[1, 1]["examples"]) == [0, 1]
+    assert ran[0, 1]["digest"] == ran[1, 1]["digest"]
+    assert_only_rank_0_wrote(out, audit, stderr)
