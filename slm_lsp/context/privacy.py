@@ -13,8 +13,9 @@ A file is private when, checked in this order:
    its absolute path); the deny patterns come after the built-in ones, so ``!.env.example``
    lets a template through;
 2. git ignores it: the ``.gitignore`` files of its repository (the nearest folder above it
-   holding ``.git``, else the workspace folder holding it) and ``.git/info/exclude``; anything
-   inside ``.git`` too. The user-wide excludes file of git is not read;
+   holding ``.git``, else the workspace folder holding it), ``.git/info/exclude`` and the
+   user's excludes file (``core.excludesFile``, by default ``~/.config/git/ignore``); anything
+   inside ``.git`` too;
 3. its text holds something that looks like a secret (``SECRET_CONTENT``: a private key block,
    a cloud provider's key, a token of a known shape, a URL with a password, a secret-named
    variable assigned a literal with letters and digits). A piece of context (a definition, a
@@ -294,16 +295,46 @@ class PrivacyFilter:
             held = self._rules.get(base)
             if held is not None and now - held.read_at < RULES_TTL_S:
                 return held.rules
-        try:
-            with open(os.path.join(base, ".git", "info", "exclude"), encoding="utf-8", errors="replace") as fh:
-                exclude = fh.read().splitlines()
-        except OSError:
-            exclude = []
+        # Lowest precedence first, as git reads them: the user's excludes file, the repository's
+        # info/exclude, then (inside IgnoreRules) the .gitignore files.
+        user = global_excludes_file()
+        extra = (_read_lines(user) if user else []) + _read_lines(os.path.join(base, ".git", "info", "exclude"))
         # Vendored folders are not private (public code); only what git itself ignores is.
-        rules = IgnoreRules(base, exclude, vendored=False)
+        rules = IgnoreRules(base, extra, vendored=False)
         with self._lock:
             self._rules[base] = _Rules(rules, now)
         return rules
+
+
+def _read_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read().splitlines()
+    except OSError:
+        return []
+
+
+_SECTION = re.compile(r"^\s*\[\s*([A-Za-z0-9.-]+)")
+_EXCLUDES_FILE = re.compile(r"^\s*excludesfile\s*=\s*(.*?)\s*$", re.I)
+
+
+def global_excludes_file() -> str | None:
+    """Git's user-wide excludes file: ``core.excludesFile`` of ``~/.gitconfig`` (or of
+    ``$XDG_CONFIG_HOME/git/config``), else git's default ``$XDG_CONFIG_HOME/git/ignore``. Read
+    from the files, no ``git`` process; ``include`` directives are not followed."""
+    home = os.path.expanduser("~")
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    for config in (os.path.join(home, ".gitconfig"), os.path.join(xdg, "git", "config")):  # the first wins
+        section = ""
+        value = None
+        for line in _read_lines(config):
+            if (m := _SECTION.match(line)) is not None:
+                section = m.group(1).lower()
+            elif section == "core" and (m := _EXCLUDES_FILE.match(line)) is not None:
+                value = m.group(1).strip('"')  # the last one in a file wins, as in git
+        if value:
+            return os.path.expanduser(value)
+    return os.path.join(xdg, "git", "ignore")
 
 
 def _valid_pattern(pattern: Any) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -153,14 +154,22 @@ def test_a_link_named_like_code_to_a_secret_is_private(repo: Path):
     assert PrivacyFilter([str(repo)]).path_reason(str(repo / "app" / "settings_view.py")) is not None
 
 
-def test_a_real_git_agrees_on_ignored_files(repo: Path):
-    """The .gitignore rules as git itself reads them, for the fixture's files."""
+def test_a_real_git_agrees_on_ignored_files(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The ignore rules as git itself reads them (.gitignore files, info/exclude, the user's
+    excludes file), for the fixture's files."""
     git = subprocess.run(["git", "--version"], capture_output=True)
     if git.returncode != 0:
         pytest.skip("no git")
-    subprocess.run(["rm", "-rf", str(repo / ".git")], check=True)
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    write(home, ".config/git/ignore", "*.draft.py\n")
+    shutil.rmtree(repo / ".git")
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
-    files = ["app/local_settings.py", "out/gen.py", "app/out/gen.py", "run.log", "keep.log", "app/main.py"]
+    write(repo, ".git/info/exclude", "scratch.py\n")
+    write(repo, "lib/.gitignore", "!keep.draft.py\n")
+    files = ["app/local_settings.py", "out/gen.py", "app/out/gen.py", "run.log", "keep.log", "app/main.py",
+             "app/plan.draft.py", "lib/keep.draft.py", "lib/scratch.py"]
     for rel in files:
         write(repo, rel)
     f = PrivacyFilter([str(repo)])
@@ -293,3 +302,20 @@ def test_a_large_buffer_is_scanned_around_the_cursor():
 def test_the_secret_at_the_start_of_a_later_line_of_a_long_text():
     assert content_reason("x\n" * 1000 + "PASSWORD=a1b2c3d4e5\n") == "a secret assigned a value"
     assert content_reason("y = '" + "z" * 5000 + " ghp_" + "A1" * 20 + "'\n") == "a GitHub token"  # long line
+
+
+def test_the_users_git_excludes_file(repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    write(home, ".config/git/ignore", "*.draft.py\n")  # git's default place
+    assert PrivacyFilter([str(repo)]).path_reason(str(repo / "app" / "plan.draft.py")) == "ignored by git (.gitignore)"
+    write(repo, ".gitignore", "!plan.draft.py\n")  # the repository's own rules win
+    assert PrivacyFilter([str(repo)]).path_reason(str(repo / "app" / "plan.draft.py")) is None
+    # core.excludesFile in ~/.gitconfig names another file
+    write(home, ".gitconfig", '[user]\n\tname = x\n[core]\n\texcludesFile = "~/my-ignores"\n[alias]\n\tst = status\n')
+    write(home, "my-ignores", "scratch_*.py\n")
+    f = PrivacyFilter([str(repo)])
+    assert privacy.global_excludes_file() == str(home / "my-ignores")
+    assert f.path_reason(str(repo / "app" / "scratch_1.py")) is not None
+    assert f.path_reason(str(repo / "app" / "other.draft.py")) is None  # the default file is not read then
