@@ -137,3 +137,30 @@ def test_a_file_outside_the_workspace_is_marked_in_the_ring(service: WorkspaceSe
     result = service.gather("k", str(repo / "app" / "checkout.py"), CHECKOUT, 6)
     pieces = [f for f in result.files if ENV_MARKER in f.text]
     assert pieces and all(f.private for f in pieces)
+
+
+def test_the_context_side_opens_no_connection(service: WorkspaceService, repo: Path, monkeypatch: pytest.MonkeyPatch):
+    """Indexing, marking and the privacy checks never reach for a socket, loopback included (the
+    test run's own guard lets loopback through)."""
+    import socket
+
+    from slm_lsp.config import Config, RemoteConfig
+    from slm_lsp.context.privacy import destination
+
+    calls: list[object] = []
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        calls.append(args)
+        raise OSError("no connection may be opened here")
+
+    for name in ("connect", "connect_ex", "sendto"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    checkout = repo / "app" / "checkout.py"
+    service.buffer_changed(str(repo / ".env"), lines_of((repo / ".env").read_text()), 1)
+    service.configure(ContextConfig(watch=False, time_budget_ms=2000), deny_files=["shop/"])
+    assert service.gather("k", str(checkout), CHECKOUT, 6).files
+    assert service.private_reason(str(repo / ".env"), "X=1\n") is not None
+    assert destination(Config(remote=RemoteConfig(route="remote", url="https://gpu-box.example.com:8080"))).remote
+    assert calls == []
