@@ -132,8 +132,28 @@ def test_an_adapter_that_does_not_help_is_not_published(tiny, tmp_path):
     out = Path(cfg.out)
     assert not (out / "adapter.gguf").exists()
     assert (out / "rejected" / "adapter.gguf").is_file()
+    assert (out / "rejected" / "peft" / "adapter_config.json").is_file()
     report = json.loads((out / "rejected" / "eval.json").read_text())
     assert not report["published"] and "gain" in report["reason"]
+
+
+def test_an_out_holding_a_peft_directory_is_refused(tiny, tmp_path):
+    gguf, _hf_dir = tiny
+    cfg = config(tmp_path, gguf)
+    (Path(cfg.out) / "peft").mkdir(parents=True)  # a vLLM server may be reading it
+    with pytest.raises(FinetuneError, match="never overwritten"):
+        main(cfg)
+
+
+def test_move_dir_no_clobber(tmp_path):
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new" / "adapter_config.json").write_text("new")
+    (tmp_path / "in-use").mkdir()  # empty: rename(2) alone would replace it
+    with pytest.raises(FinetuneError):
+        lora.move_dir_no_clobber(tmp_path / "new", tmp_path / "in-use")
+    assert not list((tmp_path / "in-use").iterdir())
+    lora.move_dir_no_clobber(tmp_path / "new", tmp_path / "peft")
+    assert (tmp_path / "peft" / "adapter_config.json").read_text() == "new" and not (tmp_path / "new").exists()
 
 
 def test_move_no_clobber(tmp_path):
