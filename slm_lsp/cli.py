@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="HumanEval-SingleLineInfilling.jsonl(.gz)")
     b.add_argument("--typed", type=int, default=0, metavar="K",
                    help="first ask with the last K prefix characters untyped (answer through KV reuse)")
+    b.add_argument("--jsonl", help="write every task's outcome here (who answered, the local log-probabilities)")
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
     _remote_args(b)

@@ -255,7 +255,10 @@ class SlmLanguageServer(LanguageServer):
         self.window_show_message(types.ShowMessageParams(type=kind, message=f"slm-lsp: {message}"))
 
     def send_status(self, state: str, detail: str = "") -> None:
-        payload = {"state": state, "detail": detail, "latencyMs": self.last_latency_ms}
+        engine = self.engine.status()
+        # backend: who answered the last completion (local or remote), sent again when it changes.
+        payload = {"state": state, "detail": detail, "latencyMs": self.last_latency_ms, "route": engine.route,
+                   "backend": engine.backend, "backendReason": engine.backend_reason}
         self.protocol.notify(methods.STATUS_NOTIFICATION, payload)
 
     def _on_engine_state(self, state: str, detail: str) -> None:

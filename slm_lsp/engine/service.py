@@ -555,7 +555,8 @@ class CompletionEngine:
                 self._running.cancel()
             stale = self._remote_inflight.pop(request.document_key, None)
             # The local model is busy when it works, or will, for another document.
-            busy = any(isinstance(job, RequestHandle) for job in self._jobs) or self._running is not None
+            busy = any(isinstance(job, RequestHandle) for job in self._jobs) or (
+                self._running is not None and self._running.request.document_key != request.document_key)
         if stale is not None:
             stale.cancel()  # closes its HTTP stream
         prefix, suffix = split_at_cursor(request.text, request.line, request.column)
@@ -565,7 +566,8 @@ class CompletionEngine:
             self._finish(handle, CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms, backend="cache"))
             return handle
         handle.t0 = t0
-        route = self.config.remote.route if self.lane is not None else "local"
+        rc = self.config.remote
+        route = rc.route if rc.url else "local"  # before its lane is ready, the worker decides
         if request.private:
             handle.local_only, handle.route_reason = True, "private: the buffer stays on this machine"
             route = "local"
@@ -582,9 +584,8 @@ class CompletionEngine:
             if slow_ms and self._local_ms is not None and self._local_ms > slow_ms:
                 self._send_remote(handle, lane, f"the local model is slow ({self._local_ms:.0f} ms)")
                 return handle
-        elif route != "local":
-            handle.local_only = True
-            handle.route_reason = "the server failed recently" if self.lane is not None else ""
+        elif route != "local" and self.lane is not None:
+            handle.local_only, handle.route_reason = True, "the server failed recently"
         if self._loaded.model is None and self.state != "loading":
             handle.resolve(CompletionResult("", reason="no-model", route=handle.route_reason))
             return handle
@@ -658,6 +659,9 @@ class CompletionEngine:
         prompt = builder.build(req.prompt_request(budget))
         self._last_context = tuple(builder.last_context)
         shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
+        if handle.route == "remote" and not handle.local_only and (lane := self._remote_available()) is not None:
+            self._send_remote(handle, lane, "route remote")  # it waited here for the lane to open
+            return None
         auto = handle.route == "auto" and not handle.local_only
         if auto and (lane := self._remote_available()) is not None:
             if self.config.remote.auto_blocks and shaper.multiline:

@@ -41,6 +41,12 @@ def register(server: SlmLanguageServer) -> None:
             "lastLatencyMs": ls.last_latency_ms,
             "cacheHits": snapshot.cache_hits,
             "context": _context_status(ls, snapshot),
+            "route": snapshot.route,
+            "remote": snapshot.remote,
+            "backend": snapshot.backend,
+            "backendReason": snapshot.backend_reason,
+            "answered": dict(snapshot.answered),
+            "remoteRetryS": snapshot.remote_retry_s,
         }
 
 

@@ -28,6 +28,7 @@ STOP = ["<|endoftext|>", "<|fim_pad|>"]
 
 
 def backend(url: str, key_env: str = "", **overrides) -> RemoteBackend:
+    overrides.setdefault("timeout_ms", 30000)  # a busy test machine must not look like a dead server
     return RemoteBackend(RemoteConfig(route="remote", url=url, kind="openai", api_key_env=key_env, **overrides))
 
 

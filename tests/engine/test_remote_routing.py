@@ -29,7 +29,9 @@ def make_engine(url: str = "", route: str = "local", key_env: str = "", max_toke
                 **remote: object) -> CompletionEngine:
     settings = {"model": {"threads": 1},
                 "completion": {"maxTokens": max_tokens, "timeBudgetMs": 60000},
-                "remote": {"url": url, "route": route, "kind": "openai", "apiKeyEnv": key_env, **remote}}
+                # A long first-token timeout: a machine busy with other tests must not look like a dead server.
+                "remote": {"url": url, "route": route, "kind": "openai", "apiKeyEnv": key_env, "timeoutMs": 30000,
+                           **remote}}
     result = merge_config(settings)
     assert result.errors == []
     engine = CompletionEngine(result.config, probe_files=False)
