@@ -65,8 +65,19 @@ SECRET_FILES: tuple[str, ...] = (
 )
 """Gitignore-style patterns of files that hold secrets (a folder pattern covers all inside)."""
 
-_SECRET_NAME = (r"[A-Za-z0-9_.-]*(?:secret|passw(?:or)?d|pwd|api[_-]?key|access[_-]?key|private[_-]?key|token"
-                r"|credential)s?")
+_SECRET_NAME = (r"[A-Za-z0-9_.$-]*(?:secret|passw(?:or)?d|pwd|api[_-]?key|access[_-]?key|private[_-]?key"
+                r"|auth[_-]?key|token|credentials?)(?:[_-]?(?:key|value|base))*s?")
+"""A name that *ends* in a secret's word (``AWS_SECRET_ACCESS_KEY``, ``githubToken``,
+``db_password``, ``SECRET_KEY_BASE``); ``tokenizer``, ``pad_token_id`` or ``password_field`` do not."""
+_DECLARATION = (r"(?:(?:export|const|let|var|val|final|static|private|public|protected|readonly)[ \t]+)*"
+                r"(?:[A-Za-z_][\w<>\[\].]*[ \t]+)?")
+"""Keywords and a type before the name: ``export const``, ``private static final String``."""
+_LITERAL_CHAR = r"[^\"'`\s<>|(){}\[\],;]"
+"""What a key or password is made of: no spaces, quotes, brackets or separators (``"<pad>"``,
+``"[SEP]"`` or ``"tokenizers>=0.2,<0.3"`` are not secrets)."""
+_LETTERS_AND_DIGITS = rf"(?={_LITERAL_CHAR}*[0-9])(?={_LITERAL_CHAR}*[A-Za-z])"
+_PLACEHOLDER = r"(?i:(?:my|your)?(?:password|passwd|pass|pwd|secret|token|changeme)|x{3,}|\*+)@"
+"""What documentation writes for a password in a URL (``user:password@host``, ``:TOKEN@``)."""
 
 
 @dataclass(frozen=True)
@@ -91,14 +102,20 @@ SECRET_CONTENT: tuple[SecretPattern, ...] = tuple(SecretPattern(reason, anchors,
     ("an OpenAI or Anthropic key", ("sk-",), r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{32,}"),
     ("a Google API key", ("aiza",), r"\bAIza[0-9A-Za-z_-]{35}"),
     ("a Stripe key", ("k_live_",), r"\b[rs]k_live_[0-9A-Za-z]{16,}"),
-    ("a URL with a password", ("://",), r"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"]+:[^/\s:@'\"]{3,}@[^\s'\"]"),
-    # AWS_SECRET_ACCESS_KEY=..., "password": "...", api_key = '...': a literal value of 8 or more
-    # characters with letters and digits (so `token = os.environ["TOKEN"]` or `password_field =
-    # "password"` do not count); unquoted only when it ends the line, as in .env or YAML.
-    ("a secret assigned a value", ("secret", "passw", "pwd", "api", "access", "private", "token", "credential"),
-     rf"(?im)^[ \t]*(?:export[ \t]+)?[\"']?{_SECRET_NAME}[A-Za-z0-9_.-]*[\"']?[ \t]*[:=][ \t]*"
-     r"(?:[\"'](?=[^\"'\s]*[0-9])(?=[^\"'\s]*[A-Za-z])[^\"'\s]{8,}[\"']"
-     r"|(?=[^\"'\s]*[0-9])(?=[^\"'\s]*[A-Za-z])[^\"'\s#;,(){}\[\]<>]{8,}[ \t]*(?:#.*)?$)"),
+    ("a Hugging Face token", ("hf_",), r"\bhf_[A-Za-z0-9]{30,}"),
+    # postgres://shop:hunter2@db: not a placeholder (user:password@host) nor a template (<password>)
+    ("a URL with a password", ("://",),
+     rf"\b[a-z][a-z0-9+.-]*://[^/\s:@'\"\[\]<>{{}}()]+:(?!{_PLACEHOLDER})[^/\s:@'\"\[\]<>{{}}()]{{3,}}@[^\s'\"/]"),
+    # AWS_SECRET_ACCESS_KEY=..., "password": "...", const apiKey = '...', api_key: str = "...": a
+    # literal of 8 or more characters with letters and digits (so `token = os.environ["TOKEN"]`,
+    # `password_field = "password"` or `pad_token = "<pad>"` do not count). Unquoted only as in
+    # .env (NAME=value, no spaces) or YAML (name: value), ending the line: in code `x = y1` is
+    # a reference.
+    ("a secret assigned a value", ("secret", "passw", "pwd", "api", "access", "private", "auth", "token", "credential"),
+     rf"(?im)^[ \t]*{_DECLARATION}[\"']?{_SECRET_NAME}[\"']?"
+     r"(?:[ \t]*(?::[ \t]*[A-Za-z_][\w.\[\], |]*?[ \t]*)?(?::=|=>|=|:)[ \t]*"  # a type, then := => = or :
+     rf"[\"'`]{_LETTERS_AND_DIGITS}{_LITERAL_CHAR}{{8,}}[\"'`]"
+     rf"|(?:=|:[ \t]+){_LETTERS_AND_DIGITS}{_LITERAL_CHAR}{{8,}}[ \t]*(?:#.*)?$)"),
 ))
 """What a secret looks like inside a file that is not named like one. Matched line by line."""
 LONG_LINE = 2000

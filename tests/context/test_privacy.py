@@ -188,6 +188,7 @@ CONTENT_SECRETS = {
     "a Google API key": "maps = Maps('AIza" + "SyD3" * 8 + "abc')",
     "a Stripe key": "stripe.key = 'sk_live_" + "4eC39HqLyjWDarjtT1zdp7dc" + "'",
     "a URL with a password": "DB = 'postgres://admin:hunter2@db.internal:5432/shop'",
+    "a Hugging Face token": "login(token='hf_" + "Ab1" * 11 + "')",
 }
 
 
@@ -204,6 +205,13 @@ def test_secret_content_is_found(reason: str):
     "SECRET_KEY = 'django-insecure-7h1s-1s-n0t-s4fe'",
     "self.client_secret = \"Zx81kPq02LmN\"",
     "DB_PASSWORD=hunter2hunter2  # prod",
+    "const apiKey = 'f3a9c2e1b7d4a6c8e0f2'",
+    "export const STRIPE_SECRET = `whsec_12ab34cd56ef`;",
+    'API_TOKEN: str = "t0k3n-abcdef-123456"',
+    'apiToken := "9f8e7d6c5b4a39281706"',
+    "'password' => 'Sup3rS3cretPw',",
+    "SECRET_KEY_BASE=8f14e45fceea167a5a36dedd4bea2543",
+    'private static final String DB_PASSWORD = "Pa55w0rd!2024";',
 ])
 def test_secret_assignments_are_found(line: str):
     assert content_reason(f"x = 1\n{line}\ny = 2\n") == "a secret assigned a value", line
@@ -222,6 +230,21 @@ def test_secret_assignments_are_found(line: str):
     "url = 'https://example.com/path?x=1'",
     "# -----BEGIN PUBLIC KEY----- is fine to share",
     "private_key_path = Path('keys') / name",
+    # found in real libraries' code by an earlier version of the patterns
+    '"tokenizers": "tokenizers>=0.23.1,<0.24.0",',
+    "LayoutLMv3TokenizerFast = LayoutLMv3Tokenizer",
+    'self.tokenizer.pad_token = "<|reserved_special_token_0|>"',
+    'mask_token="<mask_2>",',
+    "self.pad_token_id = config.t2u_pad_token_id",
+    "Api2Token = ApiV2Token",
+    '# "https://username:password@host.com:80/path?query#fragment"',
+    'proxy_url="socks5h://<username>:<password>@proxy-host"',
+    "# The default infer_storage_options can handle gist://username:token@id/file",
+    "- 'github://org:repo@/precip/catalog.yml', where the org and repo are",
+    'help="Specify a proxy in the form scheme://[user:passwd@]proxy.server:port.",',
+    "        api_key=settings_v2,",
+    "gist://username:TOKEN@<gist_id>/file.txt",
+    "...     'smb://myuser:mypassword@myserver.com/' 'share/folder/file.csv'",
 ])
 def test_ordinary_code_is_not_a_secret(line: str):
     assert content_reason(f"import os\n{line}\n") is None, line
