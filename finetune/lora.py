@@ -3,7 +3,7 @@
 Reads top to bottom: data -> base model -> evaluation before -> LoRA training (checkpoints,
 ``--resume``, Ctrl-C saves) -> evaluation after -> export -> publish only if it helps.
 
-The same command runs on several GPUs with no change (``tests/test_finetune_distributed.py``
+The same command runs on several GPUs with no change (``tests/finetune/test_lora_distributed.py``
 runs it under ``torchrun --nproc-per-node 2`` on CPUs)::
 
     accelerate launch --config_file finetune/accelerate/ddp.yaml -m slm_lsp finetune REPO \

@@ -18,10 +18,10 @@ from finetune.config import FinetuneConfig
 from finetune.lora import FinetuneError, main
 from slm_lsp.engine.fim import FimTemplate
 from slm_lsp.engine.model import LlamaRunner
-from tests.test_finetune_export import save_as_hf_dir
+from tests.finetune.test_export import save_as_hf_dir
 from tests.tiny_model import build_tiny_gguf
 
-REPO = Path(__file__).parent / "data" / "finetune_repo"
+REPO = Path(__file__).parent.parent / "data" / "finetune_repo"
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Put first on PYTHONPATH of a subprocess (tests/test_finetune_distributed.py): every Python
+"""Put first on PYTHONPATH of a subprocess (tests/finetune/test_lora_distributed.py): every Python
 process records, through an audit hook, each write it makes under the folder named by
 SLM_LSP_WRITE_AUDIT_DIR: open for writing, mkdir, rename/replace, link, remove, rmdir and
 chmod. Process RANK (torchrun sets it) appends them to SLM_LSP_WRITE_AUDIT_LOG/writes-RANK.txt,
@@ -10,7 +10,7 @@ import runpy
 import sys
 from pathlib import Path
 
-runpy.run_path(str(Path(__file__).resolve().parent.parent / "netblock" / "sitecustomize.py"))
+runpy.run_path(str(Path(__file__).resolve().parents[2] / "netblock" / "sitecustomize.py"))
 
 _WATCHED = os.environ.get("SLM_LSP_WRITE_AUDIT_DIR")
 _LOG_DIR = os.environ.get("SLM_LSP_WRITE_AUDIT_LOG")

@@ -27,7 +27,7 @@ from slm_lsp.engine.model import LlamaRunner
 from slm_lsp.engine.prompt import PromptBuilder, PromptRequest, plain_fim_prompt
 from tests.conftest import TINY_MODEL
 
-REPO = Path(__file__).parent / "data" / "finetune_repo"
+REPO = Path(__file__).parent.parent / "data" / "finetune_repo"
 KEPT = {"geom/__init__.py", "geom/cli.py", "geom/io/csvio.py", "geom/io/jsonio.py", "geom/ops.py",
         "geom/registry.py", "geom/shapes.py"}
 

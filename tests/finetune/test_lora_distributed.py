@@ -5,7 +5,7 @@
 * the gradients are averaged: after each step both processes hold the same LoRA weights, with
   the gradient norm and, at the end, the weights of one process training on both shards with
   two micro-batches per step (the mean of the two examples' gradients);
-* only the first process writes: an audit hook in every process (tests/write_audit) records
+* only the first process writes: an audit hook in every process (tests/finetune/write_audit) records
   each write under the output folder; the second process records none.
 
 ``--log-shards`` makes each process print the examples it trained on, the gradient norm and a
@@ -28,11 +28,11 @@ pytest.importorskip("accelerate")
 
 from finetune.config import FinetuneConfig
 from finetune.lora import main
-from tests.test_finetune_export import save_as_hf_dir
+from tests.finetune.test_export import save_as_hf_dir
 from tests.tiny_model import build_tiny_gguf
 
-ROOT = Path(__file__).parent.parent
-REPO = Path(__file__).parent / "data" / "finetune_repo"
+ROOT = Path(__file__).parent.parent.parent
+REPO = Path(__file__).parent.parent / "data" / "finetune_repo"
 WRITE_AUDIT = Path(__file__).parent / "write_audit"
 STEPS = 2
 # What the two processes and the single reference process share; the reference takes two
