@@ -264,7 +264,8 @@ def test_buffer_edits_during_the_walk_never_abort_it(repo: Path, tmp_path: Path,
     try:
         for _ in range(100):  # what the walk does every 2 s and at its end
             time.sleep(0.002)  # the editors' threads get going between two merges
-            index.snapshot = replace(index.snapshot, files=_YieldingFiles(index.snapshot.files))
+            with index._lock:  # unlocked, this swap could undo an edit published meanwhile
+                index.snapshot = replace(index.snapshot, files=_YieldingFiles(index.snapshot.files))
             index._publish_full(walked)
         index.build()
     finally:
