@@ -14,7 +14,8 @@ must write it back. Lines that use names imported from other files of the reposi
   model's context window), unless ``--baseline-tokens`` caps them.
 
 Prints exact match (first line, whitespace-trimmed), edit similarity and latency per mode, for
-all tasks and for the cross-file ones.
+all tasks and for the cross-file ones. With ``--route remote|auto --remote URL`` the engine routes
+as the server would, and the table adds the share of requests the team server answered.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class Outcome:
     ms: float
     evaluated: int = 0
     context_files: list[str] = field(default_factory=list)
+    backend: str = ""
+    """Who answered: local, remote or cache."""
 
 
 def levenshtein(a: str, b: str) -> int:
@@ -196,10 +199,13 @@ def run_eval(args: argparse.Namespace) -> int:
     baseline = JaccardBaseline(index) if "baseline" in modes else None
     engine = CompletionEngine(config)
     engine.load(str(resolve_model(config.model.path))).result()
+    status = engine.status()
     runner = engine.runner
-    assert runner is not None
-    print(f"model {runner.name} ({runner.template.name}), prefix {args.prefix_tokens} / suffix {args.suffix_tokens} / "
-          f"context {args.context_tokens} tokens, {runner.threads} threads")
+    print(f"model {status.name} ({status.template}), prefix {args.prefix_tokens} / suffix {args.suffix_tokens} / "
+          f"context {args.context_tokens} tokens" + (f", {runner.threads} threads" if runner is not None else ""))
+    if status.remote is not None:
+        print(f"route {status.route}: prompts go to the {status.remote}")
+    n_ctx = runner.n_ctx if runner is not None else config.model.n_ctx
     outcomes: list[Outcome] = []
     out = open(args.jsonl, "w") if args.jsonl else None
     for i, task in enumerate(tasks):  # task by task: a run cut short still compares the modes
@@ -214,13 +220,15 @@ def run_eval(args: argparse.Namespace) -> int:
                 req.context, req.repo_name, req.repo_path = baseline.context(task), index.name, task.path
                 # The plain baseline: all of its windows (within the model's context window) unless
                 # --baseline-tokens caps it; no imports or scope headers of a cut prefix window.
-                req.context_tokens, req.file_headers = args.baseline_tokens or runner.n_ctx, False
+                req.context_tokens, req.file_headers = args.baseline_tokens or n_ctx, False
             result = engine.complete(req)
             predicted = result.text.split("\n")[0].strip()
             gen = result.generation
             last = engine.builder.last_context if engine.builder is not None else []
             o = Outcome(mode, task, predicted, predicted == task.expected, edit_similarity(predicted, task.expected),
-                        result.total_ms, gen.n_evaluated if gen else 0, sorted({f.path for f in last}))
+                        result.total_ms, gen.n_evaluated if gen and gen.n_evaluated >= 0 else 0,
+                        sorted({f.path for f in last}),
+                        result.backend)
             outcomes.append(o)
             if args.verbose:
                 mark = "=" if o.exact else " "
@@ -230,10 +238,17 @@ def run_eval(args: argparse.Namespace) -> int:
                 out.write(json.dumps({"mode": mode, "path": task.path, "line": task.line, "cross_file": task.cross_file,
                                       "expected": task.expected, "predicted": predicted, "exact": o.exact,
                                       "es": o.similarity, "ms": o.ms, "evaluated": o.evaluated,
-                                      "context_files": o.context_files}) + "\n")
+                                      "context_files": o.context_files, "backend": result.backend,
+                                      "route": result.route}) + "\n")
                 out.flush()
     engine.close()
     print_table(outcomes, modes)
+    if status.remote is not None:
+        for mode in modes:
+            rows = [o for o in outcomes if o.mode == mode]
+            remote = sum(o.backend == "remote" for o in rows)
+            print(f"{mode}: {remote}/{len(rows)} answered by the team server "
+                  f"({100 * remote / max(len(rows), 1):.0f}%, route {status.route})")
     return 0
 
 

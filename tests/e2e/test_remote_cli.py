@@ -1,0 +1,68 @@
+"""``--remote URL --route ...`` on ``complete``, ``eval`` and ``bench humaneval``, run as a user runs
+them, against a real llama-cpp-python server with the tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TEST_TMP, TINY_MODEL
+from tests.remote_servers import LlamaCppServer
+
+FIXTURE = Path(__file__).parent.parent / "data" / "context_repo"
+
+
+@pytest.fixture(scope="module")
+def team_server() -> Iterator[LlamaCppServer]:
+    server = LlamaCppServer(TINY_MODEL, TEST_TMP, name="cli-team")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slm_lsp", *args, "--model", str(TINY_MODEL), "--threads", "1"],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_complete_asks_the_team_server(team_server: LlamaCppServer, tmp_path: Path):
+    source = tmp_path / "demo.py"
+    source.write_text("def circle_area(radius):\n    return \n")
+    before = len(team_server.requests())
+    out = run("complete", f"{source}:2:12", "--remote", team_server.url, "--route", "remote", "--repeat", "1")
+    assert out.returncode == 0, out.stderr
+    assert f"prompts go to the openai server at {team_server.url}" in out.stderr
+    assert "# request 1 by remote (route remote)" in out.stderr
+    assert out.stdout.strip()
+    assert len(team_server.requests()) == before + 1
+
+
+def test_eval_routes_to_the_team_server(team_server: LlamaCppServer, tmp_path: Path):
+    jsonl = tmp_path / "tasks.jsonl"
+    out = run("eval", str(FIXTURE), "-n", "3", "--mode", "infile", "--remote", team_server.url, "--route", "remote",
+              "--jsonl", str(jsonl))
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert rows and all(r["backend"] == "remote" for r in rows)
+    assert f"infile: {len(rows)}/{len(rows)} answered by the team server (100%, route remote)" in out.stdout
+
+
+def test_bench_humaneval_reports_the_share_sent_to_the_server(team_server: LlamaCppServer, tmp_path: Path):
+    jsonl = tmp_path / "he.jsonl"
+    out = run("bench", "humaneval", "-n", "3", "--remote", team_server.url, "--route", "auto", "--jsonl", str(jsonl))
+    if "not found; pass --data" in out.stderr + out.stdout:
+        pytest.skip("the HumanEval infilling data (shared/benchmarks) is not beside this checkout")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert len(rows) == 3 and all(r["backend"] in ("local", "remote") for r in rows)
+    remote = sum(r["backend"] == "remote" for r in rows)
+    assert f"sent to the server: {remote}/3" in out.stdout
+    assert "latency p50" in out.stdout and "p95" in out.stdout
+    # The local answers' confidence is recorded: what auto decided on.
+    assert all(r["mean_logprob"] is not None for r in rows if r["backend"] == "local")
