@@ -229,6 +229,11 @@ class PrivacyFilter:
     def deny_files(self) -> list[str]:
         return list(self._deny)
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever ``configure`` changes what is private."""
+        return self._generation
+
     def configure(self, roots: Sequence[str] | None = None, deny_files: Sequence[str] | None = None) -> bool:
         """Set the workspace folders and the ``remote.deny_files`` patterns (None: unchanged).
         A pattern that is not a valid gitignore pattern is logged and left out. True when

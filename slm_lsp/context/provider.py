@@ -114,6 +114,8 @@ class _Sticky:
     def_keys: set[tuple[str, str, str]]
     versions: dict[str, int]
     files: list[ContextFile] = field(default_factory=list)
+    privacy: int = 0
+    """The privacy filter's generation its pieces were marked under: stale once it changes."""
 
 
 def scope_key(lines: list[str], line: int) -> str:
@@ -192,9 +194,8 @@ class ContextProvider:
     def configure_privacy(self, roots: Sequence[str] | None = None, deny_files: Sequence[str] | None = None) -> None:
         """Set the workspace folders and ``remote.deny_files`` of the privacy filter (None:
         unchanged). When that changes what is private, the ring is marked again and the sticky
-        contexts, marked by the old rules, are dropped."""
-        if self.privacy.configure(roots, deny_files):
-            self._sticky.clear()
+        contexts, marked by the old rules, are computed again."""
+        if self.privacy.configure(roots, deny_files):  # the sticky contexts go stale by its generation
             self.recent.remark(lambda origin: self.privacy.path_reason(origin) is not None)
 
     def forget(self, key: str) -> None:
@@ -248,6 +249,7 @@ class ContextProvider:
         """Context for a request at ``line`` of ``path`` (whose current text is ``text``).
         ``hide_current`` leaves the file itself out of the index (the evaluation's setting)."""
         timings: dict[str, float] = {}
+        privacy = self.privacy.generation  # before marking: a change meanwhile makes this stale
         index, rel = self.locate(path)
         if index is None:
             recent = self._recent_part(path, line, timings)
@@ -274,7 +276,7 @@ class ContextProvider:
             [], timings) if lang else []
         found = found[:MAX_DEFINITIONS]
         sticky = self._sticky.get(key)
-        fresh = sticky is not None and sticky.scope == scope and all(
+        fresh = sticky is not None and sticky.scope == scope and sticky.privacy == privacy and all(
             (e.version if (e := snap.entry(p)) is not None else -1) == v for p, v in sticky.versions.items())
         if sticky is not None and fresh:
             strong = {f.key for f in found[:STICKY_RANK] if f.score >= STRONG_USE}
@@ -291,7 +293,7 @@ class ContextProvider:
         # The file's own windows do not make it stale: its buffer changes on every keystroke.
         versions = {p: e.version for p in {f.path for f in head} | {f.path for f in found}
                     if p != rel and (e := snap.entry(p)) is not None}
-        state = _Sticky(scope, head, defs, {f.key for f in found}, versions, head + defs)
+        state = _Sticky(scope, head, defs, {f.key for f in found}, versions, head + defs, privacy)
         self._sticky[key] = state
         result = ContextResult(state.files, index.name, rel, False, timings)
         self.last = result
