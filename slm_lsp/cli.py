@@ -184,6 +184,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.loop import run_loop_bench
 
         return run_loop_bench(args)
+    if args.bench == "remote":
+        from .bench.remote import run_remote_bench
+
+        return run_remote_bench(args)
     if args.bench == "fuzz":
         from .bench.fuzz import run_fuzz_bench
 
@@ -296,6 +300,16 @@ def build_parser() -> argparse.ArgumentParser:
                                      "per user, next to the in-process model")
     team_arguments(b)
     _model_args(b)
+    b = bsub.add_parser("remote", help="typing replayed against a team server: latency and the server's prefix "
+                                       "cache (prompt tokens evaluated vs cached per request)")
+    b.add_argument("file")
+    b.add_argument("--every", type=int, default=6, help="characters typed between requests")
+    b.add_argument("--lines", type=int, default=10, help="lines of the file to retype")
+    b.add_argument("--start-line", type=int, default=0, help="first line to retype (0: the middle of the file)")
+    b.add_argument("--slot", type=int, help="llama-server slot (remote.slot: -1 one per user, -2 the server picks)")
+    b.add_argument("-v", "--verbose", action="store_true", help="print every request")
+    _model_args(b)
+    _remote_args(b)
     b = bsub.add_parser("index", help="repo index: full index time, peak memory, one-file update, context p50/p95")
     b.add_argument("repo")
     b.add_argument("--requests", type=int, default=200, help="context requests to time")

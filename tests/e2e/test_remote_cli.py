@@ -66,3 +66,19 @@ def test_bench_humaneval_reports_the_share_sent_to_the_server(team_server: Llama
     assert "latency p50" in out.stdout and "p95" in out.stdout
     # The local answers' confidence is recorded: what auto decided on.
     assert all(r["mean_logprob"] is not None for r in rows if r["backend"] == "local")
+
+
+def test_bench_remote_replays_typing_against_the_server(team_server: LlamaCppServer, tmp_path: Path):
+    source = tmp_path / "geometry.py"
+    source.write_text("import math\n\n\ndef circle_area(radius):\n    return math.pi * radius ** 2\n\n\n"
+                      "def square_area(side):\n    return side * side\n")
+    before = len(team_server.requests())
+    out = run("bench", "remote", str(source), "--remote", team_server.url, "--lines", "1", "--start-line", "4",
+              "--every", "10", "-v")
+    assert out.returncode == 0, out.stderr
+    answered = int(out.stdout.split("answered by: ", 1)[1].split("remote ", 1)[1].split()[0].rstrip(","))
+    assert answered >= 2 and len(team_server.requests()) == before + answered
+    assert "first token p50" in out.stdout
+    # llama-cpp-python's server reports no cache counts; its log has them.
+    assert "the server reports no prompt token counts" in out.stdout
+    assert team_server.wait_for(r"Llama\.generate: \d+ prefix-match hit", 1)
