@@ -179,3 +179,16 @@ async def test_secrets_never_reach_the_team_server(client: LanguageClient, proxy
     after = proxy.sent()
     assert len(after) == before, after[before:][:2000]
     assert ENV_SECRET not in after
+
+
+@pytest.mark.xfail(strict=True, reason="slm_lsp/cli.py cmd_complete builds its CompletionRequest without the privacy "
+                                       "check: it needs private=PrivacyFilter().reason(file, text) is not None")
+def test_complete_on_the_command_line_never_sends_a_env(proxy: RecordingProxy, repo: Path):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "slm_lsp", "complete", f"{repo / '.env'}:2:3", "--model",
+                          str(TINY_MODEL), "--remote", proxy.url, "--route", "remote", "--threads", "1"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert ENV_SECRET not in proxy.sent()
