@@ -27,6 +27,9 @@ def _remote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote-kind", choices=["openai", "llama-server", "ollama"],
                    help="the server's protocol (remote.kind, default openai)")
     p.add_argument("--remote-model", metavar="NAME", help="model name sent to the server (remote.model)")
+    p.add_argument("--remote-timeout-ms", type=int, metavar="MS",
+                   help="wait this long for the server's first token before the local model answers "
+                        "(remote.timeout_ms, default 3000)")
     p.add_argument("--route", choices=["local", "remote", "auto"],
                    help="local model, team server, or the server only when the local model is unsure "
                         "(remote.route, default local)")
@@ -37,6 +40,7 @@ def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
                                "n_ctx": args.ctx, "adapter": args.adapter}.items() if v is not None}
     remote = {k: v for k, v in {"url": getattr(args, "remote", None), "kind": getattr(args, "remote_kind", None),
                                 "model": getattr(args, "remote_model", None),
+                                "timeout_ms": getattr(args, "remote_timeout_ms", None),
                                 "route": getattr(args, "route", None)}.items() if v is not None}
     settings: dict[str, Any] = {}
     if model:

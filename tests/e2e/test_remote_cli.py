@@ -82,3 +82,19 @@ def test_bench_remote_replays_typing_against_the_server(team_server: LlamaCppSer
     # llama-cpp-python's server reports no cache counts; its log has them.
     assert "the server reports no prompt token counts" in out.stdout
     assert team_server.wait_for(r"Llama\.generate: \d+ prefix-match hit", 1)
+
+
+@pytest.mark.parametrize("command", [["serve"], ["complete", "f.py:1:1"], ["bench", "humaneval"],
+                                     ["bench", "remote", "f.py"], ["eval", "repo"]])
+def test_the_remote_flags_set_the_remote_section(command: list[str]):
+    from slm_lsp.cli import build_parser, cli_settings
+    from slm_lsp.config import merge_config
+
+    args = build_parser().parse_args([*command, "--remote", "https://gpu-box:8443/", "--remote-kind", "llama-server",
+                                      "--remote-model", "team-7b", "--remote-timeout-ms", "900", "--route", "auto"])
+    result = merge_config(cli_settings(args))
+    assert result.errors == []
+    rc = result.config.remote
+    assert (rc.url, rc.kind, rc.model, rc.timeout_ms, rc.route) == (
+        "https://gpu-box:8443", "llama-server", "team-7b", 900, "auto")
+    assert "remote" not in cli_settings(build_parser().parse_args(command))  # no flags: nothing set
