@@ -137,3 +137,63 @@ class SilentServer:
         with self._lock:
             for conn in self._open:
                 conn.close()
+
+
+def llama_server_binary() -> Path | None:
+    """llama.cpp's llama-server: $SLM_LSP_LLAMA_SERVER, the one ``make llama-server`` builds into
+    this checkout, or the first on PATH (None: the tests that need it are skipped)."""
+    import shutil
+
+    built = Path(__file__).resolve().parent.parent / ".cache" / "llama-server" / "bin" / "llama-server"
+    for candidate in (os.environ.get("SLM_LSP_LLAMA_SERVER"), str(built), shutil.which("llama-server")):
+        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+class LlamaServer:
+    """llama.cpp's ``llama-server -m MODEL -np SLOTS`` in a child process; its log is observed."""
+
+    def __init__(self, binary: Path, model: Path, log_dir: Path, slots: int = 2, ctx: int = 8192) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_dir / f"llama-server-{self.port}.log"
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen([str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
+                                         "-np", str(slots), "-c", str(ctx), "-t", "1", "--no-webui"],
+                                        stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + SERVER_START_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.process.returncode}:\n{self.log()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0, trust_env=False).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"llama-server did not start in {SERVER_START_S} s:\n{self.log()[-2000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def slots(self) -> list[dict]:
+        return list(httpx.get(self.url + "/slots", timeout=5.0, trust_env=False).json())
+
+    def wait_for(self, pattern: str, count: int = 1, timeout: float = 15.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(re.findall(pattern, self.log())) >= count:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._log.close()

@@ -383,6 +383,9 @@ class CompletionEngine:
         handle.route_reason = reason
         key = handle.request.document_key
         with self._lock:
+            if handle.cancelled:  # superseded while the worker decided: a newer request owns the slot below
+                handle.resolve(CompletionResult("", reason="cancelled"))
+                return
             self._remote_inflight[key] = handle
         handle.future.add_done_callback(lambda _f: self._forget_inflight(key, handle))
         lane.submit(handle)
