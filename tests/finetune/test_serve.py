@@ -1,13 +1,21 @@
 """Serving a finetuned adapter: the engine's completion changes when an adapter is loaded and
 the adapter's ``template.json`` replaces the prompt template; over LSP, ``slm.loadAdapter``
-swaps it without a restart. The adapter is a random one written by finetune.export with numpy
-(no torch needed)."""
+swaps it without a restart. A team server: llama.cpp's ``llama-server`` runs the README's
+commands (``--lora``, ``--lora-init-without-apply`` and the per-request ``lora`` field) when a
+binary is there (``make llama-server``). The adapter is a random one written by finetune.export
+with numpy (no torch needed)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import tempfile
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import pytest_lsp
@@ -20,6 +28,7 @@ from slm_lsp.config import merge_config
 from slm_lsp.engine.fim import FimTemplate
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest
 from tests.conftest import TEST_TMP, TINY_MODEL, server_command
+from tests.remote_servers import free_port
 
 TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
 
@@ -112,3 +121,80 @@ async def test_load_adapter_command_swaps_without_restart(client: LanguageClient
     with pytest.raises(JsonRpcException, match="not found"):
         await client.workspace_execute_command_async(types.ExecuteCommandParams(
             command="slm.loadAdapter", arguments=[str(ADAPTER.parent / "missing.gguf")]))
+
+
+# -- a team server: llama-server with the adapter ------------------------------------------------
+REPO_ROOT = Path(__file__).resolve().parents[2]
+FIM_PROMPT = "<|fim_prefix|>def total(items):\n    result = 0\n    for item in items:\n        result += " \
+             "<|fim_suffix|>\n    return result\n<|fim_middle|>"
+
+
+def llama_server_binary() -> Path | None:
+    """$SLM_LSP_LLAMA_SERVER, the one ``make llama-server`` builds, or one on PATH."""
+    built = REPO_ROOT / ".cache" / "llama-server" / "bin" / "llama-server"
+    for candidate in (os.environ.get("SLM_LSP_LLAMA_SERVER"), str(built), shutil.which("llama-server")):
+        if candidate and os.access(candidate, os.X_OK):
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture
+def llama_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
+    """Starts ``llama-server -m TINY_MODEL ARGS...`` on a free port; returns its URL."""
+    binary = llama_server_binary()
+    if binary is None:
+        pytest.skip("no llama-server binary: `make llama-server` builds one")
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str) -> str:
+        port = free_port()
+        log = tmp_path / f"llama-server-{port}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen([str(binary), "-m", str(TINY_MODEL), "--host", "127.0.0.1", "--port", str(port),
+                                        "-t", "1", "-c", "512", "-np", "1", *args],
+                                       stdout=out, stderr=subprocess.STDOUT)
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert process.poll() is None, f"llama-server exited with {process.returncode}: {log.read_text()[-2000:]}"
+            try:
+                if httpx.get(url + "/health", timeout=1.0, trust_env=False).status_code == 200:
+                    return url
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"llama-server was not ready in 60 s: {log.read_text()[-2000:]}")
+
+    yield start
+    for process in started:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def infill(url: str, **fields: object) -> str:
+    """The greedy completion of FIM_PROMPT (``/completion``, no prompt cache)."""
+    reply = httpx.post(url + "/completion", json={"prompt": FIM_PROMPT, "n_predict": 8, "temperature": 0,
+                                                  "cache_prompt": False, **fields}, timeout=60, trust_env=False)
+    reply.raise_for_status()
+    return str(reply.json()["content"])
+
+
+def test_llama_server_serves_the_adapter_and_a_request_picks_it_with_the_lora_field(llama_server, tmp_path):
+    other = random_adapter(tmp_path / "other", seed=1)
+    base = infill(llama_server())
+    # README: one repository's adapter, applied to every request.
+    applied = infill(llama_server("--lora", str(ADAPTER)))
+    assert applied != base
+    # README: several adapters, switched off server-wide (--lora-init-without-apply alone does
+    # not: llama.cpp issue 28674), and a request names the one it wants.
+    url = llama_server("--lora", str(ADAPTER), "--lora", str(other), "--lora-init-without-apply")
+    off = [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]
+    httpx.post(url + "/lora-adapters", json=off, timeout=10, trust_env=False).raise_for_status()
+    listed = httpx.get(url + "/lora-adapters", timeout=10, trust_env=False).json()
+    assert [(a["id"], a["path"], a["scale"]) for a in listed] == [(0, str(ADAPTER), 0.0), (1, str(other), 0.0)]
+    assert infill(url) == base  # no lora field: the base model
+    assert infill(url, lora=[{"id": 0, "scale": 1.0}]) == applied
+    picked_other = infill(url, lora=[{"id": 1, "scale": 1.0}])
+    assert picked_other not in (base, applied)
+    assert infill(url) == base  # a request's choice does not stay behind
