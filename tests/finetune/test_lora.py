@@ -6,6 +6,7 @@ a published adapter is never overwritten."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -84,6 +85,16 @@ def test_the_peft_directory_loads_back_with_the_trained_weights(tiny, tmp_path):
     assert adapter_config["peft_type"] == "LORA" and adapter_config["task_type"] == "CAUSAL_LM"
     assert adapter_config["r"] == 4 and adapter_config["lora_alpha"] == 8.0
     assert sorted(adapter_config["target_modules"]) == sorted(cfg.target_modules)
+    # What vLLM's PEFTHelper refuses (modules_to_save, DoRA) and the weight names it parses.
+    assert not adapter_config["modules_to_save"] and not adapter_config["use_dora"]
+    assert adapter_config["bias"] == "none" and not adapter_config["use_rslora"]
+    from safetensors import safe_open
+
+    with safe_open(str(peft_dir / "adapter_model.safetensors"), "pt") as f:
+        names = list(f.keys())
+    assert len(names) == 2 * 2 * len(cfg.target_modules)  # lora_A and lora_B of each module of 2 layers
+    assert all(re.fullmatch(r"base_model\.model\.model\.layers\.\d\.self_attn\.[qkvo]_proj\.lora_[AB]\.weight", n)
+               for n in names), names
 
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(hf_dir)), str(peft_dir))
     weights, alpha, rank = peft_lora_weights(model)
