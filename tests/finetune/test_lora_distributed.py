@@ -3,8 +3,9 @@
 
 * the two processes train on different examples, and together on all of them;
 * the gradients are averaged: after each step both processes hold the same LoRA weights, with
-  the gradient norm and, at the end, the weights of one process training on both shards with
-  two micro-batches per step (the mean of the two examples' gradients);
+  the gradient norm and, at the end, the weights of one process training on both shards
+  (each process accumulates two micro-batches, DDP synchronising on the second only; the one
+  process accumulates four: the mean of the four examples' gradients either way);
 * only the first process writes: an audit hook in every process (tests/finetune/write_audit) records
   each write under the output folder; the second process records none.
 
@@ -97,14 +98,14 @@ def assert_only_rank_0_wrote(out: Path, audit: Path, stderr: str) -> None:
 def test_torchrun_two_processes_shard_the_data_average_gradients_and_only_rank_0_writes(tiny_hf, tmp_path, capsys):
     gguf, hf_dir = tiny_hf
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    out, audit, stderr = launch(torchrun, tmp_path, tiny_hf, grad_accum=1, **SHARED)
+    out, audit, stderr = launch(torchrun, tmp_path, tiny_hf, grad_accum=2, **SHARED)
     ddp = step_lines(stderr)
     assert sorted(ddp) == [(r, s) for r in (0, 1) for s in range(1, STEPS + 1)], stderr[-4000:]
     assert {line["world"] for line in ddp.values()} == {2}
 
-    # The same training in one process: two micro-batches per step, the same examples.
+    # The same training in one process: four micro-batches per step, the same examples.
     ref_cfg = FinetuneConfig(repo=str(REPO), base=str(hf_dir), gguf=str(gguf), out=str(tmp_path / "single"),
-                             grad_accum=2, **SHARED)  # type: ignore[arg-type]
+                             grad_accum=4, **SHARED)  # type: ignore[arg-type]
     assert main(ref_cfg) == 0
     single = step_lines(capsys.readouterr().err)
     assert sorted(single) == [(0, s) for s in range(1, STEPS + 1)]
@@ -114,7 +115,7 @@ def test_torchrun_two_processes_shard_the_data_average_gradients_and_only_rank_0
     for s in range(1, STEPS + 1):
         assert not set(ddp[0, s]["examples"]) & set(ddp[1, s]["examples"])
         assert sorted(seen[s - 1]) == sorted(single[0, s]["examples"])
-    assert sorted(sum(seen, [])) == list(range(STEPS * 2))
+    assert sorted(sum(seen, [])) == list(range(STEPS * 4))
 
     # Averaged gradients: both processes step alike, by the mean of their gradients (a sum
     # would double the norm; no averaging would leave each process its own norm and weights).
