@@ -45,7 +45,9 @@ class FinetuneConfig:
 
     preset: str = "quick"
     """``quick``: a laptop CPU, minutes on a 0.5B model (attention-only LoRA, short sequences).
-    ``full``: GPUs, bf16, attention and MLP LoRA, longer sequences and more steps."""
+    ``full``: GPUs, bf16, attention and MLP LoRA, longer sequences and more steps; on several
+    GPUs run it under ``accelerate launch --config_file finetune/accelerate/ddp.yaml
+    --num_processes N -m slm_lsp finetune ...`` (README: Fine-tuning on several GPUs)."""
 
     # -- data -------------------------------------------------------------------------------
     heldout_fraction: float = 0.1
@@ -193,7 +195,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Qwen2.5-Coder-0.5B on 2 CPU cores shared with other jobs: 23 minutes in all (load 1-3 min,
     # 30 steps of 2 x 256 tokens at ~18 s, evaluation 2 x 2-7 min). The field defaults are this preset.
     "quick": {"eval_prompt_tokens": 512},
-    # A GPU (or several under `accelerate launch`): bf16, LoRA on attention and MLP.
+    # A GPU, or several: accelerate launch --config_file finetune/accelerate/ddp.yaml --num_processes N
+    # -m slm_lsp finetune REPO --base M --preset full --out DIR (DDP; each step then trains on
+    # batch_size x grad_accum x N sequences). bf16, LoRA on attention and MLP.
     "full": {"precision": "bf16", "target_modules": ATTENTION + MLP, "lora_r": 16, "lora_alpha": 32.0,
              "steps": 1000, "batch_size": 8, "grad_accum": 2, "seq_len": 2048, "lr": 2e-4, "warmup_steps": 50,
              "save_every": 200, "eval_examples": 200, "eval_lines": 300, "gradient_checkpointing": True,
