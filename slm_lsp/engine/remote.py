@@ -103,7 +103,9 @@ class LlamaServerProtocol(Protocol):
 
     def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "prompt": prompt, "n_predict": max_tokens, "stream": True, "cache_prompt": True,
+            # timings_per_token: the cache counts come with the first token, not only at the end (a
+            # stream closed early by shaping has no end).
+            "prompt": prompt, "n_predict": max_tokens, "stream": True, "cache_prompt": True, "timings_per_token": True,
             "temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0, "stop": stop,
             "id_slot": -1 if slot is None else slot,
         }
@@ -115,15 +117,15 @@ class LlamaServerProtocol(Protocol):
         out = _Chunk(str(data.get("content") or ""), bool(data.get("stop")))
         if out.done:
             out.finish = "length" if data.get("stop_type") == "limit" else "eog"
-            timings = data.get("timings") or {}
-            if "prompt_n" in timings:
-                out.evaluated = int(timings["prompt_n"])
-            if "cache_n" in timings:
-                out.cached = int(timings["cache_n"])
-            if "tokens_evaluated" in data:
-                out.prompt_tokens = int(data["tokens_evaluated"])
-                if out.cached is None and out.evaluated is not None:
-                    out.cached = max(0, out.prompt_tokens - out.evaluated)
+        timings = data.get("timings") or {}
+        if "prompt_n" in timings:
+            out.evaluated = int(timings["prompt_n"])
+        if "cache_n" in timings:
+            out.cached = int(timings["cache_n"])
+        if "tokens_evaluated" in data:
+            out.prompt_tokens = int(data["tokens_evaluated"])
+            if out.cached is None and out.evaluated is not None:
+                out.cached = max(0, out.prompt_tokens - out.evaluated)
         return out
 
 
@@ -134,7 +136,9 @@ class OpenAIProtocol(Protocol):
     def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
-            "stream_options": {"include_usage": True}, "stop": stop,
+            # continuous_usage_stats (vLLM): the usage, with cached tokens, in every chunk, so a stream
+            # closed early still reports it; servers that do not know it ignore it.
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True}, "stop": stop,
             # llama-cpp-python's server penalises repeats by default (1.1), which changes greedy
             # code (a name used twice); vLLM and SGLang ignore the field.
             "repeat_penalty": 1.0,
@@ -224,7 +228,8 @@ class RemoteBackend:
 
     def describe(self) -> str:
         model = f", model {self.config.model}" if self.config.model else ""
-        return f"{self.config.kind} server at {redact(self.base_url)}{model}"
+        name = {"llama-server": "llama-server", "openai": "OpenAI-compatible server", "ollama": "Ollama server"}
+        return f"{name[self.config.kind]} at {redact(self.base_url)}{model}"
 
     async def _resolve_slot(self) -> int | None:
         """llama-server: this user's slot, from the server's ``total_slots`` (asked once)."""

@@ -37,7 +37,7 @@ def test_complete_asks_the_team_server(team_server: LlamaCppServer, tmp_path: Pa
     before = len(team_server.requests())
     out = run("complete", f"{source}:2:12", "--remote", team_server.url, "--route", "remote", "--repeat", "1")
     assert out.returncode == 0, out.stderr
-    assert f"prompts go to the openai server at {team_server.url}" in out.stderr
+    assert f"prompts go to the OpenAI-compatible server at {team_server.url}" in out.stderr
     assert "# request 1 by remote (route remote)" in out.stderr
     assert out.stdout.strip()
     assert len(team_server.requests()) == before + 1

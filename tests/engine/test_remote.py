@@ -183,7 +183,7 @@ def test_a_user_keeps_one_slot():
 def test_request_bodies_ask_for_greedy_streams():
     llama = LlamaServerProtocol().body("P", 7, "", ["<|x|>"], 2)
     assert llama["cache_prompt"] is True and llama["stream"] is True and llama["id_slot"] == 2
-    assert llama["n_predict"] == 7 and llama["temperature"] == 0.0
+    assert llama["n_predict"] == 7 and llama["temperature"] == 0.0 and llama["timings_per_token"] is True
     openai = OpenAIProtocol().body("P", 7, "m", [], None)
     assert openai["max_tokens"] == 7 and openai["model"] == "m" and openai["stream"] is True
     assert "model" not in OpenAIProtocol().body("P", 7, "", [], None)  # the server picks
@@ -196,6 +196,10 @@ def test_final_chunks_report_the_prompt_cache():
     last = LlamaServerProtocol().chunk({"content": "", "stop": True, "stop_type": "eos", "tokens_evaluated": 120,
                                         "timings": {"prompt_n": 7, "cache_n": 113}})
     assert (last.done, last.finish, last.evaluated, last.cached, last.prompt_tokens) == (True, "eog", 7, 113, 120)
+    # With timings_per_token the first token carries them: a stream closed early still reports its cache.
+    first = LlamaServerProtocol().chunk({"content": " x", "stop": False, "tokens_evaluated": 120,
+                                         "timings": {"prompt_n": 7, "cache_n": 113}})
+    assert (first.done, first.text, first.evaluated, first.cached) == (False, " x", 7, 113)
     # vLLM's usage chunk with prompt token details.
     usage = OpenAIProtocol().chunk({"choices": [], "usage": {"prompt_tokens": 50,
                                                             "prompt_tokens_details": {"cached_tokens": 48}}})

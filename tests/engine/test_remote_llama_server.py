@@ -50,6 +50,10 @@ async def test_streams_and_reuses_the_prompt_cache_on_this_users_slot(llama_serv
     # A keystroke later: the same prompt head with one more character.
     typed = PROMPT.replace("return ", "return r")
     second = await remote.stream(typed, max_tokens=6, stop=STOP)
+    # A stream that shaping closes at its first token still has the server's counts.
+    third = await remote.stream(PROMPT.replace("return ", "return r "), max_tokens=50, stop=STOP,
+                                stop_at=lambda text: 0)
+    assert third.stop_reason == "stop" and third.n_generated == 1 and third.n_reused > 0
     await remote.aclose()
     prompt_tokens = second.n_evaluated + second.n_reused
     assert second.n_reused >= prompt_tokens - 8 and second.n_evaluated <= 8, (second.n_evaluated, second.n_reused)
