@@ -280,6 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--typed", type=int, default=0, metavar="K",
                    help="first ask with the last K prefix characters untyped (answer through KV reuse)")
     b.add_argument("--jsonl", help="write every task's outcome here (who answered, the local log-probabilities)")
+    b.add_argument("--time-budget-ms", type=int, help="completion.time_budget_ms (a loaded machine or server "
+                                                        "cuts answers at the default 2000)")
+    b.add_argument("--no-raw", action="store_true", help="leave out the raw-model pass")
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
     _remote_args(b)

@@ -73,7 +73,10 @@ def passes(task: dict, middle: str, timeout: float = 15.0) -> bool:
 def run_humaneval_bench(args: argparse.Namespace) -> int:
     from .. import cli
 
-    result = merge_config(cli.cli_settings(args))
+    settings = cli.cli_settings(args)
+    if getattr(args, "time_budget_ms", None):
+        settings.setdefault("completion", {})["time_budget_ms"] = args.time_budget_ms
+    result = merge_config(settings)
     for error in result.errors:
         print(f"warning: {error}", file=sys.stderr)
     config = result.config
@@ -111,7 +114,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         backends[res.backend or res.reason] += 1
         reasons[_reason_kind(res.route)] += 1
         r_pass, raw_text = False, ""
-        if runner is not None and not routed:
+        if runner is not None and not routed and not getattr(args, "no_raw", False):
             # The raw model: plain PSM prompt, greedy, cut at the first newline.
             tokens = plain_fim_prompt(runner.template, runner.tokenize, runner.special, task["prompt"],
                                       task["suffix"], runner.bos)
@@ -126,7 +129,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             conf = f" mean logprob {mean:.2f}" if mean is not None else ""
             print(f"  {task['task_id']:40s} {res.backend or '-':6s} {'PASS' if s_pass else 'fail'} {res.text!r:60.60}"
                   f"{conf} {res.route}" + (f" raw {'PASS' if r_pass else 'fail'} {raw_text!r:40.40}"
-                                           if runner is not None and not routed else ""), file=sys.stderr)
+                                           if raw_text else ""), file=sys.stderr)
         if out is not None:
             out.write(json.dumps({"task_id": task["task_id"], "pass": s_pass, "text": res.text,
                                   "backend": res.backend, "route": res.route, "ms": server_ms[-1],
@@ -142,7 +145,8 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         print("why: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
     else:
         print(f"pass@1 server (windows + shaping): {server_ok}/{n} = {100 * server_ok / n:.1f}%")
-        print(f"pass@1 raw model, plain FIM:        {raw_ok}/{n} = {100 * raw_ok / n:.1f}%")
+        if not getattr(args, "no_raw", False):
+            print(f"pass@1 raw model, plain FIM:        {raw_ok}/{n} = {100 * raw_ok / n:.1f}%")
     print(f"latency p50 {percentile(server_ms, 50):.0f} ms, p95 {percentile(server_ms, 95):.0f} ms; "
           f"total {time.perf_counter() - t_start:.0f} s")
     if out is not None:
