@@ -114,8 +114,11 @@ def cmd_complete(args: argparse.Namespace) -> int:
         print(f"# model {status.name} ({status.template} template), loaded in {load_ms:.0f} ms", file=sys.stderr)
     if status.remote is not None:
         print(f"# route {status.route}: prompts go to the {status.remote}", file=sys.stderr)
+    private = _private_reason(result.config, file, text, line - 1)
+    if private:
+        print(f"# {file} stays on this machine: {private}", file=sys.stderr)
     for attempt in range(args.repeat):
-        out = engine.complete(CompletionRequest(file, text, line - 1, col - 1, path=file))
+        out = engine.complete(CompletionRequest(file, text, line - 1, col - 1, path=file, private=bool(private)))
         gen = out.generation
         by = f" by {out.backend}" + (f" ({out.route})" if out.route else "")
         if gen is not None and gen.backend == "remote":
@@ -132,6 +135,19 @@ def cmd_complete(args: argparse.Namespace) -> int:
     print(out.text)
     engine.close()
     return 0
+
+
+def _private_reason(config: Any, file: str, text: str, line: int) -> str | None:
+    """Why the file must not go into a remote prompt (as the server decides it), when prompts may
+    leave the machine at all; None otherwise."""
+    if config.remote.route == "local" or not config.remote.url:
+        return None
+    from .context.privacy import PrivacyFilter
+
+    try:
+        return PrivacyFilter(deny_files=config.remote.deny_files).reason(os.path.abspath(file), text, line)
+    except Exception as exc:  # the check failed: fail closed, as the server does
+        return f"its privacy could not be checked ({exc})"
 
 
 def _count(n: int) -> str:

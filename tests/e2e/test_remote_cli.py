@@ -98,3 +98,13 @@ def test_the_remote_flags_set_the_remote_section(command: list[str]):
     assert (rc.url, rc.kind, rc.model, rc.timeout_ms, rc.route) == (
         "https://gpu-box:8443", "llama-server", "team-7b", 900, "auto")
     assert "remote" not in cli_settings(build_parser().parse_args(command))  # no flags: nothing set
+
+
+def test_complete_keeps_a_secret_file_on_this_machine(team_server: LlamaCppServer, tmp_path: Path):
+    secret = tmp_path / ".env"
+    secret.write_text("DATABASE_URL=postgres://shop:hunter2@db/shop\nDEBUG=\n")
+    before = len(team_server.requests())
+    out = run("complete", f"{secret}:2:7", "--remote", team_server.url, "--route", "remote", "--repeat", "1")
+    assert out.returncode == 0, out.stderr
+    assert ".env stays on this machine" in out.stderr and "# request 1 by local (private" in out.stderr
+    assert len(team_server.requests()) == before  # nothing was sent
