@@ -48,9 +48,12 @@ def confidence(logprobs: list[float]) -> tuple[float, float]:
     return sum(logprobs) / len(logprobs), min(logprobs)
 
 
-def unsure(generation: Generation, config: Config) -> str:
-    """Why a local answer is not confident enough under ``config.remote`` ("" when it is)."""
+def unsure(generation: Generation, text: str, config: Config) -> str:
+    """Why a local answer (``text``, shaped from ``generation``) is not good enough under
+    ``config.remote`` ("" when it is)."""
     rc = config.remote
+    if rc.auto_empty and not text.strip() and generation.stop_reason != "cancelled":
+        return "empty answer"
     mean, lowest = confidence(generation.logprobs)
     if rc.auto_mean_logprob > SIGNAL_OFF and mean < rc.auto_mean_logprob:
         return f"unsure (mean log-probability {mean:.2f} < {rc.auto_mean_logprob:g})"

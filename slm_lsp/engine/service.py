@@ -688,7 +688,7 @@ class CompletionEngine:
             (1 - LOCAL_LATENCY_WEIGHT) * self._local_ms + LOCAL_LATENCY_WEIGHT * total)
         result = CompletionResult(text, shaper.multiline, False, gen.stop_reason, gen, total, "local",
                                   handle.route_reason or ("confident" if auto else ""))
-        if auto and (why := unsure(gen, self.config)) and (lane := self._remote_available()) is not None:
+        if auto and (why := unsure(gen, text, self.config)) and (lane := self._remote_available()) is not None:
             handle.fallback = result  # shown at once if the server fails
             self._send_remote(handle, lane, why)
             return None

@@ -292,3 +292,19 @@ def test_close_ends_a_request_in_flight(silent_server: SilentServer):
     closer.join(20)
     assert not closer.is_alive()
     assert handle.future.result(5).text == ""
+
+
+def test_the_router_signals_on_a_local_answer():
+    from slm_lsp.engine.model import Generation
+    from slm_lsp.engine.router import unsure
+
+    def gen(logprobs: list[float], text: str = "x") -> Generation:
+        return Generation(text, len(logprobs), 10, 0, 1.0, 1.0, "eog", logprobs)
+
+    config = merge_config({"remote": {"autoMeanLogprob": -0.5, "autoMinLogprob": -3}}).config
+    assert unsure(gen([-0.1, -0.2]), "x", config) == ""
+    assert unsure(gen([-0.1, -1.5]), "x", config).startswith("unsure (mean log-probability -0.80 < -0.5)")
+    assert unsure(gen([-0.01] * 9 + [-3.5]), "x", config).startswith("unsure (a token's log-probability -3.50")
+    assert unsure(gen([-0.01]), "", config) == "empty answer"
+    quiet = merge_config({"remote": {"autoMeanLogprob": -100, "autoMinLogprob": -100, "autoEmpty": False}}).config
+    assert unsure(gen([-9.0]), "", quiet) == ""
