@@ -308,3 +308,56 @@ def test_the_router_signals_on_a_local_answer():
     assert unsure(gen([-0.01]), "", config) == "empty answer"
     quiet = merge_config({"remote": {"autoMeanLogprob": -100, "autoMinLogprob": -100, "autoEmpty": False}}).config
     assert unsure(gen([-9.0]), "", quiet) == ""
+
+
+def test_auto_sends_requests_to_the_server_while_the_local_model_is_slow(llama_cpp_server: LlamaCppServer,
+                                                                          api_key: str):
+    engine = make_engine(llama_cpp_server.url, "auto", api_key, autoMeanLogprob=-100, autoSlowMs=1)
+    try:
+        first = engine.complete(request(), timeout=60)  # no local latency known yet: local
+        second = engine.complete(request("file:///two.py"), timeout=60)
+    finally:
+        engine.close()
+    assert first.backend == "local"
+    assert second.backend == "remote" and second.route.startswith("the local model is slow")
+
+
+def test_auto_sends_requests_to_the_server_while_the_local_model_is_busy(llama_cpp_server: LlamaCppServer,
+                                                                          api_key: str):
+    engine = make_engine(llama_cpp_server.url, "auto", api_key, autoMeanLogprob=-100, autoSlowMs=600000,
+                         max_tokens=2500)
+    try:
+        long = engine.submit(request())  # 2500 local tokens: the worker is busy for a while
+        time.sleep(0.1)
+        assert not long.future.done()
+        engine.config.completion.max_tokens = 4
+        other = engine.complete(request("file:///other.py"), timeout=60)
+        long.cancel()
+    finally:
+        engine.close()
+    assert other.backend == "remote" and other.route == "the local model is busy"
+
+
+def test_new_remote_settings_take_effect_without_a_reload(silent_server: SilentServer,
+                                                          llama_cpp_server: LlamaCppServer, api_key: str):
+    engine = make_engine(silent_server.url, "remote", api_key)
+    try:
+        assert engine.status().remote is not None and silent_server.url in engine.status().remote
+        config = merge_config({"model": {"threads": 1}, "completion": {"maxTokens": 8},
+                               "remote": {"url": llama_cpp_server.url, "route": "remote", "apiKeyEnv": api_key,
+                                          "timeoutMs": 30000}}).config
+        assert engine.apply_config(config) is False  # the model stays
+        deadline = time.monotonic() + 10
+        while llama_cpp_server.url not in (engine.status().remote or "") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        result = engine.complete(request(), timeout=60)
+        local = merge_config({"model": {"threads": 1}, "completion": {"maxTokens": 8}}).config
+        assert engine.apply_config(local) is False
+        deadline = time.monotonic() + 10
+        while engine.status().remote is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        back = engine.complete(request("file:///two.py"), timeout=60)
+    finally:
+        engine.close()
+    assert result.backend == "remote" and silent_server.connections == 0
+    assert back.backend == "local" and engine.status().route == "local"
