@@ -8,9 +8,10 @@ start together; each waits for its answer (plus ``--char-ms`` per typed characte
 types on. For each number of users the bench prints per-user p50/p95 latency and tokens/s, and
 first the in-process model answering one user on the same machine, for comparison.
 
-The server is either given (``--endpoint``) or started by the bench for each number of users
-(``--serve-model``: llama-server with one slot per user, continuous batching and
-``--cache-reuse``, with ``--server-args`` for the rest).
+The server is either given (``--endpoint``) or started by the bench
+(``--serve-model``: llama-server with a slot for each user of the largest count, continuous
+batching and ``--cache-reuse``, with ``--server-args`` for the rest). One server serves every
+user count, as a team's would: a user's slot keeps its prompt cache from one count to the next.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -391,6 +393,9 @@ def run_team_bench(args: argparse.Namespace,
         raise SystemExit("error: give --endpoint URL (a running server) or --serve-model GGUF (the bench starts "
                          "llama-server)")
     users = parse_users(args.users)
+    if threading.current_thread() is threading.main_thread():
+        # Killed with SIGTERM (timeout, kill): unwind, so that the llama-server it started stops too.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     settings = cli.cli_settings(args)
     result = merge_config(settings)
     for error in result.errors:
@@ -413,20 +418,21 @@ def run_team_bench(args: argparse.Namespace,
             rows.append(run_level("in-process (local)", engines, plans_for[users[0]][:1], pause_s).row())
         out(HEADER)
         out(format_row(rows[-1]))
-    for n in users:
-        with _server(args, n, base.model.n_ctx) as url:
-            configs = [remote_config(base, url, args.kind, _slot(args, i, n), args.timeout_ms) for i in range(n)]
+    slots = args.slots or users[-1]
+    with _server(args, slots, base.model.n_ctx) as url:
+        for n in users:
+            configs = [remote_config(base, url, args.kind, _slot(args, i, slots), args.timeout_ms) for i in range(n)]
             with engines_for(configs, model_path) as engines:
                 level = run_level("server", engines, plans_for[n], pause_s)
-        rows.append(level.row())
-        if len(rows) == 1:
-            out(HEADER)
-        out(format_row(rows[-1]))
-        out(f"{'':>26} cold first request (not counted above): p50 {rows[-1]['warmup_p50_ms']:.0f} ms")
-        for u in level.users:
-            if u.answered < u.requests or args.verbose:
-                out(f"    user {u.user} ({Path(u.file).name}): {u.answered}/{u.requests} answered, "
-                    f"{dict(u.reasons)}, backends {dict(u.backends)}")
+            rows.append(level.row())
+            if len(rows) == 1:
+                out(HEADER)
+            out(format_row(rows[-1]))
+            out(f"{'':>26} cold first request (not counted above): p50 {rows[-1]['warmup_p50_ms']:.0f} ms")
+            for u in level.users:
+                if u.answered < u.requests or args.verbose:
+                    out(f"    user {u.user} ({Path(u.file).name}): {u.answered}/{u.requests} answered, "
+                        f"{dict(u.reasons)}, backends {dict(u.backends)}")
     k = knee(rows)
     if k is not None:
         out(f"knee: up to {k} users the p50 stays within 2x the one-user p50")
@@ -435,16 +441,20 @@ def run_team_bench(args: argparse.Namespace,
     return rows
 
 
-def _slot(args: argparse.Namespace, user: int, n: int) -> int | None:
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _slot(args: argparse.Namespace, user: int, slots: int) -> int | None:
     """llama-server: user i on slot i (their prompt cache stays theirs) unless --any-slot."""
-    if args.kind != "llama-server" or args.any_slot:
-        return -2 if args.kind == "llama-server" else None
-    slots = args.slots or n
-    return user % slots
+    if args.kind != "llama-server":
+        return None
+    return -2 if args.any_slot else user % slots
 
 
 @contextmanager
-def _server(args: argparse.Namespace, n: int, n_ctx: int) -> Iterator[str]:
+def _server(args: argparse.Namespace, slots: int, n_ctx: int) -> Iterator[str]:
+    """The server for the whole run (the same for every user count, as a team's would be)."""
     if args.endpoint:
         yield args.endpoint.rstrip("/")
         return
@@ -454,10 +464,11 @@ def _server(args: argparse.Namespace, n: int, n_ctx: int) -> Iterator[str]:
     if binary is None:
         raise SystemExit(f"error: no llama-server binary: build one with `make llama-server`, or give --server-bin "
                          f"or ${SERVER_ENV}")
-    server = LlamaServer(binary, str(resolve_model(args.serve_model)), slots=args.slots or n,
+    server = LlamaServer(binary, str(resolve_model(args.serve_model)), slots=slots,
                          ctx_per_slot=args.server_ctx or n_ctx, threads=args.server_threads,
                          cache_reuse=args.cache_reuse, cont_batching=not args.no_cont_batching,
                          extra_args=shlex.split(args.server_args or ""))
+    server.port = free_port()
     print(f"# {shlex.join(server.command()[1:])}", file=sys.stderr)
     with server:
         yield server.url
@@ -481,7 +492,8 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--serve-model", metavar="GGUF", help="start llama-server with this model for each user count")
     b.add_argument("--server-bin", help=f"the llama-server binary (default: ${SERVER_ENV}, `make llama-server`'s "
                                         "build, PATH)")
-    b.add_argument("--slots", type=int, default=0, help="llama-server -np (0: one per user)")
+    b.add_argument("--slots", type=int, default=0,
+                   help="llama-server -np (0: the largest user count); one server serves every user count")
     b.add_argument("--any-slot", action="store_true",
                    help="let llama-server pick each request's slot (default: user i keeps slot i)")
     b.add_argument("--cache-reuse", type=int, default=256, help="llama-server --cache-reuse (0: off)")
