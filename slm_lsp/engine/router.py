@@ -140,7 +140,13 @@ class RemoteLane:
         tokens = prompt.tokens
         if self.vocab.bos and tokens[:len(self.vocab.bos)] == self.vocab.bos:
             tokens = tokens[len(self.vocab.bos):]  # the server adds its own BOS to a text prompt
-        gen = await self.backend.stream(self.vocab.render(tokens), max_tokens=cc.max_tokens, stop=self.stop,
+        stop = self.stop
+        if not shaper.multiline and shaper.line_start.strip():
+            # Mid-statement the answer ends at the first newline (shaping would cut it there): the
+            # server stops by itself and ends the stream, so the connection stays open for the next
+            # keystroke instead of being closed to stop it.
+            stop = [*stop, "\n"]
+        gen = await self.backend.stream(self.vocab.render(tokens), max_tokens=cc.max_tokens, stop=stop,
                                         stop_at=shaper.stop_at, time_budget_ms=cc.time_budget_ms)
         text = shaper.finish(gen.text, complete=gen.stop_reason in ("eog", "stop"))
         total = (time.perf_counter() - t0) * 1000

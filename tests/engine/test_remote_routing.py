@@ -361,3 +361,23 @@ def test_new_remote_settings_take_effect_without_a_reload(silent_server: SilentS
         engine.close()
     assert result.backend == "remote" and silent_server.connections == 0
     assert back.backend == "local" and engine.status().route == "local"
+
+
+def test_a_mid_statement_request_lets_the_server_stop_at_the_newline(silent_server: SilentServer):
+    import json
+
+    def sent_stop(req: CompletionRequest) -> list[str]:
+        before = len(silent_server.body())
+        engine = make_engine(silent_server.url, "remote", timeoutMs=300)
+        try:
+            engine.complete(req, timeout=60)
+        finally:
+            engine.close()
+        body = silent_server.body()[before:]
+        data, _end = json.JSONDecoder().raw_decode(body[body.index('{"prompt"'):])
+        return list(data["stop"])
+
+    mid = sent_stop(request())  # "    return |": the answer is the rest of this line
+    blank = sent_stop(CompletionRequest("file:///b.py", "def f(x):\n    \n", 1, 4, "python"))  # a block
+    assert "\n" in mid and "<|endoftext|>" in mid
+    assert "\n" not in blank and "<|endoftext|>" in blank
