@@ -195,17 +195,18 @@ def user_requests(path: str, lines: int, every: int, key: str) -> list[Completio
     return requests
 
 
+def warm_up(engine: CompletionEngine, run: UserRun, request: CompletionRequest, timeout_s: float = 600.0) -> None:
+    """The user had the file open before typing: its first request fills the server's cache for
+    it (timed in ``run.warmup_ms``, not counted in the replay)."""
+    t0 = time.perf_counter()
+    engine.complete(request, timeout=timeout_s)
+    run.warmup_ms = (time.perf_counter() - t0) * 1000
+
+
 def replay(engine: CompletionEngine, run: UserRun, requests: Sequence[CompletionRequest], *,
-           pause_s: float = 0.0, start: threading.Barrier | None = None, timeout_s: float = 120.0,
-           warmup: bool = False) -> UserRun:
-    """Send ``requests`` one after the other, each once the previous one is answered. With
-    ``warmup``, the first one is sent before ``start`` and not counted: the user had the file
-    open before typing (its cold prompt is timed in ``run.warmup_ms``)."""
-    if warmup and requests:
-        t0 = time.perf_counter()
-        engine.complete(requests[0], timeout=timeout_s)
-        run.warmup_ms = (time.perf_counter() - t0) * 1000
-        requests = requests[1:]
+           pause_s: float = 0.0, start: threading.Barrier | None = None, timeout_s: float = 600.0) -> UserRun:
+    """Send ``requests`` one after the other, each once the previous one is answered (all users
+    at once: each waits at ``start`` first)."""
     if start is not None:
         start.wait()
     for request in requests:
@@ -270,6 +271,7 @@ class LevelRun:
             "cache_hits": sum(u.cache_hits for u in self.users),
             "p50_ms": percentile(lat, 50),
             "p95_ms": percentile(lat, 95),
+            "over_3s": sum(ms > SLOW_MS for ms in lat) / len(lat) if lat else float("nan"),
             "worst_user_p95_ms": max((percentile(u.model_latencies_ms, 95) for u in self.users
                                       if u.model_latencies_ms), default=float("nan")),
             "user_tok_s": statistics.median(rates) if rates else float("nan"),
@@ -282,14 +284,18 @@ class LevelRun:
 
 def run_level(label: str, engines: Sequence[CompletionEngine], plans: Sequence[tuple[str, list[CompletionRequest]]],
               pause_s: float = 0.0, warmup: bool = True) -> LevelRun:
-    """Every user replays its plan in a thread of its own, all starting together (after each
-    one's warm-up request, with ``warmup``)."""
+    """Every user replays its plan in a thread of its own, all starting together (with
+    ``warmup``, after each one's first request, sent one user after the other)."""
     start = threading.Barrier(len(engines) + 1)
     runs = [UserRun(i, file) for i, (file, _) in enumerate(plans)]
     threads = []
     for engine, run, (_, requests) in zip(engines, runs, plans):
-        kwargs = {"pause_s": pause_s, "start": start, "warmup": warmup}
-        threads.append(threading.Thread(target=replay, args=(engine, run, requests), kwargs=kwargs,
+        if warmup and requests:
+            # One user after the other: developers do not all open their files at the same instant.
+            warm_up(engine, run, requests[0])
+            requests = requests[1:]
+        threads.append(threading.Thread(target=replay, args=(engine, run, requests),
+                                        kwargs={"pause_s": pause_s, "start": start},
                                         name=f"team-user-{run.user}", daemon=True))
     for thread in threads:
         thread.start()
@@ -343,15 +349,18 @@ def default_files(min_lines: int) -> list[str]:
 
 # -- the report ----------------------------------------------------------------------------------
 
-HEADER = (f"{'':>26} {'users':>5} {'answered':>9} {'cache':>5} {'p50 ms':>7} {'p95 ms':>7} {'worst p95':>9} "
-          f"{'tok/s/user':>10} {'tok/s all':>9} {'prompt eval/reused':>18}")
+SLOW_MS = 3000.0
+"""An editor's default ``remote.timeout_ms``: a request slower than this would have fallen back."""
+
+HEADER = (f"{'':>26} {'users':>5} {'answered':>9} {'cache':>5} {'p50 ms':>7} {'p95 ms':>7} {'>3 s':>5} "
+          f"{'worst p95':>9} {'tok/s/user':>10} {'tok/s all':>9} {'prompt eval/reused':>18}")
 
 
 def format_row(row: dict[str, float | int | str]) -> str:
     answered = f"{row['answered']}/{row['requests']}"
     prompt = f"{row['evaluated']:.0f}/{row['reused']:.0f}"
     return (f"{row['label']:>26} {row['users']:>5} {answered:>9} {row['cache_hits']:>5} {row['p50_ms']:>7.0f} "
-            f"{row['p95_ms']:>7.0f} {row['worst_user_p95_ms']:>9.0f} {row['user_tok_s']:>10.1f} "
+            f"{row['p95_ms']:>7.0f} {row['over_3s']:>5.0%} {row['worst_user_p95_ms']:>9.0f} {row['user_tok_s']:>10.1f} "
             f"{row['total_tok_s']:>9.1f} {prompt:>18}")
 
 
@@ -502,8 +511,9 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
                    help="context tokens per slot (0: model.n_ctx, the window the prompts are built for)")
     b.add_argument("--server-threads", type=int, default=0, help="llama-server -t (0: its default)")
     b.add_argument("--server-args", help="more llama-server arguments, one shell-quoted string")
-    b.add_argument("--timeout-ms", type=int, default=30_000,
-                   help="remote.timeout_ms: how long a request waits for the server's next token (default 30 s: "
-                        "the bench measures the server's latency; an editor falls back to local after 3 s)")
+    b.add_argument("--timeout-ms", type=int, default=600_000,
+                   help="remote.timeout_ms: how long a request waits for the server's next token (default 10 min: "
+                        "the bench measures the server's latency, however long; an editor falls back to its local "
+                        "model after 3 s, and the table counts the requests that took longer)")
     b.add_argument("--json", metavar="PATH", help="also write the table's rows here")
     b.add_argument("-v", "--verbose", action="store_true")
