@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import queue
 import subprocess
 import threading
 from collections import Counter
@@ -56,6 +57,11 @@ class WireClient:
         self._closed = False
         self._write_lock = threading.Lock()
         self._ids = itertools.count(1)
+        # The reader never writes: answering the server's requests from it could block on a full
+        # stdin pipe while the server blocks on a full stdout pipe that only the reader drains.
+        self._replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._replier = threading.Thread(target=self._send_replies, name="wire-replier", daemon=True)
+        self._replier.start()
         self._reader = threading.Thread(target=self._read_frames, name="wire-reader", daemon=True)
         self._reader.start()
 
@@ -66,6 +72,13 @@ class WireClient:
         with self._write_lock:
             self.process.stdin.write(data)
             self.process.stdin.flush()
+
+    def _send_replies(self) -> None:
+        while (data := self._replies.get()) is not None:
+            try:
+                self.send_bytes(data)
+            except (OSError, ValueError):  # the server is gone or its stdin closed
+                return
 
     def send(self, message: Any) -> None:
         self.send_bytes(frame(message))
@@ -134,6 +147,7 @@ class WireClient:
                     return
                 self._dispatch(json.loads(body))
         finally:
+            self._replies.put(None)
             with self._answered:
                 self._closed = True
                 self._answered.notify_all()
@@ -142,7 +156,7 @@ class WireClient:
         if "method" in message and "id" in message:  # a request from the server
             result = [self.settings] * len(message.get("params", {}).get("items", [])) \
                 if message["method"] == "workspace/configuration" else None
-            self.send({"jsonrpc": "2.0", "id": message["id"], "result": result})
+            self._replies.put(frame({"jsonrpc": "2.0", "id": message["id"], "result": result}))
         elif "method" in message:
             self.notifications[message["method"]] += 1
         else:
