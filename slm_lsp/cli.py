@@ -120,7 +120,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     for attempt in range(args.repeat):
         out = engine.complete(CompletionRequest(file, text, line - 1, col - 1, path=file, private=bool(private)))
         gen = out.generation
-        by = f" by {out.backend}" + (f" ({out.route})" if out.route else "")
+        by = f" by {out.backend}" + (f" ({out.route})" if out.route else "") if status.remote is not None else ""
         if gen is not None and gen.backend == "remote":
             print(f"# request {attempt + 1}{by}: prompt {_count(gen.n_evaluated)} evaluated / {_count(gen.n_reused)} "
                   f"cached tokens (server), first token after {gen.prompt_ms:.0f} ms, {gen.n_generated} tokens in "
