@@ -111,3 +111,21 @@ def test_the_engine_gets_the_local_answer_from_llama_server(llama_server: LlamaS
         assert result.backend == route
         answers[route] = result.text
     assert answers["remote"] == answers["local"] and answers["local"].strip()
+
+
+async def test_the_openai_kind_talks_to_llama_servers_v1_endpoint(llama_server: LlamaServer):
+    remote = RemoteBackend(RemoteConfig(route="remote", url=llama_server.url + "/v1", kind="openai",
+                                        timeout_ms=30000))
+    seen: list[str] = []
+
+    def stop_at(text: str) -> int | None:
+        seen.append(text)
+        return None
+
+    gen = await remote.stream(PROMPT, max_tokens=5, stop=STOP, stop_at=stop_at)
+    again = await remote.stream(PROMPT, max_tokens=5, stop=STOP)
+    await remote.aclose()
+    assert gen.n_generated == 5 and len(seen) == 5 and gen.stop_reason == "length"
+    assert again.text == gen.text  # greedy
+    # The stream ran to its end: llama-server's last chunk has its timings (the prompt cache).
+    assert again.n_reused > 0 and again.n_evaluated >= 0
