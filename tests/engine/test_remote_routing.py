@@ -381,3 +381,20 @@ def test_a_mid_statement_request_lets_the_server_stop_at_the_newline(silent_serv
     blank = sent_stop(CompletionRequest("file:///b.py", "def f(x):\n    \n", 1, 4, "python"))  # a block
     assert "\n" in mid and "<|endoftext|>" in mid
     assert "\n" not in blank and "<|endoftext|>" in blank
+
+
+def test_the_server_gets_its_own_context_budget(silent_server: SilentServer):
+    pieces = [ContextFile(f"lib/m{i}.py", f"def helper_{i}(x):\n    return x * {i}\n" * 20) for i in range(6)]
+
+    def sent_helpers(**remote: object) -> int:
+        before = len(silent_server.body())
+        engine = make_engine(silent_server.url, "remote", timeoutMs=300, **remote)
+        try:
+            engine.complete(request(context=pieces, context_tokens=64), timeout=60)
+        finally:
+            engine.close()
+        body = silent_server.body()[before:]
+        return sum(f"def helper_{i}(" in body for i in range(6))
+
+    assert sent_helpers() < 6  # the request's own budget: the pieces do not all fit
+    assert sent_helpers(contextTokens=100000) == 6  # remote.context_tokens: the server's larger window
