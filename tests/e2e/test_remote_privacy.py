@@ -181,8 +181,6 @@ async def test_secrets_never_reach_the_team_server(client: LanguageClient, proxy
     assert ENV_SECRET not in after
 
 
-@pytest.mark.xfail(strict=True, reason="slm_lsp/cli.py cmd_complete builds its CompletionRequest without the privacy "
-                                       "check: it needs private=PrivacyFilter().reason(file, text) is not None")
 def test_complete_on_the_command_line_never_sends_a_env(proxy: RecordingProxy, repo: Path):
     import subprocess
     import sys
