@@ -30,40 +30,36 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LlamaCppServer:
-    def __init__(self, model: Path, log_dir: Path, api_key: str | None = None, name: str = "llama-cpp-server") -> None:
+class ServerProcess:
+    """A server in a child process on a free port of 127.0.0.1, its output in a log the tests read."""
+
+    name = "server"
+    ready_path = "/health"
+
+    def __init__(self, command_for_port, log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"{name}-{self.port}.log"
-        self.api_key = api_key
-        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
-                   "--port", str(self.port), "--n_threads", "1", "--n_ctx", "4096"]
-        if api_key:
-            command += ["--api_key", api_key]
+        self.log_path = log_dir / f"{self.name}-{self.port}.log"
         self._log = self.log_path.open("wb")
-        # Unbuffered: the tests read the log while the server runs.
-        self.process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
+        self.process = subprocess.Popen(command_for_port(self.port), stdout=self._log, stderr=subprocess.STDOUT,
+                                        env=env)
         deadline = time.monotonic() + SERVER_START_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.process.returncode}:\n{self.log()[-2000:]}")
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log()[-2000:]}")
             try:
-                httpx.get(self.url + "/v1/models", timeout=1.0, trust_env=False)
-                return  # any answer (a 401 without the key too): it is up
+                if self.ready(httpx.get(self.url + self.ready_path, timeout=1.0, trust_env=False)):
+                    return
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"llama_cpp.server did not start in {SERVER_START_S} s:\n{self.log()[-2000:]}")
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start in {SERVER_START_S} s:\n{self.log()[-2000:]}")
+
+    def ready(self, response: httpx.Response) -> bool:
+        return response.status_code == 200
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
-
-    def requests(self) -> list[tuple[str, str]]:
-        """(client address, status) of each completion request in uvicorn's access log."""
-        return re.findall(r'(127\.0\.0\.1:\d+) - "POST /v1/completions HTTP/1\.1" (\d+)', self.log())
 
     def wait_for(self, pattern: str, count: int = 1, timeout: float = 15.0) -> bool:
         """Wait until ``pattern`` occurs ``count`` times in the log."""
@@ -88,6 +84,31 @@ class LlamaCppServer:
             except subprocess.TimeoutExpired:
                 self.kill()
         self._log.close()
+
+
+class LlamaCppServer(ServerProcess):
+    """llama-cpp-python's ``python -m llama_cpp.server --model MODEL``."""
+
+    ready_path = "/v1/models"
+
+    def __init__(self, model: Path, log_dir: Path, api_key: str | None = None, name: str = "llama-cpp-server") -> None:
+        self.name = name
+        self.api_key = api_key
+
+        def command(port: int) -> list[str]:
+            return [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+                    "--port", str(port), "--n_threads", "1", "--n_ctx", "4096",
+                    *(["--api_key", api_key] if api_key else [])]
+
+        # Unbuffered: the tests read the log while the server runs.
+        super().__init__(command, log_dir, {**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def ready(self, response: httpx.Response) -> bool:
+        return True  # any answer (a 401 without the key too): it is up
+
+    def requests(self) -> list[tuple[str, str]]:
+        """(client address, status) of each completion request in uvicorn's access log."""
+        return re.findall(r'(127\.0\.0\.1:\d+) - "POST /v1/completions HTTP/1\.1" (\d+)', self.log())
 
 
 class SilentServer:
@@ -151,49 +172,14 @@ def llama_server_binary() -> Path | None:
     return None
 
 
-class LlamaServer:
+class LlamaServer(ServerProcess):
     """llama.cpp's ``llama-server -m MODEL -np SLOTS`` in a child process; its log is observed."""
 
-    def __init__(self, binary: Path, model: Path, log_dir: Path, slots: int = 2, ctx: int = 8192) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_dir / f"llama-server-{self.port}.log"
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen([str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(self.port),
-                                         "-np", str(slots), "-c", str(ctx), "-t", "1", "--no-webui"],
-                                        stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + SERVER_START_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.process.returncode}:\n{self.log()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0, trust_env=False).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"llama-server did not start in {SERVER_START_S} s:\n{self.log()[-2000:]}")
+    name = "llama-server"
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+    def __init__(self, binary: Path, model: Path, log_dir: Path, slots: int = 2, ctx: int = 8192) -> None:
+        super().__init__(lambda port: [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
+                                       "-np", str(slots), "-c", str(ctx), "-t", "1", "--no-webui"], log_dir)
 
     def slots(self) -> list[dict]:
         return list(httpx.get(self.url + "/slots", timeout=5.0, trust_env=False).json())
-
-    def wait_for(self, pattern: str, count: int = 1, timeout: float = 15.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if len(re.findall(pattern, self.log())) >= count:
-                return True
-            time.sleep(0.02)
-        return False
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._log.close()
