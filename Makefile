@@ -44,7 +44,7 @@ bench: $(BIN)/.installed  ## typing replay and HumanEval on $$SLM_LSP_MODEL
 
 # The team server: llama.cpp's llama-server from the llama.cpp inside the llama-cpp-python sdist
 # that .venv runs, into .cache/llama-server/bin (bench team and its test find it there).
-llama-server:  ## build llama-server for bench team (~25 min on 2 cores; CMAKE_ARGS=-DGGML_CUDA=ON for CUDA)
+llama-server:  ## build llama-server for bench team (~30 min on 2 busy cores; CMAKE_ARGS=-DGGML_CUDA=ON for CUDA)
 	LLAMA_CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" scripts/build-llama-server.sh
 
 clean:  ## remove the virtualenv and caches
