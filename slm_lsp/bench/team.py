@@ -276,7 +276,7 @@ class LevelRun:
                                       if u.model_latencies_ms), default=float("nan")),
             "user_tok_s": statistics.median(rates) if rates else float("nan"),
             "total_tok_s": generated / self.wall_s if self.wall_s > 0 else float("nan"),
-            "warmup_p50_ms": percentile([u.warmup_ms for u in self.users if u.warmup_ms == u.warmup_ms], 50),
+            "warmup_p50_ms": percentile([u.warmup_ms for u in self.users if not math.isnan(u.warmup_ms)], 50),
             "evaluated": sum(u.evaluated for u in self.users) / counted if counted else float("nan"),
             "reused": sum(u.reused for u in self.users) / counted if counted else float("nan"),
         }

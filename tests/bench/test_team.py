@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from slm_lsp.bench.team import LlamaServer, find_llama_server, free_port, knee, parse_users, user_requests
+from slm_lsp.bench.team import (
+    LevelRun,
+    LlamaServer,
+    UserRun,
+    find_llama_server,
+    free_port,
+    knee,
+    parse_users,
+    user_requests,
+)
 from slm_lsp.engine.service import split_at_cursor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +62,19 @@ def test_users_and_knee():
             {"label": "server", "users": 4, "p50_ms": 210.0}, {"label": "server", "users": 8, "p50_ms": 900.0}]
     assert knee(rows) == 2
     assert knee(rows[:1]) is None
+
+
+def test_a_level_row_pools_the_users_and_skips_unknown_prompt_counts():
+    fast = UserRun(0, "a.py", requests=4, answered=4, model_latencies_ms=[1000.0, 2000.0, 4000.0], generated=14,
+                   evaluated=30, reused=900, prompt_counts=3, cache_hits=1)
+    slow = UserRun(1, "b.py", requests=2, answered=1, model_latencies_ms=[5000.0], generated=5)  # counts unknown
+    row = LevelRun("server", [fast, slow], wall_s=10.0).row()
+    assert (row["requests"], row["answered"], row["cache_hits"]) == (6, 5, 1)
+    assert (row["p50_ms"], row["p95_ms"], row["worst_user_p95_ms"]) == (4000.0, 5000.0, 5000.0)
+    assert row["over_3s"] == 0.5
+    assert row["user_tok_s"] == (14 / 7 + 5 / 5) / 2 and row["total_tok_s"] == 1.9
+    assert (row["evaluated"], row["reused"]) == (10, 300)
+    assert math.isnan(row["warmup_p50_ms"])
 
 
 def check_report(rows: list[dict], users: list[int], local: bool, log: str) -> None:
