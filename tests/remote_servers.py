@@ -21,13 +21,9 @@ from pathlib import Path
 
 import httpx
 
+from slm_lsp.bench.team import find_llama_server, free_port
+
 SERVER_START_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerProcess:
@@ -161,15 +157,8 @@ class SilentServer:
 
 
 def llama_server_binary() -> Path | None:
-    """llama.cpp's llama-server: $SLM_LSP_LLAMA_SERVER, the one ``make llama-server`` builds into
-    this checkout, or the first on PATH (None: the tests that need it are skipped)."""
-    import shutil
-
-    built = Path(__file__).resolve().parent.parent / ".cache" / "llama-server" / "bin" / "llama-server"
-    for candidate in (os.environ.get("SLM_LSP_LLAMA_SERVER"), str(built), shutil.which("llama-server")):
-        if candidate and os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return Path(candidate)
-    return None
+    """llama.cpp's llama-server as ``bench team`` finds it (None: the tests that need it are skipped)."""
+    return find_llama_server()
 
 
 class LlamaServer(ServerProcess):
