@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import getpass
 import hashlib
-import ipaddress
 import json
 import logging
 import os
@@ -30,7 +29,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
@@ -46,17 +44,6 @@ ERROR_BODY_CHARS = 300
 
 class RemoteError(Exception):
     """The server could not be reached, refused the request or broke off the answer."""
-
-
-def is_local_host(url: str) -> bool:
-    """Whether ``url`` points at this machine (loopback), so plain HTTP never crosses a network."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def user_slot(total_slots: int) -> int:

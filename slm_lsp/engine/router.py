@@ -24,12 +24,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from urllib.parse import urlsplit
 
 from ..config import Config
-from ..context.privacy import redact
+from ..context.privacy import is_loopback, redact
 from .model import Generation, LlamaVocab
 from .prompt import PromptBuilder
-from .remote import RemoteBackend, RemoteError, is_local_host
+from .remote import RemoteBackend, RemoteError
 from .requests import CompletionResult, RequestHandle
 from .shaping import CompletionShaper
 
@@ -65,7 +66,11 @@ def unsure(generation: Generation, text: str, config: Config) -> str:
 def warn_plain_http(url: str) -> None:
     """Warn once per URL that code would cross a network unencrypted (the server's settings log
     says so too, when they change; this covers ``complete``, ``bench`` and ``eval``)."""
-    if url.startswith("http://") and not is_local_host(url) and url not in _warned_urls:
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        host = ""
+    if url.startswith("http://") and not is_loopback(host) and url not in _warned_urls:
         _warned_urls.add(url)
         log.warning("remote.url %s is plain http:// to another machine: your code crosses the network "
                     "unencrypted (use https://, or an SSH tunnel to a localhost port)", redact(url))

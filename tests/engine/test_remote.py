@@ -11,13 +11,13 @@ import time
 import pytest
 
 from slm_lsp.config import RemoteConfig
+from slm_lsp.context.privacy import is_loopback
 from slm_lsp.engine.remote import (
     LlamaServerProtocol,
     OllamaProtocol,
     OpenAIProtocol,
     RemoteBackend,
     RemoteError,
-    is_local_host,
     user_slot,
 )
 from tests.conftest import TEST_TMP, TINY_MODEL
@@ -170,9 +170,8 @@ def test_openai_base_urls_with_v1_are_accepted():
 
 
 def test_local_hosts():
-    assert is_local_host("http://localhost:8080") and is_local_host("http://127.0.0.1:1")
-    assert is_local_host("http://[::1]:8080")
-    assert not is_local_host("http://gpu-box:8080") and not is_local_host("http://10.0.0.7")
+    assert is_loopback("localhost") and is_loopback("127.0.0.1") and is_loopback("[::1]")
+    assert not is_loopback("gpu-box") and not is_loopback("10.0.0.7")
 
 
 def test_a_user_keeps_one_slot():
