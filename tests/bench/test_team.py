@@ -152,3 +152,13 @@ def test_llama_server_process_stops_and_reports_a_bad_model(tmp_path: Path):
     with pytest.raises(RuntimeError, match="exited"):
         with LlamaServer(binary, str(bad), startup_timeout_s=60):
             pass
+
+
+def test_team_bench_fails_when_requests_go_unanswered(tiny_model: Path, tmp_path: Path):
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there: every request fails
+    out_json = tmp_path / "rows.json"
+    out = run(*FILES, "--endpoint", dead, "--kind", "openai", "--users", "1", "--lines", "2", "--every", "25",
+              "--no-local", "--model", str(tiny_model), "--json", str(out_json))
+    rows = json.loads(out_json.read_text())
+    assert rows and all(row["answered"] < row["requests"] for row in rows), rows
+    assert out.returncode == 1, out.stdout + out.stderr
