@@ -462,3 +462,37 @@ def test_restart_policy(tmp_path: Path):
     assert out["later"]["restart"] is True and out["later"]["crashes"] == 1
     assert out["after_reset"] == {"restart": True, "delay_ms": 500, "crashes": 1}
     assert out["formats"] == ["0.5 s", "2 s", "3 min", "0.05 s"]
+
+
+STATUS_SCRIPT = r"""
+vim.opt.rtp:prepend(assert(os.getenv("SLM_NVIM_PLUGIN_DIR")))
+local status = require("slm.status")
+local out = {}
+status.on_notification(nil, { state = "ready", latencyMs = 80, backend = "remote",
+  backendReason = "unsure (mean log-probability -0.41 < -0.2)" })
+out.remote = { line = status.statusline(), describe = status.describe() }
+status.on_notification(nil, { state = "ready", latencyMs = 30, backend = "local", backendReason = "confident" })
+out["local"] = { line = status.statusline(), describe = status.describe() }
+status.on_notification(nil, { state = "ready", backend = vim.NIL })
+out.none = { line = status.statusline(), describe = status.describe() }
+io.stdout:write(vim.json.encode(out))
+"""
+
+
+def test_status_says_who_answered(tmp_path: Path):
+    """slm/status's backend: the statusline marks an answer from the team server, :SlmStatus says who and why."""
+    nvim = find_nvim()
+    if nvim is None:
+        pytest.skip("no Neovim >= 0.11 binary found")
+    script = tmp_path / "status.lua"
+    script.write_text(STATUS_SCRIPT, encoding="utf-8")
+    proc = subprocess.run([nvim, "--headless", "--clean", "-l", str(script)], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "SLM_NVIM_PLUGIN_DIR": str(PLUGIN)})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["remote"]["line"] == "slm: ready (remote)"
+    assert out["remote"]["describe"].endswith(
+        "last latency: 80 ms, answered by the team server (unsure (mean log-probability -0.41 < -0.2))")
+    assert out["local"]["line"] == "slm: ready"
+    assert out["local"]["describe"].endswith("last latency: 30 ms, answered by the local model (confident)")
+    assert out["none"] == {"line": "slm: ready", "describe": "state: ready, last latency: -"}

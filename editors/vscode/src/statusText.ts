@@ -34,6 +34,10 @@ export interface StatusInput {
   inFlight: number;
   /** Last completion latency in ms, from the server's notification or timed by the provider. */
   latencyMs?: number | null;
+  /** Who answered the last completion the server computed: `local` or `remote` (a team server). */
+  backend?: string;
+  /** Why that backend answered (the router's reason, or the team server's failure). */
+  backendReason?: string;
 }
 
 export interface StatusView {
@@ -97,14 +101,20 @@ export function statusView(input: StatusInput): StatusView {
   const state = shownState(input);
   const { icon, label, tooltip, severity } = LABELS[state];
   const latency = formatLatency(input.latencyMs);
-  // Ready shows the latency instead of the word: it is what the user watches.
-  const words = state === 'ready' ? latency || label : label;
+  // Ready shows the latency instead of the word: it is what the user watches; a cloud marks an
+  // answer that came from the team server, so a user sees when code left the laptop.
+  const remote = input.backend === 'remote';
+  const words = state === 'ready' ? (latency || label) + (remote ? ' $(cloud)' : '') : label;
   const lines = [`slm-lsp: ${tooltip}`];
   if (input.detail) {
     lines.push(input.detail);
   }
   if (latency) {
     lines.push(`Last completion: ${latency}`);
+  }
+  if (input.backend === 'local' || remote) {
+    const who = remote ? 'the team server' : 'the local model';
+    lines.push(`Answered by ${who}${input.backendReason ? ` (${input.backendReason})` : ''}`);
   }
   lines.push('Click for status and commands');
   return { state, text: `${icon} slm ${words}`, tooltip: lines.join('\n'), severity };
@@ -115,6 +125,8 @@ export interface StatusNotification {
   state?: unknown;
   detail?: unknown;
   latencyMs?: unknown;
+  backend?: unknown;
+  backendReason?: unknown;
 }
 
 /**
@@ -127,6 +139,8 @@ export class StatusModel {
   private enabled = true;
   private inFlight = 0;
   private latencyMs: number | undefined;
+  private backend: string | undefined;
+  private backendReason = '';
 
   /** The state shown now (after `disabled` and `generating` are applied). */
   get state(): ShownState {
@@ -145,6 +159,8 @@ export class StatusModel {
       enabled: this.enabled,
       inFlight: this.inFlight,
       latencyMs: this.latencyMs,
+      backend: this.backend,
+      backendReason: this.backendReason,
     });
   }
 
@@ -157,6 +173,10 @@ export class StatusModel {
     this.detail = typeof params.detail === 'string' ? params.detail : '';
     if (typeof params.latencyMs === 'number' && Number.isFinite(params.latencyMs)) {
       this.latencyMs = params.latencyMs;
+    }
+    if (params.backend === 'local' || params.backend === 'remote') {
+      this.backend = params.backend;
+      this.backendReason = typeof params.backendReason === 'string' ? params.backendReason : '';
     }
   }
 

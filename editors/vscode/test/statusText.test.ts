@@ -100,6 +100,20 @@ describe('StatusModel', () => {
     assert.equal(model.view.severity, 'error');
     assert.match(model.view.tooltip, /the server exited/);
   });
+
+  test('who answered: a cloud for the team server, the reason in the tooltip', () => {
+    const model = new StatusModel();
+    model.onNotification({ state: 'ready', latencyMs: 80, backend: 'remote', backendReason: 'unsure (mean log-probability -0.41 < -0.2)' });
+    assert.equal(model.view.text, '$(check) slm 80 ms $(cloud)');
+    assert.match(model.view.tooltip, /Answered by the team server \(unsure/);
+    model.onNotification({ state: 'ready', latencyMs: 30, backend: 'local', backendReason: 'confident' });
+    assert.equal(model.view.text, '$(check) slm 30 ms');
+    assert.match(model.view.tooltip, /Answered by the local model \(confident\)/);
+    model.onNotification({ state: 'ready', backend: 42 });
+    assert.match(model.view.tooltip, /the local model/, 'a malformed backend keeps the last one');
+    model.onNotification({ state: 'ready', backend: null });
+    assert.match(model.view.tooltip, /the local model/, 'no completion yet since a restart: the last one stays');
+  });
 });
 
 describe('restarting and crashed', () => {

@@ -10,6 +10,8 @@ local M = {}
 ---                       restarting, crashed (the plugin's: the process exited)
 ---@field detail string
 ---@field latency_ms number|nil  the last completion's latency
+---@field backend string         who answered the last completion: local, remote (a team server) or ""
+---@field backend_reason string
 ---@field time number            vim.uv.now() when it arrived
 
 ---@type slm.Status|nil
@@ -34,6 +36,8 @@ function M.on_notification(_, result)
     state = text_or_empty(result.state),
     detail = text_or_empty(result.detail),
     latency_ms = number_or_nil(result.latencyMs),
+    backend = text_or_empty(result.backend),
+    backend_reason = text_or_empty(result.backendReason),
     time = vim.uv.now(),
   }
   emit()
@@ -43,7 +47,7 @@ end
 ---@param state string
 ---@param detail string
 function M.set(state, detail)
-  M.last = { state = state, detail = detail, latency_ms = nil, time = vim.uv.now() }
+  M.last = { state = state, detail = detail, latency_ms = nil, backend = "", backend_reason = "", time = vim.uv.now() }
   emit()
 end
 
@@ -80,7 +84,12 @@ function M.describe()
   if last.detail ~= "" then
     line = line .. " (" .. last.detail .. ")"
   end
-  return line .. ", last latency: " .. ms(last.latency_ms)
+  line = line .. ", last latency: " .. ms(last.latency_ms)
+  if last.backend ~= "" then
+    local who = last.backend == "remote" and "the team server" or "the " .. last.backend .. " model"
+    line = line .. ", answered by " .. who .. (last.backend_reason ~= "" and (" (" .. last.backend_reason .. ")") or "")
+  end
+  return line
 end
 
 --- A short string for a statusline: "slm: ready", "slm: loading", "slm: restarting", "" when
@@ -90,7 +99,8 @@ function M.statusline()
   if not M.last then
     return client.get() and "slm" or ""
   end
-  return "slm: " .. M.last.state
+  -- "(remote)": the last answer came from the team server, so the user sees when code left the laptop.
+  return "slm: " .. M.last.state .. (M.last.backend == "remote" and " (remote)" or "")
 end
 
 --- :SlmStatus — the last notification at once, then the server's own view (slm.status).
