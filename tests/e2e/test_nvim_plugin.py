@@ -403,6 +403,18 @@ def test_slm_restart_starts_a_new_series(crash_loop_report: dict[str, Any]):
     assert first["msg"] == "[slm] the server exited (code 3, signal 0); restarting it in 0.05 s (see :LspLog)"
 
 
+def run_lua(script: Path, source: str) -> Any:
+    """Run a Lua script with the plugin on the runtime path (``nvim -l``); what it wrote to stdout, as JSON."""
+    nvim = find_nvim()
+    if nvim is None:
+        pytest.skip("no Neovim >= 0.11 binary found")
+    script.write_text(source, encoding="utf-8")
+    proc = subprocess.run([nvim, "--headless", "--clean", "-l", str(script)], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "SLM_NVIM_PLUGIN_DIR": str(PLUGIN)})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
 POLICY_SCRIPT = r"""
 vim.opt.rtp:prepend(assert(os.getenv("SLM_NVIM_PLUGIN_DIR")))
 local restart = require("slm.restart")
@@ -444,15 +456,7 @@ io.stdout:write(vim.json.encode(out))
 def test_restart_policy(tmp_path: Path):
     """The Neovim plugin's policy, alone: the same numbers as the VS Code extension's
     (editors/vscode/test/restartPolicy.test.ts)."""
-    nvim = find_nvim()
-    if nvim is None:
-        pytest.skip("no Neovim >= 0.11 binary found")
-    script = tmp_path / "policy.lua"
-    script.write_text(POLICY_SCRIPT, encoding="utf-8")
-    proc = subprocess.run([nvim, "--headless", "--clean", "-l", str(script)], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "SLM_NVIM_PLUGIN_DIR": str(PLUGIN)})
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = run_lua(tmp_path / "policy.lua", POLICY_SCRIPT)
     assert out["delays"] == [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
     assert out["after_stable"] == 500
     assert out["after_unstable"] == 1000
@@ -481,15 +485,7 @@ io.stdout:write(vim.json.encode(out))
 
 def test_status_says_who_answered(tmp_path: Path):
     """slm/status's backend: the statusline marks an answer from the team server, :SlmStatus says who and why."""
-    nvim = find_nvim()
-    if nvim is None:
-        pytest.skip("no Neovim >= 0.11 binary found")
-    script = tmp_path / "status.lua"
-    script.write_text(STATUS_SCRIPT, encoding="utf-8")
-    proc = subprocess.run([nvim, "--headless", "--clean", "-l", str(script)], capture_output=True, text=True,
-                          timeout=30, env={**os.environ, "SLM_NVIM_PLUGIN_DIR": str(PLUGIN)})
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout)
+    out = run_lua(tmp_path / "status.lua", STATUS_SCRIPT)
     assert out["remote"]["line"] == "slm: ready (remote)"
     assert out["remote"]["describe"].endswith(
         "last latency: 80 ms, answered by the team server (unsure (mean log-probability -0.41 < -0.2))")
