@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from slm_lsp.bench.team import find_llama_server, free_port
+from slm_lsp.engine.remote import RemoteBackend
 
 SERVER_START_S = 60.0
 
@@ -172,3 +174,23 @@ class LlamaServer(ServerProcess):
 
     def slots(self) -> list[dict]:
         return list(httpx.get(self.url + "/slots", timeout=5.0, trust_env=False).json())
+
+
+async def cancel_mid_stream(remote: RemoteBackend, prompt: str, stop: list[str], max_tokens: int) -> int:
+    """Start streaming an answer of up to ``max_tokens``, cancel it after its third token, and
+    return how many tokens came; the caller checks the server's own log for the disconnect."""
+    tokens: list[str] = []
+
+    def stop_at(text: str) -> int | None:
+        tokens.append(text)
+        return None
+
+    task = asyncio.create_task(remote.stream(prompt, max_tokens=max_tokens, stop=stop, stop_at=stop_at))
+    while len(tokens) < 3:
+        await asyncio.sleep(0.005)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        return len(tokens)
+    raise AssertionError("the cancelled stream finished instead of being cancelled")

@@ -21,7 +21,7 @@ from slm_lsp.engine.remote import (
     user_slot,
 )
 from tests.conftest import TEST_TMP, TINY_MODEL
-from tests.remote_servers import LlamaCppServer, SilentServer
+from tests.remote_servers import LlamaCppServer, SilentServer, cancel_mid_stream
 
 PROMPT = "<|fim_prefix|>def area(r):\n    return <|fim_suffix|>\n<|fim_middle|>"
 STOP = ["<|endoftext|>", "<|fim_pad|>"]
@@ -63,20 +63,7 @@ async def test_an_early_stop_closes_the_stream_and_the_server_sees_it(llama_cpp_
 async def test_cancelling_mid_stream_disconnects(llama_cpp_server: LlamaCppServer, api_key: str):
     remote = backend(llama_cpp_server.url, api_key)
     before = llama_cpp_server.log().count("Disconnected from client")
-    tokens: list[str] = []
-
-    def stop_at(text: str) -> int | None:
-        tokens.append(text)
-        return None
-
-    task = asyncio.create_task(remote.stream(PROMPT, max_tokens=1000, stop=STOP, stop_at=stop_at))
-    while len(tokens) < 3:
-        await asyncio.sleep(0.005)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    received = len(tokens)
-    assert received < 1000
+    assert await cancel_mid_stream(remote, PROMPT, STOP, max_tokens=1000) < 1000
     assert llama_cpp_server.wait_for("Disconnected from client", before + 1)
     await remote.aclose()
 

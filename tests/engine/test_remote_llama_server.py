@@ -5,7 +5,6 @@ a cancelled stream that the server stops, and the engine's answer equal to the l
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterator
 
@@ -15,7 +14,7 @@ from slm_lsp.config import RemoteConfig, merge_config
 from slm_lsp.engine.remote import RemoteBackend, user_slot
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest
 from tests.conftest import TEST_TMP, TINY_MODEL
-from tests.remote_servers import LlamaServer, llama_server_binary
+from tests.remote_servers import LlamaServer, cancel_mid_stream, llama_server_binary
 
 PROMPT = "<|fim_prefix|>def area(r):\n    return <|fim_suffix|>\n<|fim_middle|>"
 STOP = ["<|endoftext|>"]
@@ -76,18 +75,7 @@ async def test_a_fixed_slot_is_used(llama_server: LlamaServer):
 async def test_the_server_stops_a_cancelled_stream(llama_server: LlamaServer):
     remote = backend(llama_server.url)
     cancels = llama_server.log().count("cancel task")
-    tokens: list[str] = []
-
-    def stop_at(text: str) -> int | None:
-        tokens.append(text)
-        return None
-
-    task = asyncio.create_task(remote.stream(PROMPT, max_tokens=3000, stop=STOP, stop_at=stop_at))
-    while len(tokens) < 3:
-        await asyncio.sleep(0.005)
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    assert await cancel_mid_stream(remote, PROMPT, STOP, max_tokens=3000) < 3000
     await remote.aclose()
     assert llama_server.wait_for("cancel task", cancels + 1)
     # The slot stopped long before the 3000 tokens it was asked for.
