@@ -10,7 +10,8 @@ through KV reuse and the suffix shift as during typing (and may come from the ty
 With ``--route remote|auto --remote URL`` the engine routes as the server would (the raw-model
 pass is left out: it measures the local model alone) and the report adds who answered, the
 share sent to the server, why, and p50/p95 latency. ``--jsonl`` writes each task's outcome,
-with the local answer's mean and lowest token log-probability (what ``auto`` decides on).
+with the local answer's mean and lowest token log-probability and whether it was a block request
+(what ``auto`` decides on; ``bench router`` replays those decisions over two runs' files).
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         if out is not None:
             out.write(json.dumps({"task_id": task["task_id"], "pass": s_pass, "text": res.text,
                                   "backend": res.backend, "route": res.route, "ms": server_ms[-1],
-                                  "mean_logprob": mean, "min_logprob": lowest}) + "\n")
+                                  "multiline": res.multiline, "mean_logprob": mean, "min_logprob": lowest}) + "\n")
             out.flush()
     engine.close()
     n = len(tasks)
