@@ -30,6 +30,8 @@ def _remote_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote-timeout-ms", type=int, metavar="MS",
                    help="wait this long for the server's first token before the local model answers "
                         "(remote.timeout_ms, default 3000)")
+    p.add_argument("--remote-lora", type=int, metavar="ID",
+                   help="llama-server: the server's adapter (its --lora position) for these requests (remote.lora)")
     p.add_argument("--route", choices=["local", "remote", "auto"],
                    help="local model, team server, or the server only when the local model is unsure "
                         "(remote.route, default local)")
@@ -40,6 +42,7 @@ def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
                                "n_ctx": args.ctx, "adapter": args.adapter}.items() if v is not None}
     remote = {k: v for k, v in {"url": getattr(args, "remote", None), "kind": getattr(args, "remote_kind", None),
                                 "model": getattr(args, "remote_model", None),
+                                "lora": getattr(args, "remote_lora", None),
                                 "timeout_ms": getattr(args, "remote_timeout_ms", None),
                                 "route": getattr(args, "route", None)}.items() if v is not None}
     settings: dict[str, Any] = {}

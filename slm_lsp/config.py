@@ -173,6 +173,18 @@ class RemoteConfig:
     server's ``total_slots``); -2: the server chooses (an idle slot, by prompt similarity);
     0 and up: that slot. Range: -2 to 4095."""
 
+    template: str = ""
+    """A ``template.json`` (``slm-lsp finetune`` writes one beside ``adapter.gguf`` when it taught
+    a model FIM tokens of its own) describing the FIM template of the server's model: prompts for
+    the server are laid out with it. Empty: the local model's template (its adapter's, when
+    ``model.adapter`` has a ``template.json`` beside it)."""
+
+    lora: int = bounded(-1, -1, 255)
+    """llama-server only: the adapter this user's requests apply, by its id on the server (its
+    place among the server's ``--lora`` flags: 0, 1, ...), sent as the request's ``lora`` field at
+    scale 1 (the server's other adapters get scale 0 for the request). -1: no ``lora`` field (the
+    server's own scales). vLLM and Ollama pick an adapter by ``model`` instead. Range: -1 to 255."""
+
     context_tokens: int = bounded(0, 0, 1 << 19)
     """Token budget for the repo context of a prompt that goes to the server, which usually has
     a larger context window than the local model. 0: ``context.max_tokens``. Range: 0 to 524288."""

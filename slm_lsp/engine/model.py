@@ -167,6 +167,19 @@ class VocabMethods:
             n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
         return buf.raw[:max(n, 0)]
 
+    def load_template(self, file: Path) -> FimTemplate:
+        """A FIM template from a ``template.json`` (``slm-lsp finetune`` writes one beside an
+        adapter that brought FIM tokens of its own), checked against this vocabulary."""
+        try:
+            template = FimTemplate.load(file)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelLoadError(f"unreadable FIM template {file}: {exc}") from exc
+        missing = [t for t in (template.prefix, template.suffix, template.middle, template.repo_name,
+                               template.file_sep) if t and not self.is_special_token(t)]
+        if missing:
+            raise ModelLoadError(f"{file}: the model has no single token for {', '.join(missing)} (wrong base model?)")
+        return template
+
     def render(self, tokens: list[int]) -> str:
         """The text of ``tokens`` with special tokens written out (``<|fim_prefix|>``): a prompt
         as a server that tokenizes it again reads it."""
@@ -178,7 +191,7 @@ class LlamaVocab(VocabMethods):
     and lays out prompts for a remote server. It belongs to whoever builds those prompts, so no
     llama.cpp object is shared with the worker's runner (which may be swapped or closed)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, template_file: str = "") -> None:
         llama_cpp, internals = _llama()
         self._llama_cpp = llama_cpp
         self.path = check_model_file(path)
@@ -192,6 +205,12 @@ class LlamaVocab(VocabMethods):
         self._vocab = self._model.vocab
         self.metadata = self._model.metadata()
         self.template = detect_template(self.metadata, self.token_text, self.is_special_token)
+        if template_file:
+            try:
+                self.template = self.load_template(Path(template_file).expanduser())
+            except ModelLoadError:
+                self._model.close()
+                raise
         self.bos = [self._model.token_bos()] if self._model.add_bos_token() and self._model.token_bos() >= 0 else []
 
     @property
@@ -287,15 +306,7 @@ class LlamaRunner(VocabMethods):
         file = Path(path).expanduser().with_name(ADAPTER_TEMPLATE)
         if not file.is_file():
             return self.base_template
-        try:
-            template = FimTemplate.load(file)
-        except (OSError, ValueError, TypeError) as exc:
-            raise ModelLoadError(f"unreadable FIM template {file}: {exc}") from exc
-        missing = [t for t in (template.prefix, template.suffix, template.middle, template.repo_name,
-                               template.file_sep) if t and not self.is_special_token(t)]
-        if missing:
-            raise ModelLoadError(f"{file}: the model has no single token for {', '.join(missing)} (wrong base model?)")
-        return template
+        return self.load_template(file)
 
     def set_adapter(self, path: str | None, scale: float = 1.0) -> None:
         """Apply a GGUF LoRA adapter (None removes it) and the FIM template it was trained with

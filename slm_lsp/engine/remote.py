@@ -77,7 +77,8 @@ class Protocol:
     path = ""
     ndjson = False
 
-    def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None) -> dict[str, Any]:
+    def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None,
+             lora: int = -1) -> dict[str, Any]:
         raise NotImplementedError
 
     def chunk(self, data: dict[str, Any]) -> _Chunk:
@@ -88,7 +89,8 @@ class LlamaServerProtocol(Protocol):
     kind = "llama-server"
     path = "/completion"
 
-    def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None) -> dict[str, Any]:
+    def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None,
+             lora: int = -1) -> dict[str, Any]:
         body: dict[str, Any] = {
             # timings_per_token: the cache counts come with the first token, not only at the end (a
             # stream closed early by shaping has no end).
@@ -98,6 +100,8 @@ class LlamaServerProtocol(Protocol):
         }
         if model:
             body["model"] = model
+        if lora >= 0:
+            body["lora"] = [{"id": lora, "scale": 1.0}]
         return body
 
     def chunk(self, data: dict[str, Any]) -> _Chunk:
@@ -120,7 +124,8 @@ class OpenAIProtocol(Protocol):
     kind = "openai"
     path = "/v1/completions"
 
-    def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None) -> dict[str, Any]:
+    def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None,
+             lora: int = -1) -> dict[str, Any]:
         body: dict[str, Any] = {
             "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "stream": True,
             # continuous_usage_stats (vLLM): the usage, with cached tokens, in every chunk, so a stream
@@ -163,7 +168,8 @@ class OllamaProtocol(Protocol):
     path = "/api/generate"
     ndjson = True
 
-    def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None) -> dict[str, Any]:
+    def body(self, prompt: str, max_tokens: int, model: str, stop: list[str], slot: int | None,
+             lora: int = -1) -> dict[str, Any]:
         return {"model": model, "prompt": prompt, "raw": True, "stream": True,
                 "options": {"temperature": 0.0, "top_k": 1, "repeat_penalty": 1.0, "num_predict": max_tokens,
                             "stop": stop}}
@@ -215,6 +221,8 @@ class RemoteBackend:
 
     def describe(self) -> str:
         model = f", model {self.config.model}" if self.config.model else ""
+        if self.config.kind == "llama-server" and self.config.lora >= 0:
+            model += f", adapter {self.config.lora}"
         name = {"llama-server": "llama-server", "openai": "OpenAI-compatible server", "ollama": "Ollama server"}
         return f"{name[self.config.kind]} at {redact(self.base_url)}{model}"
 
@@ -267,7 +275,7 @@ class RemoteBackend:
         cancelled task closes the connection."""
         t0 = time.perf_counter()
         slot = await self._resolve_slot() if self.protocol.kind == "llama-server" else None
-        body = self.protocol.body(prompt, max_tokens, self.config.model, stop, slot)
+        body = self.protocol.body(prompt, max_tokens, self.config.model, stop, slot, self.config.lora)
         text, reason, n = "", "length", 0
         usage = RemoteUsage()
         t_first: float | None = None

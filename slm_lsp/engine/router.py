@@ -24,11 +24,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from ..config import Config
 from ..context.privacy import is_loopback, redact
-from .model import Generation, LlamaVocab
+from .model import ADAPTER_TEMPLATE, Generation, LlamaVocab
 from .prompt import PromptBuilder
 from .remote import RemoteBackend, RemoteError
 from .requests import CompletionResult, RequestHandle
@@ -74,6 +75,18 @@ def warn_plain_http(url: str) -> None:
         _warned_urls.add(url)
         log.warning("remote.url %s is plain http:// to another machine: your code crosses the network "
                     "unencrypted (use https://, or an SSH tunnel to a localhost port)", redact(url))
+
+
+def remote_template_file(config: Config) -> str:
+    """The ``template.json`` that lays out prompts for the server: ``remote.template``, else the
+    one beside the local adapter (the server runs the same adapter), else none (the model's own)."""
+    if config.remote.template:
+        return config.remote.template
+    if config.model.adapter:
+        beside = Path(config.model.adapter).expanduser().with_name(ADAPTER_TEMPLATE)
+        if beside.is_file():
+            return str(beside)
+    return ""
 
 
 def stop_strings(vocab: LlamaVocab) -> list[str]:

@@ -40,7 +40,7 @@ from .modelfile import ModelFileError, check_adapter, check_memory, read_gguf
 from .probe import probe
 from .prompt import ContextFile, PromptBuilder
 from .requests import CompletionRequest, CompletionResult, RequestHandle, split_at_cursor
-from .router import RemoteLane, unsure
+from .router import RemoteLane, remote_template_file, unsure
 from .shaping import CompletionShaper
 
 __all__ = ["CompletionEngine", "CompletionRequest", "CompletionResult", "EngineStatus", "RequestHandle",
@@ -355,7 +355,8 @@ class CompletionEngine:
             lane: RemoteLane | None = None
             if config.remote.route != "local" and config.remote.url:
                 try:
-                    lane = RemoteLane(config, LlamaVocab(model_path), self._remote_done, self._remote_failed)
+                    vocab = LlamaVocab(model_path, remote_template_file(config))
+                    lane = RemoteLane(config, vocab, self._remote_done, self._remote_failed)
                 except Exception as exc:
                     log.error("no remote completions: %s", exc)
             elif config.remote.route != "local":

@@ -7,6 +7,7 @@ The tiny model never ends an answer by itself: a single-line request runs to ``m
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from collections.abc import Iterator
 import pytest
 
 from slm_lsp.config import merge_config
-from slm_lsp.engine.model import LlamaVocab
+from slm_lsp.engine.fim import SPM, FimTemplate
+from slm_lsp.engine.model import LlamaVocab, ModelLoadError
 from slm_lsp.engine.prompt import ContextFile
 from slm_lsp.engine.router import confidence, stop_strings
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest
@@ -257,6 +259,31 @@ def test_remote_prompts_are_the_local_prompts_as_text():
         assert "<|endoftext|>" in stop_strings(vocab) and "<|fim_middle|>" in stop_strings(vocab)
     finally:
         vocab.close()
+
+
+def test_remote_prompts_use_the_servers_template(silent_server: SilentServer, tmp_path):
+    # The server's model was finetuned with its own template (template.json beside adapter.gguf):
+    # here suffix-first (SPM), against the tiny model's own prefix-first (PSM).
+    spm = FimTemplate("server-spm", SPM, "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+                      ("<|endoftext|>",), "<|repo_name|>", "<|file_sep|>")
+    template = tmp_path / "template.json"
+    spm.save(template)
+    engine = make_engine(silent_server.url, "remote", timeoutMs=300, template=str(template))
+    try:
+        result = engine.complete(request(), timeout=60)
+    finally:
+        engine.close()
+    body = json.loads(silent_server.body().split("\r\n\r\n", 1)[1])
+    assert body["prompt"].index("<|fim_suffix|>") < body["prompt"].index("<|fim_prefix|>")
+    assert result.backend == "local"  # the silent server timed out
+
+
+def test_a_template_the_vocabulary_cannot_spell_is_refused(tmp_path):
+    bad = FimTemplate("bad", "psm", "<PRE>", "<SUF>", "<MID>", ("<EOT>",))
+    template = tmp_path / "template.json"
+    bad.save(template)
+    with pytest.raises(ModelLoadError, match="no single token for <PRE>"):
+        LlamaVocab(str(TINY_MODEL), str(template))
 
 
 def test_plain_http_to_another_machine_is_warned_about_once(caplog: pytest.LogCaptureFixture):

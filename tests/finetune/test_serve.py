@@ -198,3 +198,50 @@ def test_llama_server_serves_the_adapter_and_a_request_picks_it_with_the_lora_fi
     picked_other = infill(url, lora=[{"id": 1, "scale": 1.0}])
     assert picked_other not in (base, applied)
     assert infill(url) == base  # a request's choice does not stay behind
+
+
+def _engine_answer(**remote: object) -> tuple[str, str]:
+    """slm-lsp's engine completing TEXT (the local model, or through ``remote``): (text, backend)."""
+    settings: dict = {"model": {"threads": 1, "n_ctx": 1024},
+                      "completion": {"max_tokens": 8, "prefix_tokens": 256, "suffix_tokens": 64,
+                                     "time_budget_ms": 60000}}
+    if remote:
+        settings["remote"] = {"route": "remote", "kind": "llama-server", "timeout_ms": 60000, "fallback": False,
+                              **remote}
+    result = merge_config(settings)
+    assert result.errors == []
+    engine = CompletionEngine(result.config, probe_files=False)
+    try:
+        engine.load(str(TINY_MODEL)).result(timeout=60)
+        answer = engine.complete(CompletionRequest("file:///a.py", TEXT, 3, 18, "python"), timeout=120)
+        return answer.text, answer.backend
+    finally:
+        engine.close()
+
+
+def test_remote_lora_picks_the_adapter_on_a_shared_llama_server(llama_server, tmp_path):
+    other = random_adapter(tmp_path / "other", seed=1)
+    # One slot per adapter: llama-server reuses a slot's prompt cache across requests with another
+    # adapter (llama.cpp#26207), as each user pinned to a slot of their own (remote.slot -1) avoids.
+    url = llama_server("--lora", str(ADAPTER), "--lora", str(other), "--lora-init-without-apply", "-np", "3",
+                       "-c", "1536")
+    off = [{"id": 0, "scale": 0.0}, {"id": 1, "scale": 0.0}]
+    httpx.post(url + "/lora-adapters", json=off, timeout=10, trust_env=False).raise_for_status()
+    base, _ = _engine_answer()
+    with_adapter = _engine_answer(url=url, lora=0, slot=0)
+    # The same prompt, the same weights: the server's answer is the local model's with the adapter.
+    local_adapter = CompletionEngine(merge_config({"model": {"threads": 1, "n_ctx": 1024, "adapter": str(ADAPTER)},
+                                                   "completion": {"max_tokens": 8, "prefix_tokens": 256,
+                                                                  "suffix_tokens": 64}}).config, probe_files=False)
+    try:
+        local_adapter.load(str(TINY_MODEL)).result(timeout=60)
+        expected = local_adapter.complete(CompletionRequest("file:///a.py", TEXT, 3, 18, "python"), timeout=120).text
+    finally:
+        local_adapter.close()
+    # The tiny model writes random bytes: the server turns a byte that is not UTF-8 into U+FFFD,
+    # the local runner leaves it out.
+    assert (with_adapter[0].replace("\ufffd", ""), with_adapter[1]) == (expected, "remote") and expected != base
+    plain, backend = _engine_answer(url=url, slot=1)
+    assert (plain.replace("\ufffd", ""), backend) == (base, "remote")  # no lora field: the base model
+    other_text, backend = _engine_answer(url=url, lora=1, slot=2)
+    assert backend == "remote" and other_text not in (base, expected)
