@@ -53,7 +53,9 @@ class ResultCache:
             while len(self._entries) > self.documents:
                 self._entries.popitem(last=False)
 
-    def get(self, key: str, prefix: str, suffix: str) -> str | None:
+    def get(self, key: str, prefix: str, suffix: str, count: bool = True) -> str | None:
+        """The rest of a cached completion that the text at (prefix, suffix) continues; ``count``:
+        add the lookup to ``hits`` / ``misses`` (an engine looking ahead does not)."""
         with self._lock:
             entries = list(self._entries.get(key, ()))
         for entry in entries:  # entries are immutable: matched outside the lock
@@ -61,11 +63,13 @@ class ResultCache:
                 continue
             typed = prefix[entry.prefix_len:]
             if entry.completion.startswith(typed) and len(typed) < len(entry.completion):
-                with self._lock:
-                    self.hits += 1
+                if count:
+                    with self._lock:
+                        self.hits += 1
                 return entry.completion[len(typed):]
-        with self._lock:
-            self.misses += 1
+        if count:
+            with self._lock:
+                self.misses += 1
         return None
 
     def forget(self, key: str) -> None:

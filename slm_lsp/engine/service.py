@@ -2,7 +2,9 @@
 
 A newer request for a document supersedes an older one: a queued one is dropped, a running one
 is stopped between tokens. The features layer turns LSP params into ``CompletionRequest`` and
-awaits ``submit(...).future``; nothing here knows about LSP.
+awaits ``submit(...).future``; nothing here knows about LSP. ``prefetch`` computes a completion
+ahead (after an accepted suggestion) into the type-through cache, at low priority: real requests
+go first and stop it, except one at the same place, which takes over its answer.
 
 Threads: the worker owns the runner and the prompt builder (it alone calls, swaps and closes
 them). A loader thread prepares new models and adapters (file checks, the memory estimate, the
@@ -86,6 +88,10 @@ class EngineStatus:
     """Completions answered so far by each of local, remote and cache."""
     remote_retry_s: float = 0.0
     """Seconds until a server that failed is asked again (0: it is asked)."""
+    prefetch: tuple[tuple[str, int], ...] = ()
+    """Completions computed ahead (``prefetch``): ``queued``, ``answered`` (the answer went into
+    the cache), ``joined`` (a request came while it ran and took its answer), ``dropped``
+    (stopped by a real request, or stale)."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +114,16 @@ def _vocab_only(config: Config) -> bool:
 
 class _Close:
     """The last job: the worker closes the runner and stops."""
+
+
+class _Prefetch(RequestHandle):
+    """A completion computed ahead for the type-through cache (``CompletionEngine.prefetch``):
+    nobody awaits it. It waits behind real requests and is stopped by one, except a request at
+    the same place, which takes over its answer."""
+
+
+def _same_place(a: CompletionRequest, b: CompletionRequest) -> bool:
+    return a.document_key == b.document_key and a.line == b.line and a.column == b.column and a.text == b.text
 
 
 def _settle(future: Future[Any], result: object = None, error: BaseException | None = None) -> None:
@@ -150,6 +166,7 @@ class CompletionEngine:
         self._local_ms: float | None = None
         """Running average of local completion latency (``remote.auto_slow_ms``)."""
         self._answered: Counter[str] = Counter()
+        self._prefetched: Counter[str] = Counter()
         self._last_backend: str | None = None
         self._last_backend_reason = ""
         self._on_state = on_state or (lambda state, detail: None)
@@ -177,12 +194,13 @@ class CompletionEngine:
         loaded, lane = self._loaded, self.lane
         with self._lock:
             answered = tuple(sorted(self._answered.items()))
+            prefetched = tuple(sorted(self._prefetched.items()))
             retry = max(0.0, self._remote_retry_at - time.monotonic())
         return EngineStatus(self.state, self.state_detail, loaded.model, loaded.name, loaded.template,
                             loaded.adapter, loaded.n_gpu_layers, loaded.n_ctx, self.cache.hits,
                             self._last_context, self.config.remote.route if lane is not None else "local",
                             lane.describe() if lane is not None else None, self._last_backend,
-                            self._last_backend_reason, answered, round(retry, 1))
+                            self._last_backend_reason, answered, round(retry, 1), prefetched)
 
     def _publish(self) -> None:
         """(worker) Refresh what ``status`` reports about the runner."""
@@ -435,7 +453,11 @@ class CompletionEngine:
     def _finish(self, handle: RequestHandle, result: CompletionResult) -> None:
         """Answer ``handle``, counting who answered (status)."""
         notify = False
-        if result.backend:
+        if isinstance(handle, _Prefetch):
+            with self._lock:
+                self._prefetched["answered" if result.text else
+                                 "dropped" if result.reason == "cancelled" else "empty"] += 1
+        elif result.backend:
             with self._lock:
                 self._answered[result.backend] += 1
                 if result.backend != "cache":
@@ -549,18 +571,24 @@ class CompletionEngine:
         if not self.language_enabled(request.language_id):
             handle.future.set_result(CompletionResult("", reason="disabled"))
             return handle
+        joined: _Prefetch | None = None
         with self._lock:
             # Whatever was asked for this document before is stale now, answered or not.
             for job in list(self._jobs):
                 if isinstance(job, RequestHandle) and job.request.document_key == request.document_key:
                     self._jobs.remove(job)
-                    job.resolve(CompletionResult("", reason="superseded"))
-            if self._running is not None and self._running.request.document_key == request.document_key:
-                self._running.cancel()
+                    self._drop(job)
+            running = self._running
+            if isinstance(running, _Prefetch) and _same_place(running.request, request) and not running.cancelled:
+                joined = running  # computing this very answer: wait for it instead of starting again
+            elif running is not None and (running.request.document_key == request.document_key
+                                          or isinstance(running, _Prefetch)):
+                running.cancel()  # stale, or a prefetch that a real request goes before
             stale = self._remote_inflight.pop(request.document_key, None)
             # The local model is busy when it works, or will, for another document.
-            busy = any(isinstance(job, RequestHandle) for job in self._jobs) or (
-                self._running is not None and self._running.request.document_key != request.document_key)
+            busy = any(isinstance(job, RequestHandle) and not isinstance(job, _Prefetch) for job in self._jobs) or (
+                running is not None and not isinstance(running, _Prefetch)
+                and running.request.document_key != request.document_key)
         if stale is not None:
             stale.cancel()  # closes its HTTP stream
         prefix, suffix = split_at_cursor(request.text, request.line, request.column)
@@ -568,6 +596,9 @@ class CompletionEngine:
         if hit is not None:
             total_ms = (time.perf_counter() - t0) * 1000
             self._finish(handle, CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms, backend="cache"))
+            return handle
+        if joined is not None:
+            self._join(handle, joined, t0)
             return handle
         handle.t0 = t0
         rc = self.config.remote
@@ -597,9 +628,66 @@ class CompletionEngine:
             if self._closed:
                 handle.resolve(CompletionResult("", reason="cancelled"))
                 return handle
+            # Ahead of the prefetches that wait: they are for later, this one is for now.
+            ahead = next((i for i, job in enumerate(self._jobs) if isinstance(job, _Prefetch)), len(self._jobs))
+            self._jobs.insert(ahead, handle)
+            self._lock.notify()
+        return handle
+
+    def prefetch(self, request: CompletionRequest) -> RequestHandle | None:
+        """Compute the completion at ``request`` ahead of time, into the type-through cache, so
+        that a request there is answered at once (the cursor after an accepted suggestion).
+        Low priority: it waits behind real requests and a real request stops it, unless it asks
+        at the same place, when it takes over the answer. A newer prefetch for the document
+        replaces it. Local model only. None when there is nothing to do: a disabled language, no
+        local model, a route that sends requests to a server, an answer already cached, or a
+        real request for the document under way."""
+        if not self.language_enabled(request.language_id) or self._loaded.model is None:
+            return None
+        if self.config.remote.url and self.config.remote.route != "local" and not request.private:
+            return None  # the server answers these; a local answer in the cache would go before it
+        prefix, suffix = split_at_cursor(request.text, request.line, request.column)
+        if self.cache.get(request.document_key, prefix, suffix, count=False) is not None:
+            return None
+        handle = _Prefetch(request)
+        handle.route, handle.local_only, handle.t0 = "local", True, time.perf_counter()
+        with self._lock:
+            if self._closed:
+                return None
+            running = self._running
+            if running is not None and running.request.document_key == request.document_key:
+                if not isinstance(running, _Prefetch):
+                    return None  # the real request there is newer than what was accepted
+                running.cancel()
+            for job in list(self._jobs):
+                if isinstance(job, RequestHandle) and job.request.document_key == request.document_key:
+                    if not isinstance(job, _Prefetch):
+                        return None
+                    self._jobs.remove(job)
+                    self._drop(job)
+            self._prefetched["queued"] += 1
             self._jobs.append(handle)
             self._lock.notify()
         return handle
+
+    def _drop(self, job: RequestHandle) -> None:
+        """(under the lock) A queued request that a newer one replaced."""
+        if isinstance(job, _Prefetch):
+            self._prefetched["dropped"] += 1
+        job.resolve(CompletionResult("", reason="superseded"))
+
+    def _join(self, handle: RequestHandle, prefetch: _Prefetch, t0: float) -> None:
+        """Answer ``handle`` with the answer ``prefetch`` is computing for the same place."""
+        with self._lock:
+            self._prefetched["joined"] += 1
+
+        def done(future: Future[CompletionResult]) -> None:
+            result = future.result() if not future.cancelled() else CompletionResult("", reason="cancelled")
+            if result.backend:  # the time this request waited, not the prefetch's whole time
+                result = dataclasses.replace(result, total_ms=(time.perf_counter() - t0) * 1000, route="prefetched")
+            self._finish(handle, result)
+
+        prefetch.future.add_done_callback(done)
 
     def complete(self, request: CompletionRequest, timeout: float | None = None) -> CompletionResult:
         return self.submit(request).future.result(timeout)
