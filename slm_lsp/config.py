@@ -92,6 +92,11 @@ class CompletionConfig:
     """Re-evaluate the shifted suffix once this many prefix tokens changed under it, so its
     cached keys never drift far from what an exact evaluation would give. Range: 0 to 1048576."""
 
+    prefetch_on_accept: bool = True
+    """When the editor reports an accepted suggestion, compute the completion at the cursor after
+    it at once, so the next suggestion comes from the type-through cache without a model wait
+    (the local model only; a real request goes first)."""
+
 
 @dataclass
 class ContextConfig:
