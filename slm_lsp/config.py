@@ -92,6 +92,17 @@ class CompletionConfig:
     """Re-evaluate the shifted suffix once this many prefix tokens changed under it, so its
     cached keys never drift far from what an exact evaluation would give. Range: 0 to 1048576."""
 
+    warmup: bool = True
+    """Evaluate the prompt in the background before the user pauses: when a document opens and
+    when an edit lands far from the last one, while the model is idle. A real request stops the
+    warmup at once (within a few tokens) and reuses what it evaluated."""
+
+    kv_states_mb: int = bounded(256, 0, 65536)
+    """Memory for the KV cells of recently used documents (about 12 KiB per prompt token for
+    Qwen2.5-Coder-0.5B, 28 KiB for the 1.5B), so that going back to a file reuses its prompt
+    instead of evaluating it again; the least recently used go first. 0: none kept.
+    Range: 0 to 65536."""
+
     prefetch_on_accept: bool = True
     """When the editor reports an accepted suggestion, compute the completion at the cursor after
     it at once, so the next suggestion comes from the type-through cache without a model wait

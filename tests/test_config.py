@@ -238,7 +238,7 @@ def _numeric_fields() -> list[tuple[str, str, int, int]]:
 def test_every_numeric_field_has_a_documented_range():
     docs = {name: doc for name, _default, doc in describe()}
     fields = _numeric_fields()
-    assert len(fields) == 20
+    assert len(fields) == 21
     for section, name, low, high in fields:
         assert low <= getattr(getattr(Config(), section), name) <= high
         assert f"Range: {low} to {high}." in docs[f"{section}.{name}"], f"{section}.{name}"
