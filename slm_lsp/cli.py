@@ -294,9 +294,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="index REPO (which holds FILE) and put repo context in every prompt, as the server does")
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
-    b = bsub.add_parser("humaneval", help="HumanEval single-line infilling pass@1: server vs. raw model")
-    b.add_argument("-n", type=int, default=60, help="tasks (spread evenly over the set)")
-    b.add_argument("--data", help="HumanEval-SingleLineInfilling.jsonl(.gz)")
+    b = bsub.add_parser("humaneval", help="HumanEval infilling (single-line, multi-line, random span) pass@1 and "
+                                          "exact match: server vs. raw model, paired")
+    b.add_argument("--set", choices=["single", "multi", "span"], default="single",
+                   help="single-line (1,033 tasks), multi-line (5,815) or random-span-light (164)")
+    b.add_argument("--sample", "-n", dest="sample", type=int, metavar="N",
+                   help="only N tasks, spread evenly over the set (default: all)")
+    b.add_argument("--data", help="the set's .jsonl(.gz) (default: shared/benchmarks/human-eval-infilling)")
+    b.add_argument("--raw-max-tokens", type=int, metavar="N",
+                   help="the raw model's token cap (default: completion.max_tokens on single, 256 on multi "
+                        "and span, where it runs to its end-of-generation token)")
     b.add_argument("--typed", type=int, default=0, metavar="K",
                    help="first ask with the last K prefix characters untyped (answer through KV reuse)")
     b.add_argument("--jsonl", help="write every task's outcome here (who answered, the local log-probabilities)")

@@ -1,9 +1,21 @@
-"""``slm-lsp bench humaneval``: HumanEval single-line infilling pass@1, server vs. raw model.
+"""``slm-lsp bench humaneval``: HumanEval infilling pass@1, exact match and a paired comparison,
+server vs. raw model.
 
-Each task's hole becomes an empty line in a document (prompt + empty line + suffix) with the
-cursor on it, and the server's engine answers as it would in an editor (windows, shaping).
-In the same run the raw model answers the plain PSM prompt, greedy, cut at the first newline.
-Every completion is run against the task's tests in a subprocess. With ``--typed K`` the server
+Three sets (``--set``), from ``shared/benchmarks/human-eval-infilling`` (or ``--data``):
+
+* ``single`` (1,033 tasks): one whole line is missing. The server sees the hole as an empty line
+  (prompt + empty line + suffix) with the cursor on it and answers as it would in an editor
+  (windows, shaping); the raw model answers the plain PSM prompt, greedy, cut at the first newline.
+* ``multi`` (5,815 tasks): one or more whole lines are missing. The server sees one empty line
+  with the cursor on it, as above: its shaping decides whether the answer is a line or a block.
+  The raw model generates until its end-of-generation token (or ``--raw-max-tokens``).
+* ``span`` (random-span-light, 164 tasks): the hole starts and ends anywhere, mid-line too. The
+  server's cursor sits where the hole starts, in prompt + suffix; the raw model generates until
+  its end-of-generation token (or ``--raw-max-tokens``).
+
+All tasks run by default; ``--sample N`` (alias ``-n``) takes N spread evenly over the set.
+Every middle is run against the task's tests in a subprocess. Exact match compares the middle
+with the canonical one, whitespace-normalised (see ``normalise``). With ``--typed K`` the server
 is first asked with the last K characters of the prefix still untyped, so its answer goes
 through KV reuse and the suffix shift as during typing (and may come from the type-through cache).
 
@@ -11,7 +23,8 @@ With ``--route remote|auto --remote URL`` the engine routes as the server would 
 pass is left out: it measures the local model alone) and the report adds who answered, the
 share sent to the server, why, and p50/p95 latency. ``--jsonl`` writes each task's outcome,
 with the local answer's mean and lowest token log-probability and whether it was a block request
-(what ``auto`` decides on; ``bench router`` replays those decisions over two runs' files).
+(what ``auto`` decides on; ``bench router`` replays those decisions over two runs' files), the
+generation before shaping and the raw model's answer.
 """
 
 from __future__ import annotations
@@ -20,11 +33,13 @@ import argparse
 import collections
 import gzip
 import json
+import math
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import merge_config
@@ -34,27 +49,90 @@ from ..engine.service import CompletionEngine, CompletionRequest
 from ..models import resolve_model
 from . import percentile
 
-DATA_NAME = "HumanEval-SingleLineInfilling.jsonl.gz"
+SETS = {
+    "single": "HumanEval-SingleLineInfilling.jsonl.gz",
+    "multi": "HumanEval-MultiLineInfilling.jsonl.gz",
+    "span": "HumanEval-RandomSpanInfillingLight.jsonl.gz",
+}
+DATA_NAME = SETS["single"]
+RAW_MAX_TOKENS = 256
+"""The raw model's cap on multi-line and span holes, where it runs to its end-of-generation
+token: above the canonical middle of 99% of the multi-line tasks (616 characters, ~180 tokens)."""
 
 
-def find_data(explicit: str | None) -> Path:
+def find_data(explicit: str | None, set_name: str = "single") -> Path:
     if explicit:
         return Path(explicit)
+    name = SETS[set_name]
     for base in [Path.cwd(), *Path.cwd().parents]:
-        for candidate in (base / "shared" / "benchmarks" / "human-eval-infilling" / DATA_NAME,
-                          base.parent / "shared" / "benchmarks" / "human-eval-infilling" / DATA_NAME):
+        for candidate in (base / "shared" / "benchmarks" / "human-eval-infilling" / name,
+                          base.parent / "shared" / "benchmarks" / "human-eval-infilling" / name):
             if candidate.is_file():
                 return candidate
-    raise SystemExit(f"error: {DATA_NAME} not found; pass --data PATH")
+    raise SystemExit(f"error: {name} not found; pass --data PATH")
 
 
-def load_tasks(path: Path, n: int) -> list[dict]:
+def load_tasks(path: Path, n: int | None = None) -> list[dict]:
+    """The tasks of a set; with ``n``, that many spread evenly over it (the same N picks the same
+    tasks in every run, and in runs made before ``--set`` existed)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as fh:  # type: ignore[operator]
         tasks = [json.loads(line) for line in fh if line.strip()]
-    if n >= len(tasks):
+    return sample(tasks, n)
+
+
+def sample(tasks: list[dict], n: int | None) -> list[dict]:
+    if not n or n >= len(tasks):
         return tasks
     return [tasks[round(i * len(tasks) / n)] for i in range(n)]  # spread evenly over the set
+
+
+@dataclass(frozen=True)
+class Hole:
+    """How a task looks to the server: the document, the cursor, and how its answer becomes the
+    middle that is tested."""
+
+    document: str
+    line: int
+    column: int
+    whole_lines: bool
+    """The hole is whole lines (single, multi): the answer on the empty line gets its newline."""
+
+    def middle(self, answer: str) -> str:
+        if self.whole_lines and not answer.endswith("\n"):
+            return answer + "\n"
+        return answer
+
+
+def hole(task: dict, set_name: str) -> Hole:
+    prompt, suffix = task["prompt"], task["suffix"]
+    if set_name == "span":
+        # Mid-line holes: the cursor goes where the hole starts, nothing is added.
+        line_start = prompt.rfind("\n") + 1
+        return Hole(prompt + suffix, prompt.count("\n"), len(prompt) - line_start, False)
+    # Whole lines missing: the editor shows one empty line there, with the cursor on it.
+    return Hole(prompt + "\n" + suffix, prompt.count("\n"), 0, True)
+
+
+def normalise(code: str) -> str:
+    """Whitespace-normalised code for exact match: each line stripped, blank lines dropped.
+    On one line this is Qwen's HumanEval-FIM rule (``answer.strip() == canonical.strip()``,
+    qwencoder-eval fim-bench/hm_fim); on several it applies the same rule line by line."""
+    return "\n".join(x.strip() for x in code.split("\n") if x.strip())
+
+
+def exact_match(middle: str, canonical: str) -> bool:
+    return normalise(middle) == normalise(canonical)
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Two-sided exact sign test (binomial, p = 1/2) over the tasks where the two differ; ties
+    (both pass or both fail) carry no information and are left out."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
 
 
 def passes(task: dict, middle: str, timeout: float = 15.0) -> bool:
@@ -71,6 +149,10 @@ def passes(task: dict, middle: str, timeout: float = 15.0) -> bool:
         os.unlink(fh.name)
 
 
+def _tokens_per_s(tokens: int, ms: float) -> str:
+    return f"{1000 * tokens / ms:.1f}" if ms > 0 else "n/a"
+
+
 def run_humaneval_bench(args: argparse.Namespace) -> int:
     from .. import cli
 
@@ -81,61 +163,110 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
     for error in result.errors:
         print(f"warning: {error}", file=sys.stderr)
     config = result.config
+    set_name = getattr(args, "set", "single") or "single"
     model_path = str(resolve_model(config.model.path))
-    tasks = load_tasks(find_data(args.data), args.n)
+    tasks = load_tasks(find_data(args.data, set_name), args.sample)
     engine = CompletionEngine(config)
     engine.load(model_path).result()
     status = engine.status()
     routed = status.remote is not None
     runner = engine.runner
-    print(f"model {status.name} ({status.template}); {len(tasks)} HumanEval single-line infilling tasks")
+    with_raw = runner is not None and not routed and not getattr(args, "no_raw", False)
+    raw_max_tokens = getattr(args, "raw_max_tokens", None) or (
+        config.completion.max_tokens if set_name == "single" else RAW_MAX_TOKENS)
+    print(f"model {status.name} ({status.template}); {len(tasks)} HumanEval {set_name}-line infilling tasks"
+          if set_name != "span" else
+          f"model {status.name} ({status.template}); {len(tasks)} HumanEval random-span infilling tasks")
     if routed:
         print(f"route {status.route}: prompts go to the {status.remote}")
-    server_ok = raw_ok = 0
+    server_ok = raw_ok = server_em = raw_em_n = wins = losses = 0
+    server_tokens = raw_tokens = 0
+    server_gen_ms = raw_gen_ms = 0.0
     server_ms: list[float] = []
     backends: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
     out = open(args.jsonl, "w") if getattr(args, "jsonl", None) else None
+    progress_every = max(1, min(25, len(tasks) // 20))
     t_start = time.perf_counter()
-    for task in tasks:
-        # The server, as in an editor: the hole is an empty line with the cursor on it.
-        doc = task["prompt"] + "\n" + task["suffix"]
-        line = task["prompt"].count("\n")
+    for i, task in enumerate(tasks, 1):
+        where = hole(task, set_name)
         if args.typed:
             # As in an editor: the last characters of the prefix were typed after an earlier
             # request, so this answer comes through prefix reuse and the shifted suffix.
             before = task["prompt"][: -args.typed]
-            engine.complete(CompletionRequest(task["task_id"], before + "\n" + task["suffix"],
-                                              before.count("\n"), len(before.rsplit("\n", 1)[-1]), "python"))
+            rest = where.document[len(task["prompt"]):]
+            engine.complete(CompletionRequest(task["task_id"], before + rest, before.count("\n"),
+                                              len(before.rsplit("\n", 1)[-1]), "python"))
         t0 = time.perf_counter()
-        res = engine.complete(CompletionRequest(task["task_id"], doc, line, 0, "python"))
+        res = engine.complete(CompletionRequest(task["task_id"], where.document, where.line, where.column, "python"))
         server_ms.append((time.perf_counter() - t0) * 1000)
-        s_pass = passes(task, res.text + "\n")
+        s_middle = where.middle(res.text)
+        s_pass = passes(task, s_middle)
+        s_em = exact_match(s_middle, task["canonical_solution"])
         server_ok += s_pass
+        server_em += s_em
         backends[res.backend or res.reason] += 1
         reasons[_reason_kind(res.route)] += 1
-        r_pass, raw_text = False, ""
-        if runner is not None and not routed and not getattr(args, "no_raw", False):
-            # The raw model: plain PSM prompt, greedy, cut at the first newline.
+        if res.generation is not None and res.backend == "local":
+            server_tokens += res.generation.n_generated
+            server_gen_ms += res.generation.gen_ms
+        r_pass: bool | None = None
+        r_em: bool | None = None
+        raw_text: str | None = None
+        raw_gen = None
+        if with_raw:
+            assert runner is not None
             tokens = plain_fim_prompt(runner.template, runner.tokenize, runner.special, task["prompt"],
                                       task["suffix"], runner.bos)
-            gen = runner.generate(Prompt(tokens, [], [], [], "", ""), max_tokens=config.completion.max_tokens,
-                                  stop_at=lambda t: t.find("\n") if "\n" in t else None)
-            raw_text = gen.text
-            r_pass = passes(task, gen.text.split("\n", 1)[0] + "\n")
+            if set_name == "single":
+                # The raw model on one missing line: plain PSM prompt, greedy, cut at the first newline.
+                raw_gen = runner.generate(Prompt(tokens, [], [], [], "", ""), max_tokens=raw_max_tokens,
+                                          stop_at=lambda t: t.find("\n") if "\n" in t else None)
+                r_middle = raw_gen.text.split("\n", 1)[0] + "\n"
+            else:
+                # Several lines or a span: the model says where its middle ends (its
+                # end-of-generation token), as the sets were made to be evaluated.
+                raw_gen = runner.generate(Prompt(tokens, [], [], [], "", ""), max_tokens=raw_max_tokens)
+                r_middle = where.middle(raw_gen.text)
+            raw_text = raw_gen.text
+            r_pass = passes(task, r_middle)
+            r_em = exact_match(r_middle, task["canonical_solution"])
             raw_ok += r_pass
+            raw_em_n += r_em
+            wins += s_pass and not r_pass
+            losses += r_pass and not s_pass
+            raw_tokens += raw_gen.n_generated
+            raw_gen_ms += raw_gen.gen_ms
         local_gen = res.generation if res.generation is not None and res.generation.backend == "local" else None
         mean, lowest = confidence(local_gen.logprobs) if local_gen is not None else (None, None)
         if args.verbose:
             conf = f" mean logprob {mean:.2f}" if mean is not None else ""
             print(f"  {task['task_id']:40s} {res.backend or '-':6s} {'PASS' if s_pass else 'fail'} {res.text!r:60.60}"
                   f"{conf} {res.route}" + (f" raw {'PASS' if r_pass else 'fail'} {raw_text!r:40.40}"
-                                           if raw_text else ""), file=sys.stderr)
+                                           if raw_text is not None else ""), file=sys.stderr)
         if out is not None:
-            out.write(json.dumps({"task_id": task["task_id"], "pass": s_pass, "text": res.text,
-                                  "backend": res.backend, "route": res.route, "ms": server_ms[-1],
-                                  "multiline": res.multiline, "mean_logprob": mean, "min_logprob": lowest}) + "\n")
+            out.write(json.dumps({
+                "task_id": task["task_id"], "pass": s_pass, "text": res.text, "backend": res.backend,
+                "route": res.route, "ms": server_ms[-1], "multiline": res.multiline, "mean_logprob": mean,
+                "min_logprob": lowest, "set": set_name, "em": s_em,
+                "generated": res.generation.text if res.generation is not None else None,
+                "stop_reason": res.reason,
+                "tokens": res.generation.n_generated if res.generation is not None else None,
+                "gen_ms": res.generation.gen_ms if res.generation is not None else None,
+                "evaluated": res.generation.n_evaluated if res.generation is not None else None,
+                "reused": res.generation.n_reused if res.generation is not None else None,
+                "raw_pass": r_pass, "raw_em": r_em, "raw_text": raw_text,
+                "raw_stop_reason": raw_gen.stop_reason if raw_gen is not None else None,
+                "raw_tokens": raw_gen.n_generated if raw_gen is not None else None,
+                "raw_gen_ms": raw_gen.gen_ms if raw_gen is not None else None,
+                "raw_evaluated": raw_gen.n_evaluated if raw_gen is not None else None,
+                "raw_reused": raw_gen.n_reused if raw_gen is not None else None}) + "\n")
             out.flush()
+        if i % progress_every == 0 or i == len(tasks):
+            elapsed = time.perf_counter() - t_start
+            raw_part = f", raw {raw_ok}/{i} (+{wins} -{losses})" if with_raw else ""
+            print(f"[{i}/{len(tasks)}] server {server_ok}/{i}{raw_part}; {elapsed / i:.1f} s/task, "
+                  f"{elapsed * (len(tasks) - i) / i / 60:.0f} min left", file=sys.stderr, flush=True)
     engine.close()
     n = len(tasks)
     if routed:
@@ -146,8 +277,17 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         print("why: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
     else:
         print(f"pass@1 server (windows + shaping): {server_ok}/{n} = {100 * server_ok / n:.1f}%")
-        if not getattr(args, "no_raw", False):
+        if with_raw:
             print(f"pass@1 raw model, plain FIM:        {raw_ok}/{n} = {100 * raw_ok / n:.1f}%")
+    print(f"exact match server: {server_em}/{n} = {100 * server_em / n:.1f}%"
+          + (f"; raw: {raw_em_n}/{n} = {100 * raw_em_n / n:.1f}%" if with_raw else ""))
+    if with_raw:
+        print(f"paired vs raw: server won {wins}, lost {losses}, tied {n - wins - losses}; "
+              f"difference {100 * (server_ok - raw_ok) / n:+.1f} points; sign test p = {sign_test(wins, losses):.3g}")
+    print(f"generated tokens/s: server {_tokens_per_s(server_tokens, server_gen_ms)}"
+          + (f", raw {_tokens_per_s(raw_tokens, raw_gen_ms)}" if with_raw else "")
+          + f"; tokens per answer: server {server_tokens / n:.1f}"
+          + (f", raw {raw_tokens / n:.1f}" if with_raw else ""))
     print(f"latency p50 {percentile(server_ms, 50):.0f} ms, p95 {percentile(server_ms, 95):.0f} ms; "
           f"total {time.perf_counter() - t_start:.0f} s")
     if out is not None:

@@ -1,0 +1,209 @@
+"""``slm-lsp bench humaneval``: the three infilling sets, how a task's hole reaches the server,
+exact match, the paired sign test, and a whole run with the tiny generated model."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from slm_lsp import cli
+from slm_lsp.bench.humaneval import SETS, exact_match, find_data, hole, load_tasks, normalise, passes, sample, sign_test
+from tests.conftest import TINY_MODEL
+
+CHECK_ADD = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
+# Tasks in the sets' own layout (prompt, suffix, canonical_solution, test, entry_point), small.
+TASKS = {
+    "single": [
+        {"task_id": "SingleLineInfilling/add/L1", "entry_point": "add",
+         "prompt": 'def add(a, b):\n    """Sum of a and b."""\n', "canonical_solution": "    return a + b\n",
+         "suffix": "\n\ndef sub(a, b):\n    return a - b\n", "test": CHECK_ADD},
+        {"task_id": "SingleLineInfilling/total/L1", "entry_point": "total",
+         "prompt": "def total(xs):\n    s = 0\n", "canonical_solution": "    for x in xs:\n",
+         "suffix": "        s += x\n    return s\n",
+         "test": "def check(candidate):\n    assert candidate([1, 2, 3]) == 6\n"},
+        {"task_id": "SingleLineInfilling/neg/L0", "entry_point": "neg",
+         "prompt": "def neg(x):\n", "canonical_solution": "    return -x\n", "suffix": "",
+         "test": "def check(candidate):\n    assert candidate(4) == -4\n"},
+    ],
+    "multi": [
+        {"task_id": "MultiLineInfilling/total/L1_L2", "entry_point": "total",
+         "prompt": "def total(xs):\n    s = 0\n", "canonical_solution": "    for x in xs:\n        s += x\n",
+         "suffix": "    return s\n", "test": "def check(candidate):\n    assert candidate([1, 2, 3]) == 6\n"},
+        {"task_id": "MultiLineInfilling/add/L1_L2", "entry_point": "add",
+         "prompt": "def add(a, b):\n", "canonical_solution": "    c = a + b\n    return c\n", "suffix": "",
+         "test": CHECK_ADD},
+        {"task_id": "MultiLineInfilling/neg/L0_L0", "entry_point": "neg",
+         "prompt": "def neg(x):\n", "canonical_solution": "    return -x\n", "suffix": "",
+         "test": "def check(candidate):\n    assert candidate(4) == -4\n"},
+    ],
+    "span": [
+        {"task_id": "RandomSpanInfillingLight/double/0", "entry_point": "double",
+         "prompt": "def double(x):\n    return 2 ", "canonical_solution": "* x", "suffix": "\n",
+         "test": "def check(candidate):\n    assert candidate(4) == 8\n"},
+        {"task_id": "RandomSpanInfillingLight/add/1", "entry_point": "add",
+         "prompt": "def add(a, b):\n    c = a", "canonical_solution": " + b\n    return",
+         "suffix": " c\n", "test": CHECK_ADD},
+        {"task_id": "RandomSpanInfillingLight/neg/2", "entry_point": "neg",
+         "prompt": "def neg(x):\n    return ", "canonical_solution": "-x", "suffix": "\n",
+         "test": "def check(candidate):\n    assert candidate(4) == -4\n"},
+    ],
+}
+
+
+def write_set(path: Path, tasks: list[dict]) -> Path:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", encoding="utf-8") as fh:  # type: ignore[operator]
+        fh.writelines(json.dumps(t) + "\n" for t in tasks)
+    return path
+
+
+# -- the paired sign test --------------------------------------------------------------------
+def test_sign_test_matches_the_exact_binomial_tails():
+    # n = 12 differing tasks, 10 won: 2 * (C(12,0) + C(12,1) + C(12,2)) / 2^12 (scipy's binomtest gives the same).
+    assert sign_test(10, 2) == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert sign_test(5, 0) == pytest.approx(2 / 32)
+    assert sign_test(2, 10) == sign_test(10, 2)
+
+
+def test_sign_test_without_a_difference_is_one():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(7, 7) == 1.0
+    assert sign_test(8, 7) == 1.0
+
+
+def test_sign_test_of_a_large_split_is_small():
+    # 60 won, 30 lost: the normal approximation gives z = 30 / sqrt(90) = 3.16, p ~ 0.0016.
+    p = sign_test(60, 30)
+    assert 0.001 < p < 0.003
+    assert p == pytest.approx(2 * sum(math.comb(90, k) for k in range(31)) / 2 ** 90)
+
+
+# -- exact match ---------------------------------------------------------------------------
+def test_exact_match_ignores_the_whitespace_around_a_line():
+    assert exact_match("return a + b", "    return a + b\n")
+    assert exact_match("  return a + b  \n", "    return a + b\n")
+
+
+def test_exact_match_keeps_whitespace_inside_a_line():
+    assert not exact_match("return a+b", "    return a + b\n")
+    assert not exact_match("return a + b\n    return c", "    return a + b\n")
+
+
+def test_exact_match_of_blocks_compares_line_by_line():
+    canonical = "    for x in xs:\n        s += x\n"
+    assert exact_match("for x in xs:\n    s += x", canonical)  # the indentation is normalised away
+    assert exact_match("    for x in xs:\n\n        s += x\n\n", canonical)  # and blank lines
+    assert not exact_match("    for x in xs:\n", canonical)
+    assert normalise("\n            if idx != idx2:\n                d = 1") == "if idx != idx2:\nd = 1"
+
+
+def test_an_empty_answer_matches_only_an_empty_middle():
+    assert not exact_match("", "    return a + b\n")
+    assert exact_match("\n", "")
+
+
+# -- loading and sampling ------------------------------------------------------------------
+def test_sample_spreads_n_tasks_evenly_and_defaults_to_all():
+    tasks = [{"task_id": str(i)} for i in range(1033)]
+    picked = sample(tasks, 400)
+    # The selection runs made with -n N before --set existed used: the same N, the same tasks.
+    assert [t["task_id"] for t in picked] == [str(round(i * 1033 / 400)) for i in range(400)]
+    assert len({t["task_id"] for t in picked}) == 400
+    assert sample(tasks, None) == tasks
+    assert sample(tasks, 0) == tasks
+    assert sample(tasks, 5000) == tasks
+
+
+def test_load_tasks_reads_gzip_and_plain_jsonl(tmp_path: Path):
+    gz = write_set(tmp_path / "set.jsonl.gz", TASKS["multi"])
+    plain = write_set(tmp_path / "set.jsonl", TASKS["multi"])
+    assert load_tasks(gz) == load_tasks(plain) == TASKS["multi"]
+    assert [t["task_id"] for t in load_tasks(gz, 2)] == [TASKS["multi"][0]["task_id"], TASKS["multi"][2]["task_id"]]
+
+
+def test_find_data_names_each_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    folder = tmp_path / "shared" / "benchmarks" / "human-eval-infilling"
+    folder.mkdir(parents=True)
+    for name in SETS.values():
+        (folder / name).write_bytes(b"")
+    work = tmp_path / "checkout" / "sub"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    assert find_data(None, "multi") == folder / "HumanEval-MultiLineInfilling.jsonl.gz"
+    assert find_data(None, "span") == folder / "HumanEval-RandomSpanInfillingLight.jsonl.gz"
+    assert find_data(None) == folder / "HumanEval-SingleLineInfilling.jsonl.gz"
+    assert find_data("x.jsonl", "span") == Path("x.jsonl")
+
+
+def test_find_data_without_the_set_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match="HumanEval-RandomSpanInfillingLight.jsonl.gz not found; pass --data"):
+        find_data(None, "span")
+
+
+# -- how a hole reaches the server -----------------------------------------------------------
+@pytest.mark.parametrize("set_name", ["single", "multi"])
+def test_a_missing_line_is_an_empty_line_with_the_cursor_on_it(set_name: str):
+    task = TASKS[set_name][0]
+    where = hole(task, set_name)
+    lines = where.document.split("\n")
+    assert lines[where.line] == "" and where.column == 0
+    assert "\n".join(lines[: where.line]) + "\n" == task["prompt"]
+    assert "\n".join(lines[where.line + 1:]) == task["suffix"]
+    # The answer on that line is the middle with its newline; the canonical one passes, a wrong one fails.
+    assert where.middle(task["canonical_solution"].rstrip("\n")) == task["canonical_solution"]
+    assert passes(task, where.middle(task["canonical_solution"].rstrip("\n")))
+    assert not passes(task, where.middle("    pass"))
+
+
+def test_a_span_puts_the_cursor_where_the_hole_starts_mid_line():
+    task = TASKS["span"][1]  # the hole starts after "    c = a" and ends before " c"
+    where = hole(task, "span")
+    assert where.document == task["prompt"] + task["suffix"]
+    line = where.document.split("\n")[where.line]
+    assert line[: where.column] == "    c = a" and where.column == 9
+    assert where.middle(" + b\n    return") == " + b\n    return"  # nothing added to a span
+    assert passes(task, where.middle(task["canonical_solution"]))
+    assert not passes(task, where.middle(" - b\n    return"))
+
+
+def test_the_canonical_middle_of_every_fixture_task_passes():
+    for tasks in TASKS.values():
+        for task in tasks:
+            assert passes(task, task["canonical_solution"]), task["task_id"]
+            assert exact_match(task["canonical_solution"], task["canonical_solution"])
+
+
+# -- a whole run, as a user runs it ----------------------------------------------------------
+@pytest.mark.parametrize("set_name", ["single", "multi", "span"])
+def test_bench_humaneval_runs_a_set_with_the_tiny_model(set_name: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]):
+    data = write_set(tmp_path / f"{set_name}.jsonl.gz", TASKS[set_name])
+    jsonl = tmp_path / "out.jsonl"
+    code = cli.main(["bench", "humaneval", "--set", set_name, "--data", str(data), "--sample", "2",
+                     "--model", str(TINY_MODEL), "--threads", "1", "--raw-max-tokens", "24",
+                     "--jsonl", str(jsonl)])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "2 HumanEval" in out
+    assert "pass@1 server (windows + shaping): " in out and "pass@1 raw model, plain FIM: " in out
+    assert "exact match server: " in out and "; raw: " in out
+    assert "paired vs raw: server won " in out and "sign test p = " in out
+    assert "generated tokens/s: server " in out
+    assert "[2/2] server " in err
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == [TASKS[set_name][0]["task_id"], TASKS[set_name][2]["task_id"]]
+    for row in rows:
+        assert row["set"] == set_name
+        assert isinstance(row["pass"], bool) and isinstance(row["raw_pass"], bool)
+        assert isinstance(row["em"], bool) and isinstance(row["raw_em"], bool)
+        assert isinstance(row["raw_text"], str) and row["raw_tokens"] <= 24
+        # The fields runs made before --set wrote are still there.
+        assert {"text", "backend", "route", "ms", "multiline", "mean_logprob", "min_logprob"} <= row.keys()
+    won = sum(r["pass"] and not r["raw_pass"] for r in rows)
+    lost = sum(r["raw_pass"] and not r["pass"] for r in rows)
+    assert f"paired vs raw: server won {won}, lost {lost}, tied {2 - won - lost}" in out
