@@ -439,7 +439,7 @@ def test_imports_and_scope_headers_when_the_prefix_is_cut(tok):
     assert "class Ledger" not in tok.detokenize(bare.head) and "import os" not in tok.detokenize(bare.head)
     # A language without a grammar here: no headers (they come from the parser).
     other = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(
-        PromptRequest(text, line, 8, path="ledger.rb", context_tokens=256))
+        PromptRequest(text, line, 8, path="ledger.dart", context_tokens=256))
     assert "class Ledger" not in tok.detokenize(other.head)
 
 

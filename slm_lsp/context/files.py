@@ -28,8 +28,7 @@ VENDORED_DIRS = frozenset({
     "dist", "build", "target",
 })
 """Folders of code the repository did not write (or tools' caches): never indexed, never trained on."""
-OTHER_CODE_EXTENSIONS = frozenset({".rb", ".php", ".cs", ".kt", ".swift", ".scala", ".lua", ".sh", ".sql", ".m",
-                                   ".r", ".jl", ".dart", ".zig"})
+OTHER_CODE_EXTENSIONS = frozenset({".sql", ".m", ".r", ".jl", ".dart", ".zig"})
 """Code without a tree-sitter grammar here: finetune makes line and random middles from it."""
 GENERATED_NAME = re.compile(r"(_pb2(_grpc)?\.pyi?|\.pb\.(go|cc|h)|_generated\.\w+|\.generated\.\w+|\.min\.\w+|"
                             r"\.bundle\.js|\.d\.ts|-lock\.\w+|\.lock)$")

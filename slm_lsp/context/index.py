@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA = 1
 FAMILY = {"python": "py", "javascript": "js", "typescript": "js", "tsx": "js", "go": "go", "rust": "rs",
-          "java": "java", "c": "c", "cpp": "c"}
+          "java": "java", "c": "c", "cpp": "c", "ruby": "rb", "php": "php", "csharp": "cs", "kotlin": "kt",
+          "swift": "swift", "lua": "lua", "bash": "sh", "scala": "scala"}
 JS_EXTENSIONS = ("", ".ts", ".tsx", ".js", ".jsx", ".mjs", ".d.ts")
 
 
@@ -103,9 +104,23 @@ def module_keys(path: str, language: str) -> list[str]:
         if parts[-1] == "index":
             keys.append(f"js:{'/'.join(parts[:-1])}")
         return keys
-    # C/C++: every path suffix, extension included
+    if fam == "rb":  # require "shop/cart" from the load path (lib/), require_relative by path
+        return [f"rb:{'/'.join(parts[i:])}" for i in range(len(parts))]
+    if fam == "lua":  # require "shop.cart": lua/shop/cart.lua, or shop/cart/init.lua
+        if parts[-1] == "init" and len(parts) > 1:
+            parts = parts[:-1]
+        return [f"lua:{'.'.join(parts[i:])}" for i in range(len(parts))]
+    if fam == "php":  # PSR-4: App\Billing\Invoice in src/Billing/Invoice.php; require by path
+        return [f"php:{path}"] + ["php:" + "\\".join(parts[i:]) for i in range(len(parts))]
+    if fam in ("kt", "scala", "cs"):  # a package (C#: namespace) is a folder, a class may be a file
+        dirs = parts[:-1]
+        return [f"{fam}:{'.'.join(dirs[i:])}" for i in range(len(dirs))] + [
+            f"{fam}:{'.'.join(parts[i:])}" for i in range(len(parts))]
+    if fam == "swift":  # a module is a target's folder: Sources/<Module>/...
+        return [f"swift:{d}" for d in parts[:-1]]
+    # C/C++, shell scripts: every path suffix, extension included
     full = path.split("/")
-    return [f"c:{'/'.join(full[i:])}" for i in range(len(full))]
+    return [f"{fam}:{'/'.join(full[i:])}" for i in range(len(full))]
 
 
 def import_keys(from_path: str, language: str, imp: Import) -> list[str]:
@@ -142,8 +157,21 @@ def import_keys(from_path: str, language: str, imp: Import) -> list[str]:
             return [f"js:{imp.module}"]
         target = posixpath.normpath(posixpath.join(here, imp.module))
         return [f"js:{target}"] + [f"js:{target}{ext}" for ext in JS_EXTENSIONS[1:]]
+    if fam == "rb":
+        module = imp.module.removesuffix(".rb")
+        if module.startswith("."):
+            return [f"rb:{posixpath.normpath(posixpath.join(here, module))}"]
+        return [f"rb:{module}"]
+    if fam == "php":
+        if "\\" not in imp.module and "/" in imp.module:  # require 'x/y.php'
+            return [f"php:{posixpath.normpath(posixpath.join(here, imp.module))}", f"php:{imp.module}"]
+        # The namespace's root (App\) is a folder (src/) that its name does not tell: longest first.
+        parts = imp.module.split("\\")
+        return ["php:" + "\\".join(parts[i:]) for i in range(len(parts))]
+    if fam in ("kt", "scala", "cs", "swift", "lua"):
+        return [f"{fam}:{imp.module}"]
     target = posixpath.normpath(posixpath.join(here, imp.module))
-    return [f"c:{target}", f"c:{imp.module}"]
+    return [f"{fam}:{target}", f"{fam}:{imp.module}"]
 
 
 @dataclass(frozen=True)

@@ -68,15 +68,22 @@ def usage(lines: list[str], line: int) -> tuple[dict[str, float], dict[tuple[str
     return names, attrs
 
 
+COMMENT_MARK = {"ruby": "#", "bash": "#", "lua": "--"}
+"""The line comment of each language that does not write ``//``."""
+END_LANGUAGES = ("ruby", "lua")
+"""Blocks close with ``end``."""
+
+
 def render(entry: FileEntry, d: Definition) -> str:
     """A definition without its body: signature, docstring line; classes with fields and methods."""
     python = entry.language == "python"
     brace = entry.language in BRACE_LANGUAGES
+    ends = entry.language in END_LANGUAGES
     sig = d.signature
     indent = sig[:len(sig) - len(sig.lstrip())]
     out: list[str] = []
     if d.doc and not python:
-        out.append(f"{indent}// {d.doc}")
+        out.append(f"{indent}{COMMENT_MARK.get(entry.language, '//')} {d.doc}")
     if d.parent and d.kind == "method":
         owner = next((x for x in entry.definitions if x.name == d.parent and x.kind == "class"), None)
         if owner is not None:
@@ -94,6 +101,8 @@ def render(entry: FileEntry, d: Definition) -> str:
             msig = m.signature
             if python:
                 out.append(msig + " ...")
+            elif ends or msig.endswith(";"):
+                out.append(msig)
             else:
                 out.append(msig + ";")
         if python and not d.fields and not methods and not d.doc:
@@ -102,13 +111,15 @@ def render(entry: FileEntry, d: Definition) -> str:
             out = out[:MAX_CLASS_LINES - 1] + [f"{indent}{inner}..."]
         if brace and not sig.rstrip().endswith("}"):
             out.append(indent + "}")
+        elif ends:
+            out.append(indent + "end")
     elif d.kind in ("function", "method"):
         if python:
             # No "..." body: each stub would show the model that a docstring is followed by
             # "...", and it writes just that as the first line of the function being written.
             if d.doc:
                 out.append(f'{indent}    """{d.doc}"""')
-        elif d.kind == "function" and not sig.rstrip().endswith(";"):
+        elif d.kind == "function" and not sig.rstrip().endswith(";") and not ends:
             out[-1] = sig + " { ... }"
     return "\n".join(out) + "\n"
 
@@ -143,7 +154,8 @@ def _top_level(entry: FileEntry, name: str) -> Definition | None:
             if not d.parent:
                 return d
             best = best or d
-    return best if best is not None and entry.language in ("go", "rust", "c", "cpp") else None
+    # Go, Rust and C methods are used by name; a Lua module's functions are fields of its table.
+    return best if best is not None and entry.language in ("go", "rust", "c", "cpp", "lua") else None
 
 
 def resolve_import(snap: Snapshot, path: str, lang: str, imp: Import) -> list[str]:
