@@ -14,7 +14,19 @@ COMMAND_LOAD_ADAPTER = "slm.loadAdapter"
 COMMAND_STATUS = "slm.status"
 """workspace/executeCommand: returns the model, template, state and last timings."""
 
+COMMAND_ACCEPTED = "slm.accepted"
+"""workspace/executeCommand, set by the server as each inline completion item's ``command`` (the
+editor runs it when the item is accepted): ``[{"uri", "version", "position", "text"}]``, as
+``ACCEPTED_NOTIFICATION``. The server then computes the completion at ``position`` at once."""
+
+ACCEPTED_NOTIFICATION = "slm/accepted"
+"""Client → server: a suggestion (or part of it) was accepted: ``{"uri": str, "position":
+{"line", "character"}`` (the cursor after the accepted text), ``"text": str`` (the accepted text,
+which the document has before ``position`` once the edit reached the server), ``"version": int``
+(optional: the document version that has it)}."""
+
 CONFIG_SECTION = "slm"
 """The workspace/configuration section the server asks for."""
 
 COMMANDS = [COMMAND_LOAD_ADAPTER, COMMAND_STATUS]
+"""The commands users run (the editors offer them); ``COMMAND_ACCEPTED`` is the editor's own."""

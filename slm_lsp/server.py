@@ -22,6 +22,7 @@ from .config import Config, merge_config
 from .engine.service import CompletionEngine
 
 if TYPE_CHECKING:
+    from .features.accept import AcceptTracker
     from .features.context import WorkspaceContext
     from .features.documents import DocumentStore
 
@@ -190,6 +191,8 @@ class SlmLanguageServer(LanguageServer):
     """The workspace index and repo context (set by ``features.context``)."""
     documents: "DocumentStore"
     """The open documents (set by ``features.documents``)."""
+    accepts: "AcceptTracker"
+    """Accepted suggestions waiting for their edit (set by ``features.accept``)."""
 
     def __init__(self, cli_settings: dict[str, Any] | None = None) -> None:
         super().__init__("slm-lsp", __version__, protocol_cls=SlmProtocol,

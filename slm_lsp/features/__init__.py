@@ -1,11 +1,12 @@
 """LSP features: thin adapters from LSP params to a plain engine call. One module per method."""
 
-from . import commands, completion, context, documents, inline_completion, lifecycle, loop_stall
+from . import accept, commands, completion, context, documents, inline_completion, lifecycle, loop_stall
 
 FEATURES = [
     lifecycle.register,
     context.register,
     documents.register,
+    accept.register,
     inline_completion.register,
     completion.register,
     commands.register,

@@ -47,6 +47,7 @@ def register(server: SlmLanguageServer) -> None:
             "backendReason": snapshot.backend_reason,
             "answered": dict(snapshot.answered),
             "remoteRetryS": snapshot.remote_retry_s,
+            "prefetch": dict(snapshot.prefetch),
         }
 
 

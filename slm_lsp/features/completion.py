@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from .accept import accepted_command
 from .documents import run_completion
 
 if TYPE_CHECKING:
@@ -48,6 +49,9 @@ def register(server: "SlmLanguageServer") -> None:
             sort_text="0",
             insert_text_format=types.InsertTextFormat.PlainText,
             text_edit=types.TextEdit(range=types.Range(start=start, end=params.position), new_text=text),
+            # Run by the client once the item is inserted: the next completion is computed at once.
+            command=accepted_command(params.text_document.uri, answer.version, params.position, answer.result.text,
+                                     answer.encoding) if ls.config.completion.prefetch_on_accept else None,
         )
         # Incomplete: the client asks again as the user types, so the completion follows the text.
         return types.CompletionList(is_incomplete=True, items=[item])

@@ -196,6 +196,10 @@ class Answer:
     line_prefix: str
     """The cursor's line up to the cursor when the request was made (the document may have
     changed or closed while the engine worked)."""
+    version: int = 0
+    """The document's version when the request was made."""
+    encoding: str = types.PositionEncodingKind.Utf16
+    """The position encoding of the document's client."""
 
 
 def completion_request(ls: "SlmLanguageServer", uri: str, position: types.Position
@@ -228,6 +232,9 @@ async def run_completion(ls: "SlmLanguageServer", uri: str, position: types.Posi
     if prepared is None:
         return None
     request, line_prefix = prepared
+    doc = ls.documents.get(uri)
+    assert doc is not None  # completion_request found it
+    version, encoding = doc.version, doc.encoding
     await ls.context.attach(ls, request)
     handle = ls.engine.submit(request)
     log.debug("completion for %s:%d:%d submitted to the engine", uri, position.line, position.character)
@@ -238,7 +245,7 @@ async def run_completion(ls: "SlmLanguageServer", uri: str, position: types.Posi
         raise
     if not result.cached and result.generation is not None:
         ls.last_latency_ms = result.total_ms
-    return Answer(request, result, line_prefix)
+    return Answer(request, result, line_prefix, version, encoding)
 
 
 def _encoding(ls: "SlmLanguageServer") -> str:
@@ -266,11 +273,13 @@ def register(server: "SlmLanguageServer") -> None:
             line = doc.apply(change)
         doc.version = params.text_document.version
         ls.context.buffer_changed(doc, line)
+        ls.accepts.changed(doc.uri)  # an accept may wait for this edit
 
     def did_close(params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         doc = ls.documents.close(uri)
         ls.engine.forget(uri)
+        ls.accepts.forget(uri)
         ls.context.provider.forget(uri)
         if doc is not None:
             ls.context.buffer_closed(doc)

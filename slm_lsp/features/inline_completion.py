@@ -1,4 +1,7 @@
-"""textDocument/inlineCompletion: ghost text at the cursor (VS Code, Neovim 0.12+, Helix...)."""
+"""textDocument/inlineCompletion: ghost text at the cursor (VS Code, Neovim 0.12+, Helix...).
+
+Each item's ``command`` is ``slm.accepted`` (``features/accept.py``): the editor runs it when the
+item is accepted, and the server computes the next completion at once."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from lsprotocol import types
 
+from .accept import accepted_command
 from .documents import run_completion
 
 if TYPE_CHECKING:
@@ -20,7 +24,9 @@ def register(server: "SlmLanguageServer") -> None:
         answer = await run_completion(ls, params.text_document.uri, params.position)
         if answer is None or not answer.result.text:
             return types.InlineCompletionList(items=[])
-        at = params.position
+        at, text = params.position, answer.result.text
+        command = (accepted_command(params.text_document.uri, answer.version, at, text, answer.encoding)
+                   if ls.config.completion.prefetch_on_accept else None)
         return types.InlineCompletionList(items=[
-            types.InlineCompletionItem(insert_text=answer.result.text, range=types.Range(start=at, end=at))
+            types.InlineCompletionItem(insert_text=text, range=types.Range(start=at, end=at), command=command)
         ])

@@ -14,6 +14,16 @@ export const COMMAND_LOAD_ADAPTER = 'slm.loadAdapter';
 /** workspace/executeCommand: returns the model, template, state and last timings. */
 export const COMMAND_STATUS = 'slm.status';
 
+/**
+ * workspace/executeCommand, set by the server as each inline item's `command` (run on accept):
+ * `[{uri, version, position, text}]`. The extension registers a VS Code command of this name
+ * that forwards it to the server, so the next suggestion is computed at once.
+ */
+export const COMMAND_ACCEPTED = 'slm.accepted';
+
+/** Client → server: `{uri, position, text, version?}`, a suggestion (or part of it) was accepted. */
+export const ACCEPTED_NOTIFICATION = 'slm/accepted';
+
 /** The workspace/configuration section the server asks for (and the prefix of our settings). */
 export const CONFIG_SECTION = 'slm';
 

@@ -13,6 +13,14 @@ M.COMMAND_LOAD_ADAPTER = "slm.loadAdapter"
 --- workspace/executeCommand: returns the model, template, state and last timings.
 M.COMMAND_STATUS = "slm.status"
 
+--- workspace/executeCommand, set by the server as each inline item's command (run on accept):
+--- { { uri, version, position, text } }.
+M.COMMAND_ACCEPTED = "slm.accepted"
+
+--- Client → server: { uri, position, text, version? }, a suggestion (or part of it) was accepted;
+--- the server computes the next suggestion at once. The plugin's accept keys send it.
+M.ACCEPTED_NOTIFICATION = "slm/accepted"
+
 --- The workspace/configuration section the server asks for.
 M.CONFIG_SECTION = "slm"
 
