@@ -191,7 +191,8 @@ _LANGUAGE_KINDS: dict[str, dict[str, set[str]]] = {
     "csharp": {"classes": {"struct_declaration", "record_struct_declaration"},
                "types": {"delegate_declaration"},
                "containers": {"namespace_declaration", "file_scoped_namespace_declaration"}},
-    "kotlin": {"classes": {"object_declaration"}, "types": {"type_alias"}, "containers": {"companion_object"}},
+    "kotlin": {"classes": {"object_declaration"}, "functions": {"secondary_constructor"}, "types": {"type_alias"},
+               "containers": {"companion_object"}},
     "swift": {"classes": {"protocol_declaration"}, "functions": {"protocol_function_declaration", "init_declaration"},
               "types": {"typealias_declaration"}},
     "scala": {"classes": {"object_definition", "trait_definition", "enum_definition"}, "types": {"type_definition"}},
@@ -265,6 +266,8 @@ def _name(node: Any) -> str:
         return _c_name(node.child_by_field_name("declarator"))
     if t == "init_declaration":  # Swift
         return "init"
+    if t == "secondary_constructor":  # Kotlin
+        return "constructor"
     name = node.child_by_field_name("name")
     if name is None and t in ("impl_item", "type_alias"):  # Rust impl, Kotlin typealias
         name = node.child_by_field_name("type")
@@ -313,8 +316,8 @@ class _Extractor:
             cut = body.start_point[1]
             if body.start_point[0] == end:
                 lines[-1] = lines[-1][:cut].rstrip()
-                if self.lang == "scala":  # def f: Long = <body>
-                    lines[-1] = lines[-1].removesuffix("=").rstrip()
+        if self.lang == "scala" and body is not None:  # def f: Long = <body>
+            lines[-1] = lines[-1].rstrip().removesuffix("=").rstrip()
         first = lines[0]
         indent = first[:len(first) - len(first.lstrip())]
         lines[0] = indent + first[max(node.start_point[1], len(indent)):]  # not what precedes it on its line
@@ -394,6 +397,8 @@ class _Extractor:
                 self.add(child, "type", parent)
             elif _is_import(child, self.lang):
                 self.add_import(child)
+            elif self.lang == "lua" and t in ("assignment_statement", "variable_declaration") and not parent:
+                self.add_lua_function_value(child)
             elif t in ("lexical_declaration", "variable_declaration") and not parent:
                 for decl in child.named_children:
                     value = decl.child_by_field_name("value")
@@ -408,6 +413,27 @@ class _Extractor:
                 if t == "impl_item":
                     inner = _name(child)
                 self.walk(child, inner, depth + 1)
+
+    def add_lua_function_value(self, node: Any) -> None:
+        """``M.f = function(x) ... end`` and ``local f = function() ... end``."""
+        assign = node.named_children[0] if node.type == "variable_declaration" and node.named_children else node
+        targets = next((c for c in assign.named_children if c.type == "variable_list"), None)
+        values = next((c for c in assign.named_children if c.type == "expression_list"), None)
+        if targets is None or values is None or not targets.named_children or not values.named_children \
+                or values.named_children[0].type != "function_definition":
+            return
+        target, value = targets.named_children[0], values.named_children[0]
+        owner, name = "", _text(target)
+        if target.type == "dot_index_expression":
+            owner, name = _text(target.child_by_field_name("table")), _text(target.child_by_field_name("field"))
+        elif target.type != "identifier":
+            return
+        line = self.lines[node.start_point[0]]
+        body = value.child_by_field_name("body")
+        if body is not None and body.start_point[0] == node.start_point[0]:
+            line = line[:body.start_point[1]]
+        self.defs.append(Definition(name, "method" if owner else "function", node.start_point[0], node.end_point[0],
+                                    line.rstrip(), self.doc(node), owner))
 
     def add(self, node: Any, kind: str, parent: str, sig_node: Any = None) -> Definition:
         d = Definition(_name(node), kind, (sig_node or node).start_point[0], node.end_point[0],

@@ -243,3 +243,42 @@ def test_language_of_by_extension_name_and_language_id():
     assert language_of("a.py", "ruby") == "python"  # the name wins
     assert language_of("dir.rb/README") is None  # a dot in a folder's name is no extension
     assert set(EXTENSIONS.values()) >= set(NEW_LANGUAGES)
+
+
+STYLES: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
+    # Other ways to write a definition: (source, [(kind, owner, name, signature)]).
+    "lua": ("local M = {}\n-- Doubles.\nM.twice = function(x)\n  return 2 * x\nend\n"
+            "local helper = function(y) return y end\nreturn M\n",
+            [("method", "M", "twice", "M.twice = function(x)"),
+             ("function", "", "helper", "local helper = function(y)")]),
+    "scala": ("object Main:\n  def run(args: Array[String]): Unit =\n    println(args)\n",
+              [("class", "", "Main", "object Main"),
+               ("method", "Main", "run", "  def run(args: Array[String]): Unit")]),
+    "kotlin": ("class P(val x: Int) {\n    constructor() : this(0)\n}\nfun <T> List<T>.second(): T = this[1]\n",
+               [("class", "", "P", "class P(val x: Int)"),
+                ("method", "P", "constructor", "    constructor() : this(0)"),
+                ("function", "", "second", "fun <T> List<T>.second(): T")]),
+    "ruby": ("class Foo::Bar\n  class << self\n    def build(x)\n      new\n    end\n  end\nend\n",
+             [("class", "", "Bar", "class Foo::Bar"), ("method", "Bar", "build", "    def build(x)")]),
+    "swift": ("actor Counter {\n    func inc() {}\n}\n"
+              "extension String {\n    func shout() -> String { uppercased() }\n}\n",
+              [("class", "", "Counter", "actor Counter"), ("method", "Counter", "inc", "    func inc()"),
+               ("method", "String", "shout", "    func shout() -> String")]),
+    "php": ("<?php\nnamespace App {\n    function g() {}\n}\n", [("function", "", "g", "    function g()")]),
+    "csharp": ("namespace A.B {\n  namespace C {\n    class X { X() {} }\n  }\n}\n",
+               [("class", "", "X", "    class X"), ("method", "X", "X", "    X()")]),
+    "bash": ("f() ( echo sub )\n", [("function", "", "f", "f()")]),
+}
+
+
+@pytest.mark.parametrize("lang", sorted(STYLES))
+def test_other_ways_to_define(lang):
+    source, want = STYLES[lang]
+    assert [(d.kind, d.parent, d.name, d.signature) for d in parse_source(source, lang).definitions] == want
+
+
+@pytest.mark.parametrize("lang", NEW_LANGUAGES)
+def test_broken_or_empty_source_parses_without_error(lang):
+    for source in ("", "\x00\x01", "class {{{ def (", "}}}} end end", "function"):
+        parse_source(source, lang)
+        outline(source, lang, 0)
