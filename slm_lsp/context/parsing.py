@@ -193,8 +193,8 @@ _LANGUAGE_KINDS: dict[str, dict[str, set[str]]] = {
                "containers": {"namespace_declaration", "file_scoped_namespace_declaration"}},
     "kotlin": {"classes": {"object_declaration"}, "functions": {"secondary_constructor"}, "types": {"type_alias"},
                "containers": {"companion_object"}},
-    "swift": {"classes": {"protocol_declaration"}, "functions": {"protocol_function_declaration", "init_declaration"},
-              "types": {"typealias_declaration"}},
+    "swift": {"classes": {"protocol_declaration"}, "types": {"typealias_declaration"},
+              "functions": {"protocol_function_declaration", "init_declaration", "deinit_declaration"}},
     "scala": {"classes": {"object_definition", "trait_definition", "enum_definition"}, "types": {"type_definition"}},
 }
 _DOC_OPEN = re.compile(r"^[rRbBuUfF]*(?:\"\"\"|\'\'\'|\"|\')")
@@ -264,8 +264,8 @@ def _name(node: Any) -> str:
     t = node.type
     if t == "function_definition" and node.child_by_field_name("declarator") is not None:
         return _c_name(node.child_by_field_name("declarator"))
-    if t == "init_declaration":  # Swift
-        return "init"
+    if t in ("init_declaration", "deinit_declaration"):  # Swift
+        return t.removesuffix("_declaration")
     if t == "secondary_constructor":  # Kotlin
         return "constructor"
     name = node.child_by_field_name("name")

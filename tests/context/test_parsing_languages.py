@@ -260,9 +260,10 @@ STYLES: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
                 ("function", "", "second", "fun <T> List<T>.second(): T")]),
     "ruby": ("class Foo::Bar\n  class << self\n    def build(x)\n      new\n    end\n  end\nend\n",
              [("class", "", "Bar", "class Foo::Bar"), ("method", "Bar", "build", "    def build(x)")]),
-    "swift": ("actor Counter {\n    func inc() {}\n}\n"
+    "swift": ("actor Counter {\n    func inc() {}\n    deinit {}\n}\n"
               "extension String {\n    func shout() -> String { uppercased() }\n}\n",
               [("class", "", "Counter", "actor Counter"), ("method", "Counter", "inc", "    func inc()"),
+               ("method", "Counter", "deinit", "    deinit"),
                ("method", "String", "shout", "    func shout() -> String")]),
     "php": ("<?php\nnamespace App {\n    function g() {}\n}\n", [("function", "", "g", "    function g()")]),
     "csharp": ("namespace A.B {\n  namespace C {\n    class X { X() {} }\n  }\n}\n",
