@@ -83,7 +83,8 @@ class Definition:
 @dataclass
 class Import:
     module: str
-    """As written: ``a.b`` (Python, Java), ``./x`` (JS), ``crate::a`` (Rust), ``x/y.h`` (C)."""
+    """As written: ``a.b`` (Python, Java, Kotlin, Scala, C#, Lua), ``./x`` (JS; Ruby's ``require_relative``),
+    ``crate::a`` (Rust), ``x/y.h`` (C, a sourced script), ``A\\B\\C`` (the class a PHP ``use`` names)."""
     names: list[tuple[str, str]] = field(default_factory=list)
     """(imported name, local name) pairs; empty for a module import."""
     alias: str = ""
