@@ -45,7 +45,8 @@ PROMPT_BATCH = 64
 SEQ_HEAD, SEQ_NEAR, SEQ_GEN, SEQ_FAR = 0, 1, 2, 3  # tokens per decode call: small enough to notice a cancel quickly
 
 
-__all__ = ["Generation", "LlamaRunner", "LlamaVocab", "ModelLoadError", "check_model_file", "gpu_offload_supported"]
+__all__ = ["Generation", "KvState", "LlamaRunner", "LlamaVocab", "ModelLoadError", "check_model_file",
+           "gpu_offload_supported"]
 
 
 class Cancelled(Exception):
@@ -70,6 +71,26 @@ class Generation:
     answer): how sure the model was (the router's confidence signal). Empty from a server."""
     backend: str = "local"
     """Who generated it: ``local`` or ``remote``."""
+
+
+@dataclass
+class KvState:
+    """A document's prompt cells copied out of the context (``LlamaRunner.save_state``), and the
+    bookkeeping that says which tokens they hold: put back, the next request for that document
+    reuses them as if it had never left."""
+
+    head: list[int]
+    near: list[int]
+    far: list[int]
+    far_pos: int
+    drift: int
+    near_cells: bytes
+    """llama.cpp's sequence state of the head and near suffix (``llama_state_seq_get_data``)."""
+    far_cells: bytes
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.near_cells) + len(self.far_cells)
 
 
 _backend_ready = False
@@ -349,14 +370,14 @@ class LlamaRunner(VocabMethods):
         self._llama_cpp.llama_memory_seq_rm(self._mem, seq, p0, p1)
 
     def _decode(self, tokens: list[int], pos: int, seq: int, cancelled: Callable[[], bool],
-                done: Callable[[int], None] | None = None) -> np.ndarray | None:
+                done: Callable[[int], None] | None = None, batch: int = PROMPT_BATCH) -> np.ndarray | None:
         """Evaluate ``tokens`` at positions ``pos...`` in ``seq``; logits of the last token."""
         logits = None
         b = self._batch.batch
-        for start in range(0, len(tokens), PROMPT_BATCH):
+        for start in range(0, len(tokens), batch):
             if cancelled():
                 raise Cancelled()
-            part = tokens[start:start + PROMPT_BATCH]
+            part = tokens[start:start + batch]
             b.n_tokens = len(part)
             for i, tok in enumerate(part):
                 b.token[i] = tok
@@ -374,8 +395,10 @@ class LlamaRunner(VocabMethods):
             logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         return logits
 
-    def _prepare(self, prompt: Prompt, cancelled: Callable[[], bool]) -> tuple[np.ndarray, int, int]:
-        """Bring the KV cache to ``prompt``; return (logits of its last token, evaluated, reused)."""
+    def _prepare(self, prompt: Prompt, cancelled: Callable[[], bool],
+                 batch: int = PROMPT_BATCH) -> tuple[np.ndarray, int, int]:
+        """Bring the KV cache to ``prompt``; return (logits of its last token, evaluated, reused).
+        ``batch``: prompt tokens per decode call (between two looks at ``cancelled``)."""
         head, near, far, tail = prompt.head, prompt.near, prompt.far, prompt.tail
         if len(prompt.tokens) + 8 > self.n_ctx:
             raise RuntimeError(f"prompt of {len(prompt.tokens)} tokens does not fit the context ({self.n_ctx})")
@@ -409,18 +432,18 @@ class LlamaRunner(VocabMethods):
         try:
             def grew(n: int) -> None:
                 self._head = head[:len(self._head) + n]
-            logits = self._decode(head[c:], c, SEQ_HEAD, cancelled, grew)
+            logits = self._decode(head[c:], c, SEQ_HEAD, cancelled, grew, batch)
             lc.llama_memory_seq_cp(mem, SEQ_HEAD, SEQ_NEAR, -1, -1)
             if near[cn:]:
                 def near_grew(n: int) -> None:
                     self._near = near[:len(self._near) + n]
-                logits = self._decode(near[cn:], len(head) + cn, SEQ_NEAR, cancelled, near_grew)
+                logits = self._decode(near[cn:], len(head) + cn, SEQ_NEAR, cancelled, near_grew, batch)
             if far[kf:]:
                 lc.llama_memory_seq_cp(mem, SEQ_NEAR, SEQ_FAR, -1, -1)  # the far part must see head and near
 
                 def far_grew(n: int) -> None:
                     self._far = far[:len(self._far) + n]
-                logits = self._decode(far[kf:], far_pos + kf, SEQ_FAR, cancelled, far_grew)
+                logits = self._decode(far[kf:], far_pos + kf, SEQ_FAR, cancelled, far_grew, batch)
         except BaseException:
             # Keep the invariant that near cells follow the whole head; the far cells stay.
             if len(self._head) != len(head):
@@ -433,6 +456,58 @@ class LlamaRunner(VocabMethods):
         assert logits is not None
         evaluated = (len(head) - c) + (len(near) - cn) + (len(far) - kf) + len(tail)
         return logits, evaluated, c + cn + kf
+
+    def warm(self, prompt: Prompt, cancelled: Callable[[], bool], batch: int = PROMPT_BATCH) -> int:
+        """Evaluate ``prompt`` into the KV cache ahead of a request for it (nothing generated);
+        the prompt tokens evaluated. Stops between two batches once ``cancelled`` says so: what
+        was evaluated stays, and the request that interrupted reuses it."""
+        try:
+            return self._prepare(prompt, cancelled, batch)[1]
+        except Cancelled:
+            return 0
+        except BaseException:
+            self.reset_cache()  # as in generate: a failed decode may leave cells the bookkeeping misses
+            raise
+
+    def save_state(self) -> KvState | None:
+        """The prompt cells now in the context, copied out (``restore_state`` puts them back);
+        None when there are none. Generated cells are left out: the next request drops them."""
+        if not self._head:
+            return None
+        lc, mem = self._llama_cpp, self._mem
+        if not self._near:  # after a cancel the near sequence may lag behind the head
+            self._seq_rm(SEQ_NEAR, -1, -1)
+            lc.llama_memory_seq_cp(mem, SEQ_HEAD, SEQ_NEAR, -1, -1)
+        # The far sequence also holds head and near cells when its part was evaluated last.
+        self._seq_rm(SEQ_FAR, 0, self._far_pos)
+        self._seq_rm(SEQ_FAR, self._far_pos + len(self._far), -1)
+        return KvState(list(self._head), list(self._near), list(self._far), self._far_pos, self._drift,
+                       self._seq_state(SEQ_NEAR), self._seq_state(SEQ_FAR) if self._far else b"")
+
+    def restore_state(self, state: KvState) -> bool:
+        """Replace the context's cells with ``state``'s; False (and an empty cache) when llama.cpp
+        refuses them."""
+        lc, mem = self._llama_cpp, self._mem
+        self.reset_cache()
+        if not (self._set_seq_state(state.near_cells, SEQ_NEAR)
+                and (not state.far_cells or self._set_seq_state(state.far_cells, SEQ_FAR))):
+            self.reset_cache()
+            return False
+        lc.llama_memory_seq_cp(mem, SEQ_NEAR, SEQ_HEAD, 0, len(state.head))
+        self._head, self._near, self._far = list(state.head), list(state.near), list(state.far)
+        self._far_pos, self._drift = state.far_pos, state.drift
+        return True
+
+    def _seq_state(self, seq: int) -> bytes:
+        lc, ctx = self._llama_cpp, self._ctx.ctx
+        size = lc.llama_state_seq_get_size(ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        written = lc.llama_state_seq_get_data(ctx, buf, size, seq)
+        return bytes(memoryview(buf)[:written])
+
+    def _set_seq_state(self, data: bytes, seq: int) -> bool:
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return bool(self._llama_cpp.llama_state_seq_set_data(self._ctx.ctx, buf, len(data), seq))
 
     # -- generation -------------------------------------------------------------------------
     def generate(self, prompt: Prompt, *, max_tokens: int, stop_at: Callable[[str], int | None] | None = None,

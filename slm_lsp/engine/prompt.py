@@ -127,6 +127,11 @@ class PromptBuilder:
     def forget(self, document_key: str) -> None:
         self._windows.pop(document_key, None)
 
+    def window(self, document_key: str) -> tuple[int, int] | None:
+        """(first prefix line, suffix lines) of the document's last prompt, None before one."""
+        w = self._windows.get(document_key)
+        return None if w is None else (w.start_line, w.lines_after)
+
     # -- windows ----------------------------------------------------------------------------
     def _fits(self, lines: Iterable[str], budget: int) -> bool:
         """Whether ``lines`` fit ``budget`` tokens; stops counting as soon as they do not."""

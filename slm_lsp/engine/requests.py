@@ -61,6 +61,9 @@ class CompletionResult:
     route: str = ""
     """Why that backend answered (the router's reason, e.g. ``block``, ``low confidence``, or
     ``remote failed: ...`` for a fallback)."""
+    cause: str = ""
+    """Why the local model had prompt work to do (``warmup.classify``): open, switch, context,
+    window, jump, refresh or typing; ``cache`` for the type-through cache; empty otherwise."""
 
 
 class RequestHandle:

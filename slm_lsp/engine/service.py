@@ -40,10 +40,11 @@ from .cache import ResultCache
 from .model import LlamaRunner, LlamaVocab, ModelLoadError, check_model_file, gpu_offload_supported
 from .modelfile import ModelFileError, check_adapter, check_memory, read_gguf
 from .probe import probe
-from .prompt import ContextFile, PromptBuilder
+from .prompt import ContextFile, Prompt, PromptBuilder
 from .requests import CompletionRequest, CompletionResult, RequestHandle, split_at_cursor
 from .router import RemoteLane, remote_template_file, unsure
 from .shaping import CompletionShaper
+from .warmup import WARM_BATCH, DocumentStates, Seen, classify, context_digest, first_window_end
 
 __all__ = ["CompletionEngine", "CompletionRequest", "CompletionResult", "EngineStatus", "RequestHandle",
            "split_at_cursor"]
@@ -170,6 +171,17 @@ class CompletionEngine:
         self._last_backend: str | None = None
         self._last_backend_reason = ""
         self._on_state = on_state or (lambda state, detail: None)
+        self.states = DocumentStates(config.completion.kv_states_mb << 20)
+        """(worker) KV states of recently used documents besides the one in the KV cache."""
+        self._kv_document: str | None = None
+        """(worker) The document whose prompt the runner's KV cache holds."""
+        self._seen: dict[str, Seen] = {}
+        """(worker) Each document's last request, which its next one's cause compares with."""
+        self._last_document: str | None = None
+        self._warm_request: tuple[CompletionRequest, bool] | None = None
+        """The latest place to warm the prompt for (``warm``) and whether at the file's top
+        window; under ``_lock``. The worker takes it when no job waits."""
+        self._warmups: Counter[str] = Counter()
         self._jobs: deque[Callable[[], None] | RequestHandle | _Close] = deque()
         self._lock = threading.Condition()
         self._running: RequestHandle | None = None
@@ -357,6 +369,7 @@ class CompletionEngine:
             _settle(done, error=error)
             return
         old, self.runner = self.runner, runner
+        self._forget_kv()
         self._rebuild_builder()
         self.cache.clear()
         self._publish()
@@ -527,6 +540,7 @@ class CompletionEngine:
             if runner is None:
                 return
             runner.kv_shift, runner.refresh_after = cc.kv_shift, cc.suffix_refresh_tokens
+            self.states.resize(cc.kv_states_mb << 20)
             self._rebuild_builder()
             self.cache.clear()
 
@@ -549,6 +563,7 @@ class CompletionEngine:
                     raise ModelLoadError("no model is loaded")
                 result = fn(self.runner)
                 self.cache.clear()
+                self._forget_kv()
                 if self.builder is not None and self.builder.template != self.runner.template:
                     self._rebuild_builder()  # an adapter brought (or took away) its own FIM template
                 self._publish()
@@ -595,7 +610,8 @@ class CompletionEngine:
         hit = self.cache.get(request.document_key, prefix, suffix)
         if hit is not None:
             total_ms = (time.perf_counter() - t0) * 1000
-            self._finish(handle, CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms, backend="cache"))
+            self._finish(handle, CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms, backend="cache",
+                                                  cause="cache"))
             return handle
         if joined is not None:
             self._join(handle, joined, t0)
@@ -706,11 +722,18 @@ class CompletionEngine:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._jobs:
+                while not self._jobs and self._warm_request is None:
                     self._lock.wait()
-                job = self._jobs.popleft()
-                if isinstance(job, RequestHandle):
-                    self._running = job
+                warm = None if self._jobs else self._warm_request
+                if warm is not None:
+                    self._warm_request = None
+                else:
+                    job = self._jobs.popleft()
+                    if isinstance(job, RequestHandle):
+                        self._running = job
+            if warm is not None:
+                self._warm(*warm)
+                continue
             if isinstance(job, _Close):
                 # The runner is closed here, by its owner: never while a job still uses it.
                 if self.runner is not None:
@@ -744,11 +767,8 @@ class CompletionEngine:
         if runner is None or builder is None:
             return CompletionResult("", reason="no-model", route=handle.route_reason)
         t0 = time.perf_counter()
-        budget = req.context_tokens
-        if budget is not None:
-            room = runner.n_ctx - builder.prefix_tokens - builder.suffix_tokens - cc.max_tokens - 64
-            budget = max(0, min(budget, room))  # what a short file leaves unused stays within room
-        prompt = builder.build(req.prompt_request(budget))
+        self._use_document(runner, req.document_key)
+        prompt = builder.build(req.prompt_request(self._context_budget(runner, builder, req)))
         self._last_context = tuple(builder.last_context)
         shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
         if handle.route == "remote" and not handle.local_only and (lane := self._remote_available()) is not None:
@@ -764,19 +784,20 @@ class CompletionEngine:
                 return None
         gen = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
                               cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms)
+        cause = self._cause(req, builder, prompt, gen.n_reused)
         if gen.stop_reason == "cancelled":
-            log.info("completion %s cancelled: generation stopped after %d of at most %d tokens",
-                     req.document_key.rsplit("/", 1)[-1], gen.n_generated, cc.max_tokens)
-            return CompletionResult("", reason="cancelled", generation=gen)
+            log.info("completion %s (%s) cancelled: generation stopped after %d of at most %d tokens",
+                     req.document_key.rsplit("/", 1)[-1], cause, gen.n_generated, cc.max_tokens)
+            return CompletionResult("", reason="cancelled", generation=gen, cause=cause)
         text = shaper.finish(gen.text, complete=gen.stop_reason in ("eog", "stop"))
         total = (time.perf_counter() - t0) * 1000
-        log.info("completion %s: %d evaluated / %d reused prompt tokens, prompt %.0f ms, %d tokens in %.0f ms "
-                 "(%s), %d chars", req.document_key.rsplit("/", 1)[-1], gen.n_evaluated, gen.n_reused,
+        log.info("completion %s (%s): %d evaluated / %d reused prompt tokens, prompt %.0f ms, %d tokens in %.0f ms "
+                 "(%s), %d chars", req.document_key.rsplit("/", 1)[-1], cause, gen.n_evaluated, gen.n_reused,
                  gen.prompt_ms, gen.n_generated, gen.gen_ms, gen.stop_reason, len(text))
         self._local_ms = total if self._local_ms is None else (
             (1 - LOCAL_LATENCY_WEIGHT) * self._local_ms + LOCAL_LATENCY_WEIGHT * total)
         result = CompletionResult(text, shaper.multiline, False, gen.stop_reason, gen, total, "local",
-                                  handle.route_reason or ("confident" if auto else ""))
+                                  handle.route_reason or ("confident" if auto else ""), cause)
         if auto and (why := unsure(gen, text, self.config)) and (lane := self._remote_available()) is not None:
             handle.fallback = result  # shown at once if the server fails
             self._send_remote(handle, lane, why)
@@ -786,6 +807,96 @@ class CompletionEngine:
             self.cache.put(req.document_key, prefix, suffix, text)
         return result
 
+    # -- warm prompts ---------------------------------------------------------------------------
+    def warm(self, request: CompletionRequest, top: bool = False) -> None:
+        """Evaluate the prompt for a request at ``request``'s cursor in the background, once the
+        model is idle (``completion.warmup``), so that the request finds it evaluated: when a
+        document opens (``top``: at the end of its first prefix window, which every cursor
+        above reuses) and when an edit lands far from the last one. Any request, or a newer
+        warmup, stops it within ``warmup.WARM_BATCH`` tokens; what it evaluated stays. Nothing
+        for a disabled language, without a local model, or for a server's requests."""
+        if not self.config.completion.warmup or not self.language_enabled(request.language_id):
+            return
+        if self._loaded.model is None or (self.config.remote.url and self.config.remote.route == "remote"
+                                          and not request.private):
+            return
+        with self._lock:
+            if not self._closed:
+                self._warm_request = (request, top)
+                self._lock.notify()
+
+    def _preempted(self) -> bool:
+        """Whether a warmup must stop: a job waits, a newer warmup does, or the engine closes."""
+        return bool(self._jobs) or self._warm_request is not None or self._closed
+
+    def _warm(self, request: CompletionRequest, top: bool) -> None:
+        """(worker) Evaluate the prompt at ``request`` until something else is to be done."""
+        runner, builder = self.runner, self.builder
+        if runner is None or builder is None or not self.config.completion.warmup:
+            return
+        t0 = time.perf_counter()
+        try:
+            if top:
+                lines = request.text.split("\n")
+                line = first_window_end(lines, lambda x: builder.count(x + "\n"), builder.prefix_tokens)
+                request = dataclasses.replace(request, line=line, column=len(lines[line]))
+            self._use_document(runner, request.document_key)
+            prompt = builder.build(request.prompt_request(self._context_budget(runner, builder, request)))
+            evaluated = runner.warm(prompt, self._preempted, WARM_BATCH)
+        except Exception:
+            log.exception("warmup failed")
+            return
+        stopped = self._preempted()
+        self._warmups["stopped" if stopped else "done"] += 1
+        log.info("warmed %s at %d:%d: %d prompt tokens evaluated in %.0f ms%s",
+                 request.document_key.rsplit("/", 1)[-1], request.line, request.column, evaluated,
+                 (time.perf_counter() - t0) * 1000, ", stopped by a request" if stopped else "")
+
+    def _use_document(self, runner: LlamaRunner, key: str) -> bool:
+        """(worker) Make ``key`` the document whose prompt the KV cache holds: the cells of the
+        one there are saved (``completion.kv_states_mb``) and ``key``'s put back when they were
+        kept (True). Without a saved state the cells stay: what the documents share (the repo
+        context's start) is reused."""
+        if self._kv_document == key:
+            return False
+        previous, self._kv_document = self._kv_document, key
+        if self.states.limit <= 0:
+            return False
+        if previous is not None and (state := runner.save_state()) is not None:
+            self.states.put(previous, state)
+        saved = self.states.take(key)
+        return saved is not None and runner.restore_state(saved)
+
+    def _forget_kv(self) -> None:
+        """(worker) The KV cache was emptied or holds another model's cells: nothing saved fits."""
+        self.states.clear()
+        self._kv_document = None
+
+    def _context_budget(self, runner: LlamaRunner, builder: PromptBuilder, req: CompletionRequest) -> int | None:
+        budget = req.context_tokens
+        if budget is not None:
+            cc = self.config.completion
+            room = runner.n_ctx - builder.prefix_tokens - builder.suffix_tokens - cc.max_tokens - 64
+            budget = max(0, min(budget, room))  # what a short file leaves unused stays within room
+        return budget
+
+    def _cause(self, req: CompletionRequest, builder: PromptBuilder, prompt: Prompt, reused: int) -> str:
+        """(worker) Why this request had prompt work (``warmup.classify``); it becomes the
+        document's last request."""
+        now = Seen(req.line, builder.window(req.document_key), context_digest(builder.last_context))
+        cause = classify(self._seen.get(req.document_key), now,
+                         self._last_document not in (None, req.document_key), prompt, reused)
+        self._seen[req.document_key] = now
+        self._last_document = req.document_key
+        return cause
+
+    def kv_report(self) -> dict[str, float]:
+        """The saved KV states and warmups so far (any thread; counts may lag by a job)."""
+        states = self.states
+        return {"documents": len(states), "bytes": states.nbytes, "mib": round(states.nbytes / (1 << 20), 1),
+                "limit_mib": states.limit >> 20, "restored": states.restored, "evicted": states.evicted,
+                "warmups": self._warmups["done"], "warmups_stopped": self._warmups["stopped"]}
+
     def forget(self, document_key: str) -> None:
         self.cache.forget(document_key)
         if (lane := self.lane) is not None:
@@ -794,6 +905,8 @@ class CompletionEngine:
         def job() -> None:
             if self.builder is not None:
                 self.builder.forget(document_key)
+            self.states.forget(document_key)
+            self._seen.pop(document_key, None)
 
         self._enqueue(job)
 
