@@ -215,6 +215,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.fuzz import run_fuzz_bench
 
         return run_fuzz_bench(args)
+    if args.bench == "router":
+        from .bench.router import run_router_bench
+
+        return run_router_bench(args)
     if args.bench == "team":
         from .bench.team import run_team_bench
 
@@ -280,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.set_defaults(func=cmd_doctor)
 
+    from .bench.router import add_arguments as router_arguments
     from .bench.team import add_arguments as team_arguments  # no engine at parse time
 
     p = sub.add_parser("bench", help="benchmarks: typing replay latency, HumanEval infilling")
@@ -330,6 +335,10 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--timeout", type=float, default=60.0, help="seconds a request may wait for its answer")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("-v", "--verbose", action="store_true")
+    b = bsub.add_parser("router", help="auto's accuracy, share sent and latency replayed from a local and a "
+                                       "remote bench humaneval --jsonl run (thresholds picked on one draw, "
+                                       "reported on another)")
+    router_arguments(b)
     b = bsub.add_parser("team", help="N developers typing at once against one team server: p50/p95 and tokens/s "
                                      "per user, next to the in-process model")
     team_arguments(b)
