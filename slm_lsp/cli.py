@@ -199,6 +199,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.typing import run_typing_bench
 
         return run_typing_bench(args)
+    if args.bench == "accept":
+        from .bench.accept import run_accept_bench
+
+        return run_accept_bench(args)
     if args.bench == "index":
         from .bench.index import run_index_bench
 
@@ -353,6 +357,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-v", "--verbose", action="store_true", help="print every request")
     _model_args(b)
     _remote_args(b)
+    from .bench.accept import add_arguments as accept_arguments
+
+    b = bsub.add_parser("accept", help="accept a suggestion, then the time to the next one: with and without "
+                                       "the prefetch after an accept, over the wire")
+    accept_arguments(b)
+    _model_args(b)
     b = bsub.add_parser("index", help="repo index: full index time, peak memory, one-file update, context p50/p95")
     b.add_argument("repo")
     b.add_argument("--requests", type=int, default=200, help="context requests to time")

@@ -586,15 +586,21 @@ class CompletionEngine:
         if not self.language_enabled(request.language_id):
             handle.future.set_result(CompletionResult("", reason="disabled"))
             return handle
+        prefix, suffix = split_at_cursor(request.text, request.line, request.column)
+        hit = self.cache.get(request.document_key, prefix, suffix)
         joined: _Prefetch | None = None
         with self._lock:
-            # Whatever was asked for this document before is stale now, answered or not.
+            # Whatever was asked for this document before is stale now, answered or not; except a
+            # prefetch when the cache answers (typing through a suggestion, whose next one it computes).
             for job in list(self._jobs):
-                if isinstance(job, RequestHandle) and job.request.document_key == request.document_key:
+                if isinstance(job, RequestHandle) and job.request.document_key == request.document_key and not (
+                        hit is not None and isinstance(job, _Prefetch)):
                     self._jobs.remove(job)
                     self._drop(job)
             running = self._running
-            if isinstance(running, _Prefetch) and _same_place(running.request, request) and not running.cancelled:
+            if hit is not None and isinstance(running, _Prefetch):
+                pass
+            elif isinstance(running, _Prefetch) and _same_place(running.request, request) and not running.cancelled:
                 joined = running  # computing this very answer: wait for it instead of starting again
             elif running is not None and (running.request.document_key == request.document_key
                                           or isinstance(running, _Prefetch)):
@@ -606,8 +612,6 @@ class CompletionEngine:
                 and running.request.document_key != request.document_key)
         if stale is not None:
             stale.cancel()  # closes its HTTP stream
-        prefix, suffix = split_at_cursor(request.text, request.line, request.column)
-        hit = self.cache.get(request.document_key, prefix, suffix)
         if hit is not None:
             total_ms = (time.perf_counter() - t0) * 1000
             self._finish(handle, CompletionResult(hit, "\n" in hit, True, "cache", total_ms=total_ms, backend="cache",
@@ -671,14 +675,20 @@ class CompletionEngine:
             if self._closed:
                 return None
             running = self._running
+            if running is not None and running.future.done() and not isinstance(running, _Prefetch):
+                running = None  # answered: the worker is about to let it go
             if running is not None and running.request.document_key == request.document_key:
                 if not isinstance(running, _Prefetch):
                     return None  # the real request there is newer than what was accepted
+                if _same_place(running.request, request) and not running.cancelled:
+                    return running  # computing it already
                 running.cancel()
             for job in list(self._jobs):
                 if isinstance(job, RequestHandle) and job.request.document_key == request.document_key:
                     if not isinstance(job, _Prefetch):
                         return None
+                    if _same_place(job.request, request):
+                        return job
                     self._jobs.remove(job)
                     self._drop(job)
             self._prefetched["queued"] += 1

@@ -1,5 +1,14 @@
-"""After an accepted suggestion, the completion at the new cursor is computed at once, so the next
+"""The completion that follows a suggestion is computed ahead, so that after an accept the next
 ghost text comes from the type-through cache instead of a model wait (llama.vim does this).
+
+* While a suggestion is shown: as soon as the server has answered, the completion after it is
+  computed as if it were accepted (the document with the suggestion inserted, the cursor at its
+  end), at low priority: the next keystroke's request stops it, unless the cache answers that
+  request (the user types what the suggestion shows). After a Tab, the request at the new cursor
+  finds the answer in the cache, or joins the computation still running.
+* When the editor reports the accept, the same is done for the document as it then is (a partial
+  accept, an edit the suggestion did not foresee, a stopped look-ahead); nothing when the answer
+  is cached or being computed already.
 
 Editors report accepts two ways, with the same params ``{uri, position, text, version?}``:
 * ``slm.accepted`` (workspace/executeCommand): the ``command`` of every inline completion item
@@ -19,6 +28,7 @@ and handed to ``engine.prefetch``; a document that changed meanwhile gets none.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -28,11 +38,12 @@ from lsprotocol import types
 from pygls.exceptions import JsonRpcInvalidParams
 
 from .. import methods
+from ..engine.service import split_at_cursor
 from ..server import SlmLanguageServer  # at run time: pygls reads command handlers' type hints
 from .documents import column_index, completion_request, content
 
 if TYPE_CHECKING:
-    from .documents import OpenDocument
+    from .documents import Answer, OpenDocument
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +157,18 @@ class AcceptTracker:
         task = asyncio.get_running_loop().create_task(self._prefetch(accept, doc.version))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def speculate(self, answer: "Answer") -> None:
+        """Compute the completion after ``answer`` as if it were accepted (while it is shown)."""
+        text = answer.result.text
+        if not text or not self._ls.config.completion.prefetch_on_accept:
+            return
+        req = answer.request
+        prefix, suffix = split_at_cursor(req.text, req.line, req.column)
+        lines = text.split("\n")
+        column = req.column + len(text) if len(lines) == 1 else len(lines[-1])
+        self._ls.engine.prefetch(dataclasses.replace(req, text=prefix + text + suffix, line=req.line + len(lines) - 1,
+                                                     column=column))
 
     def forget(self, uri: str) -> None:
         self._waiting.pop(uri, None)

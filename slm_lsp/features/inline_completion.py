@@ -1,7 +1,7 @@
 """textDocument/inlineCompletion: ghost text at the cursor (VS Code, Neovim 0.12+, Helix...).
 
-Each item's ``command`` is ``slm.accepted`` (``features/accept.py``): the editor runs it when the
-item is accepted, and the server computes the next completion at once."""
+The completion after the answer is computed ahead, as if it were accepted; each item's ``command``
+is ``slm.accepted``, which the editor runs when the item is accepted (``features/accept.py``)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def register(server: "SlmLanguageServer") -> None:
         at, text = params.position, answer.result.text
         command = (accepted_command(params.text_document.uri, answer.version, at, text, answer.encoding)
                    if ls.config.completion.prefetch_on_accept else None)
+        ls.accepts.speculate(answer)  # the completion after this one, while the user looks at it
         return types.InlineCompletionList(items=[
             types.InlineCompletionItem(insert_text=text, range=types.Range(start=at, end=at), command=command)
         ])

@@ -1,9 +1,11 @@
-"""After an accept, the next suggestion is computed at once (features/accept.py), over LSP with
-the tiny model: the inline item carries the ``slm.accepted`` command; once the editor reports the
-accept (that command, or the ``slm/accepted`` notification) and the edit reached the server, in
-either order, the completion at the new cursor is computed, and the request there is answered from
-the type-through cache. An accept whose text never arrives computes nothing; bad params get an
-error and the server goes on."""
+"""The completion after a suggestion is computed ahead (features/accept.py), over LSP with the tiny
+model. While an inline suggestion is shown, the one after it is computed as if it were accepted:
+after the edit, the request at the new cursor is answered from the type-through cache. Items carry
+the ``slm.accepted`` command; once the editor reports an accept (that command, or the
+``slm/accepted`` notification) and the edit reached the server, in either order, the completion at
+the new cursor is computed (shown here with a textDocument/completion item, which computes nothing
+ahead by itself). An accept whose text never arrives computes nothing; bad params get an error and
+the server goes on."""
 
 from __future__ import annotations
 
@@ -57,31 +59,34 @@ async def status(client: LanguageClient) -> dict[str, Any]:
     return await client.workspace_execute_command_async(types.ExecuteCommandParams(command=methods.COMMAND_STATUS))
 
 
-async def prefetches_done(client: LanguageClient, before: dict[str, int]) -> dict[str, int]:
-    """Wait until the server finished one more prefetch than ``before`` counted."""
-    def finished(counts: dict[str, int]) -> int:
-        return sum(counts.get(k, 0) for k in ("answered", "empty", "dropped"))
-
+async def prefetches_done(client: LanguageClient, queued: int) -> dict[str, int]:
+    """Wait until the server queued ``queued`` prefetches in all and finished each."""
     for _ in range(300):
         counts = (await status(client))["prefetch"]
-        if finished(counts) > finished(before):
+        if counts.get("queued", 0) >= queued and sum(
+                counts.get(k, 0) for k in ("answered", "empty", "dropped")) == counts["queued"]:
             return counts
         await asyncio.sleep(0.05)
-    raise AssertionError(f"no prefetch finished: {counts}")
+    raise AssertionError(f"the prefetches did not finish: {counts}")
 
 
-async def first_suggestion(client: LanguageClient, uri: str) -> tuple[types.InlineCompletionItem, dict[str, Any]]:
+async def first_suggestion(client: LanguageClient, uri: str) -> tuple[str, dict[str, Any]]:
+    """A suggestion that computes nothing ahead by itself (a textDocument/completion item)."""
     open_doc(client, uri)
-    (item,) = (await inline(client, uri, AT)).items
-    assert isinstance(item.insert_text, str) and item.insert_text
+    completion = await client.text_document_completion_async(types.CompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=AT))
+    assert isinstance(completion, types.CompletionList)
+    (item,) = completion.items
+    assert isinstance(item.text_edit, types.TextEdit) and item.text_edit.new_text
     assert item.command is not None and item.command.command == methods.COMMAND_ACCEPTED
     (args,) = item.command.arguments or []
-    return item, args
+    return item.text_edit.new_text, args
 
 
 async def next_suggestion_is_cached(client: LanguageClient, uri: str, end: types.Position, before: dict[str, Any]):
-    counts = await prefetches_done(client, before["prefetch"])
-    assert counts.get("answered", 0) == before["prefetch"].get("answered", 0) + 1, counts
+    queued = before["prefetch"].get("queued", 0) + 1
+    counts = await prefetches_done(client, queued)
+    assert counts["queued"] == queued and counts.get("answered", 0) == before["prefetch"].get("answered", 0) + 1
     result = await inline(client, uri, end)
     assert result.items and result.items[0].insert_text
     after = await status(client)
@@ -89,11 +94,29 @@ async def next_suggestion_is_cached(client: LanguageClient, uri: str, end: types
     assert after["answered"].get("cache", 0) == before["answered"].get("cache", 0) + 1
 
 
+async def test_the_completion_after_a_shown_suggestion_is_ready_when_it_is_accepted(client: LanguageClient):
+    uri = "file:///work/shown.py"
+    open_doc(client, uri)
+    (item,) = (await inline(client, uri, AT)).items
+    text = item.insert_text
+    assert isinstance(text, str) and text and "\n" not in text  # one line here: the cursor moves along it
+    assert item.command is not None and item.command.command == methods.COMMAND_ACCEPTED
+    assert list(item.command.arguments or []) == [{"uri": uri, "version": 2, "text": text,
+                                       "position": {"line": AT.line, "character": AT.character + len(text)}}]
+    before = await status(client)
+    counts = await prefetches_done(client, 1)  # computed while the suggestion is shown
+    assert counts.get("answered") == 1, counts
+    insert(client, uri, 2, AT, text)  # Tab; no accept message needed
+    result = await inline(client, uri, types.Position(AT.line, AT.character + len(text)))
+    assert result.items and result.items[0].insert_text
+    after = await status(client)
+    assert after["cacheHits"] == before["cacheHits"] + 1
+    assert after["prefetch"]["queued"] == 2  # and the one after that is on its way: Tab, Tab, ...
+
+
 async def test_accept_by_the_item_command_after_the_edit(client: LanguageClient):
     uri = "file:///work/edit_first.py"
-    item, args = await first_suggestion(client, uri)
-    text = item.insert_text
-    assert isinstance(text, str) and "\n" not in text  # one line here: the cursor moves along it
+    text, args = await first_suggestion(client, uri)
     assert args == {"uri": uri, "version": 2, "text": text,
                     "position": {"line": AT.line, "character": AT.character + len(text)}}
     before = await status(client)
@@ -105,7 +128,7 @@ async def test_accept_by_the_item_command_after_the_edit(client: LanguageClient)
 
 async def test_accept_by_notification_before_the_edit(client: LanguageClient):
     uri = "file:///work/notify_first.py"
-    item, args = await first_suggestion(client, uri)
+    _text, args = await first_suggestion(client, uri)
     before = await status(client)
     # Neovim: the notification goes out at once, the didChange after its debounce.
     client.protocol.notify(methods.ACCEPTED_NOTIFICATION, {
@@ -118,7 +141,7 @@ async def test_accept_by_notification_before_the_edit(client: LanguageClient):
 
 async def test_an_accept_whose_text_never_arrives_computes_nothing(client: LanguageClient):
     uri = "file:///work/other_edit.py"
-    item, args = await first_suggestion(client, uri)
+    _text, args = await first_suggestion(client, uri)
     before = await status(client)
     client.protocol.notify(methods.ACCEPTED_NOTIFICATION, {"uri": uri, "position": args["position"],
                                                            "text": args["text"], "version": 2})

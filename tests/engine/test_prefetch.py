@@ -152,3 +152,17 @@ def test_a_disabled_language_or_no_model_gets_no_prefetch():
         assert e.prefetch(req()) is None  # no model loaded
     finally:
         e.close()
+
+
+def test_typing_through_a_cached_answer_leaves_the_prefetch_running(engine):
+    shown = engine.complete(req(), timeout=30)  # in the cache now
+    assert shown.text
+    gate = Gate(engine)
+    ahead = engine.prefetch(req(line=3, col=18 + len(shown.text),
+                                text=TEXT.replace("result += ", "result += " + shown.text, 1)))
+    assert ahead is not None and gate.started.wait(10)
+    typed = TEXT.replace("result += ", "result += " + shown.text[:1], 1)
+    assert engine.submit(req(col=19, text=typed)).future.result(10).cached  # types the suggestion's first char
+    assert engine.prefetch(ahead.request) is ahead  # the same place: the one under way
+    gate.open()
+    assert ahead.future.result(30).reason != "cancelled"
