@@ -290,18 +290,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench.router import add_arguments as router_arguments
     from .bench.team import add_arguments as team_arguments  # no engine at parse time
+    from .bench.typing import add_arguments as typing_arguments
 
     p = sub.add_parser("bench", help="benchmarks: typing replay latency, HumanEval infilling")
     bsub = p.add_subparsers(dest="bench", required=True)
-    b = bsub.add_parser("typing", help="replay typing a file; latency and KV reuse vs. no reuse")
-    b.add_argument("file")
-    b.add_argument("--every", type=int, default=6, help="characters typed between requests")
-    b.add_argument("--lines", type=int, default=20, help="lines of the file to retype")
-    b.add_argument("--start-line", type=int, default=0, help="first line to retype (0: the middle of the file)")
-    b.add_argument("--baseline-samples", type=int, default=8, help="requests re-run without reuse for the ratio")
-    b.add_argument("--context", metavar="REPO",
-                   help="index REPO (which holds FILE) and put repo context in every prompt, as the server does")
-    b.add_argument("-v", "--verbose", action="store_true")
+    b = bsub.add_parser("typing", help="replay typing a file (or a session in several); latency by cause, KV reuse "
+                                       "vs. no reuse")
+    typing_arguments(b)
     _model_args(b)
     b = bsub.add_parser("humaneval", help="HumanEval infilling (single-line, multi-line, random span) pass@1 and "
                                           "exact match: server vs. raw model, paired")
