@@ -203,6 +203,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .bench.accept import run_accept_bench
 
         return run_accept_bench(args)
+    if args.bench == "refactor":
+        from .bench.refactor import run_refactor_bench
+
+        return run_refactor_bench(args)
     if args.bench == "index":
         from .bench.index import run_index_bench
 
@@ -357,6 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = bsub.add_parser("accept", help="accept a suggestion, then the time to the next one: with and without "
                                        "the prefetch after an accept, over the wire")
     accept_arguments(b)
+    _model_args(b)
+    from .bench.refactor import add_arguments as refactor_arguments
+
+    b = bsub.add_parser("refactor", help="the edit actions (docstring, type hints, simplify, rewrite) on HumanEval "
+                                         "functions: the share that parses, still passes its tests, did the thing")
+    refactor_arguments(b)
     _model_args(b)
     b = bsub.add_parser("index", help="repo index: full index time, peak memory, one-file update, context p50/p95")
     b.add_argument("repo")

@@ -119,7 +119,7 @@ def _logit_bias(tokens: list[str]) -> np.ndarray:
 def build_tiny_gguf(path: pathlib.Path, *, fim_metadata: bool = True, name: str = "tiny-qwen-coder",
                     seed: int = 0, n_layer: int = 2, n_embd: int = 64,
                     n_ctx_train: int = 4096, n_head: int = 4, n_head_kv: int = 2,
-                    n_ff: int = 0) -> pathlib.Path:
+                    n_ff: int = 0, chat_template: str | None = None) -> pathlib.Path:
     """Write a tiny llama-architecture GGUF to `path` and return it (atomically: the
     file is written beside it, then renamed)."""
     path = pathlib.Path(path)
@@ -156,6 +156,8 @@ def build_tiny_gguf(path: pathlib.Path, *, fim_metadata: bool = True, name: str 
     w.add_eos_token_id(eot)
     w.add_pad_token_id(eot)
     w.add_add_bos_token(False)
+    if chat_template is not None:  # an "instruct" tiny model (edit actions need one)
+        w.add_chat_template(chat_template)
     if fim_metadata:
         keys = gguf.Keys.Tokenizer
         for attr, literal, tok in [

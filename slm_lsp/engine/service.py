@@ -575,6 +575,25 @@ class CompletionEngine:
             done.set_exception(ModelLoadError("the engine is closed"))
         return done
 
+    def run_on_model(self, work: Callable[[LlamaRunner, Callable[[], bool]], Any]) -> Future[Any]:
+        """Run ``work(runner, stopped)`` in the worker thread, queued behind the requests before
+        it (an edit's generation, ``engine/edit.py``); ``stopped()`` turns true when the engine
+        closes. The KV cache then holds its prompt: the document's cells are saved first."""
+        done: Future[Any] = Future()
+
+        def job() -> None:
+            try:
+                if self.runner is None:
+                    raise ModelLoadError("no local model is loaded")
+                self._use_document(self.runner, "\x00run_on_model")
+                _settle(done, work(self.runner, lambda: self._closed))
+            except Exception as exc:
+                _settle(done, error=exc)
+
+        if not self._enqueue(job):
+            done.set_exception(ModelLoadError("the engine is closed"))
+        return done
+
     # -- requests ---------------------------------------------------------------------------
     def language_enabled(self, language_id: str) -> bool:
         langs = self.config.completion.enabled_languages
