@@ -4,9 +4,10 @@ A ``slm-lsp serve`` process is driven as VS Code drives it: at each of ``--cycle
 file (a line cut in the middle, as if typed that far) it asks for a suggestion, then accepts it:
 the ``didChange`` that inserts it, then the item's ``slm.accepted`` command; after the client's
 debounce (``--debounce-ms``) it asks at the new cursor, and so on ``--chain`` accepts in a row.
-The time measured runs from the accept to the answer at the new cursor: what the user waits for
-the next ghost text. The same places are replayed by a second server with
-``completion.prefetch_on_accept`` off, in the same run.
+The user looks at each suggestion for ``--read-ms`` before accepting it. The time measured runs
+from the accept to the answer at the new cursor: what the user waits for the next ghost text.
+The same places are replayed by a second server with ``completion.prefetch_on_accept`` off, in
+the same run.
 """
 
 from __future__ import annotations
@@ -100,10 +101,11 @@ class Session:
 
 
 def measure(args: argparse.Namespace, model: str, prefetch: bool, text: str,
-            cases: list[tuple[str, int, int]]) -> tuple[list[float], list[float], dict[str, Any]]:
-    """(accept → next suggestion ms, the request's own ms, the server's counts) for one server."""
+            cases: list[tuple[str, int, int]]) -> tuple[list[float], list[float], list[bool], dict[str, Any]]:
+    """(accept → next suggestion ms, the request's own ms, whether it had text, the server's
+    counts) for one server."""
     session = Session(args, model, prefetch, text)
-    waits, requests = [], []
+    waits, requests, shown = [], [], []
     try:
         for doc, line, column in cases:
             session.reset(doc)
@@ -111,6 +113,7 @@ def measure(args: argparse.Namespace, model: str, prefetch: bool, text: str,
             for _ in range(args.chain):
                 if item is None:
                     break
+                time.sleep(args.read_ms / 1000)  # the user reads the suggestion, then presses Tab
                 t_accept = time.perf_counter()
                 session.accept(item, line, column)
                 line, column = after(line, column, item["insertText"])
@@ -120,15 +123,16 @@ def measure(args: argparse.Namespace, model: str, prefetch: bool, text: str,
                 done = time.perf_counter()
                 waits.append((done - t_accept) * 1000)
                 requests.append((done - t_request) * 1000)
+                shown.append(item is not None)
                 if args.verbose:
-                    shown = repr(item["insertText"][:40]) if item else "nothing"
+                    what = repr(item["insertText"][:40]) if item else "nothing"
                     print(f"  {'on ' if prefetch else 'off'} {line + 1}:{column}: {waits[-1]:6.0f} ms "
-                          f"(request {requests[-1]:6.0f} ms) {shown}")
+                          f"(request {requests[-1]:6.0f} ms) {what}")
                 time.sleep(args.pause_ms / 1000)  # the user reads what was accepted
         counts = session.status()
     finally:
         session.close()
-    return waits, requests, counts
+    return waits, requests, shown, counts
 
 
 def run_accept_bench(args: argparse.Namespace) -> int:
@@ -141,17 +145,19 @@ def run_accept_bench(args: argparse.Namespace) -> int:
     text = Path(args.file).read_text(encoding="utf-8")
     cases = places(text, args.cycles)
     print(f"model {Path(model).name}, threads {args.threads or 'auto'}; {len(cases)} places in {args.file}, "
-          f"{args.chain} accepts in a row each, the client's debounce {args.debounce_ms} ms")
+          f"{args.chain} accepts in a row each, {args.read_ms} ms to read each suggestion, the client's debounce "
+          f"{args.debounce_ms} ms")
     rows = {}
     for prefetch in (True, False):
-        waits, requests, counts = measure(args, model, prefetch, text, cases)
-        rows[prefetch] = waits
+        waits, requests, shown, counts = measure(args, model, prefetch, text, cases)
+        rows[prefetch] = [w for w, s in zip(waits, shown) if s]
         label = "prefetch on " if prefetch else "prefetch off"
-        print(f"{label}: accept → next suggestion {summary(waits)}")
+        print(f"{label}: accept → next suggestion {summary(rows[prefetch])}")
+        print(f"{'':13} with empty answers too  {summary(waits)}")
         print(f"{'':13} the request itself     {summary(requests)}")
         print(f"{'':13} answered by {counts.get('answered')}, prefetches {counts.get('prefetch')}")
     on, off = percentile(rows[True], 50), percentile(rows[False], 50)
-    print(f"p50 accept → next suggestion: {on:.0f} ms with the prefetch, {off:.0f} ms without "
+    print(f"p50 accept → next suggestion (answers with text): {on:.0f} ms with the prefetch, {off:.0f} ms without "
           f"({off - on:+.0f} ms saved)")
     return 0
 
@@ -162,5 +168,7 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--chain", type=int, default=2, help="accepts in a row at each place")
     b.add_argument("--debounce-ms", type=int, default=150,
                    help="the client's wait before it asks at the new cursor (slm.debounceMs, debounce_ms: 150)")
+    b.add_argument("--read-ms", type=int, default=400,
+                   help="time the user looks at a suggestion before accepting it (not counted)")
     b.add_argument("--pause-ms", type=int, default=300, help="idle time after each measured suggestion")
     b.add_argument("-v", "--verbose", action="store_true", help="print every accept")

@@ -30,7 +30,7 @@ import {
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
-import { CONFIG_SECTION, EXTENSION_COMMANDS, STATUS_NOTIFICATION } from './constants';
+import { COMMAND_ACCEPTED, CONFIG_SECTION, EXTENSION_COMMANDS, STATUS_NOTIFICATION } from './constants';
 import { ghostTexts, inlineCompletionParams, InlineCompletionRequestParams } from './inlineProtocol';
 import { PythonInterpreter } from './python';
 import { CrashRestarter, DEFAULT_RESTART_POLICY, formatDelay } from './restartPolicy';
@@ -287,8 +287,28 @@ export class SlmClient implements vscode.Disposable {
       if (ghost.filterText !== undefined) {
         item.filterText = ghost.filterText;
       }
+      // VS Code runs it after inserting the item; `slm.accepted` (commands.ts) tells the server.
+      if (ghost.command?.command === COMMAND_ACCEPTED) {
+        item.command = { title: ghost.command.title, command: COMMAND_ACCEPTED, arguments: ghost.command.arguments };
+      }
       return item;
     });
+  }
+
+  /**
+   * A suggestion was accepted: `slm.accepted` on the server with the item's arguments, which
+   * computes the next suggestion at once. Never waits for a server that is starting, never throws.
+   */
+  async accepted(args: unknown[]): Promise<void> {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      return;
+    }
+    try {
+      await client.sendRequest(ExecuteCommandRequest.type, { command: COMMAND_ACCEPTED, arguments: args });
+    } catch (err) {
+      this.output.debug(`${COMMAND_ACCEPTED}: ${err instanceof Error ? err.message : String(err)}`);
+    }
   }
 
   /** `workspace/executeCommand` on the server. */

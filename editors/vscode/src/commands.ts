@@ -1,11 +1,12 @@
 /**
- * The extension's commands. Server commands (`slm.loadAdapter`, `slm.status`) go through
+ * The extension's commands, and `slm.accepted` (run by VS Code when an inline item is accepted;
+ * not in the palette), which tells the server. Server commands (`slm.loadAdapter`, `slm.status`) go through
  * `SlmClient.executeCommand`; `pull` and `finetune` run the slm-lsp command line in a terminal.
  */
 
 import * as vscode from 'vscode';
 import { SlmClient } from './client';
-import { CATALOG_MODELS, COMMAND_LOAD_ADAPTER, COMMAND_STATUS, CONFIG_SECTION, EXTENSION_COMMANDS } from './constants';
+import { CATALOG_MODELS, COMMAND_ACCEPTED, COMMAND_LOAD_ADAPTER, COMMAND_STATUS, CONFIG_SECTION, EXTENSION_COMMANDS } from './constants';
 import { clientSettings } from './settings';
 import { StatusBar } from './status';
 import { formatLatency } from './statusText';
@@ -28,6 +29,8 @@ export class Commands {
       vscode.commands.registerCommand(c.finetune, (folder?: string) => this.finetune(folder)),
       vscode.commands.registerCommand(c.showLog, () => this.output.show()),
       vscode.commands.registerCommand(c.status, () => this.showStatus()),
+      // Not in the palette (package.json does not contribute it): VS Code runs it when an inline item is accepted.
+      vscode.commands.registerCommand(COMMAND_ACCEPTED, (...args: unknown[]) => this.client.accepted(args)),
     ];
   }
 

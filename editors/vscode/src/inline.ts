@@ -2,7 +2,8 @@
  * Ghost text: an InlineCompletionItemProvider that waits `slm.debounceMs` after the last
  * keystroke, then forwards to the server's `textDocument/inlineCompletion` with VS Code's
  * cancellation token (a newer keystroke cancels it: `$/cancelRequest`, and the server stops
- * generating). Accepting is VS Code's own: Tab, Ctrl+Right (word), and "Accept Line".
+ * generating). Accepting is VS Code's own: Tab, Ctrl+Right (word), and "Accept Line". A whole
+ * accept runs the item's `slm.accepted` command (client.ts): the server computes the next suggestion.
  */
 
 import * as vscode from 'vscode';

@@ -57,6 +57,13 @@ export function inlineCompletionParams(
   return { textDocument: { uri }, position: { line: position.line, character: position.character }, context };
 }
 
+/** A command the server asks the editor to run on accept (LSP `Command`). */
+export interface ServerCommand {
+  title: string;
+  command: string;
+  arguments: unknown[];
+}
+
 /** One item to show: `text` is plain text, or snippet syntax when `snippet` is true. */
 export interface GhostText {
   text: string;
@@ -64,6 +71,26 @@ export interface GhostText {
   /** Replaced by `text`; undefined: insert at the cursor. */
   range?: Range;
   filterText?: string;
+  /**
+   * Run by VS Code when the item is accepted whole (not on word or line accepts): the server's
+   * `slm.accepted`, which computes the next suggestion at once.
+   */
+  command?: ServerCommand;
+}
+
+/** The item's `command`, when it is a well-formed LSP `Command`. */
+function serverCommand(value: unknown): ServerCommand | undefined {
+  if (!isObject(value) || typeof value.command !== 'string' || value.command === '') {
+    return undefined;
+  }
+  if (value.arguments !== undefined && !Array.isArray(value.arguments)) {
+    return undefined;
+  }
+  return {
+    title: typeof value.title === 'string' ? value.title : value.command,
+    command: value.command,
+    arguments: Array.isArray(value.arguments) ? [...(value.arguments as unknown[])] : [],
+  };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
@@ -125,6 +152,10 @@ function ghostText(item: unknown, position: Position): GhostText | undefined {
   }
   if (typeof item.filterText === 'string') {
     out.filterText = item.filterText;
+  }
+  const command = serverCommand(item.command);
+  if (command) {
+    out.command = command;
   }
   return out;
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { COMMAND_ACCEPTED } from '../src/constants';
 import { ghostTexts, inlineCompletionParams, LSP_TRIGGER, lspTriggerKind, rangeFitsCursor, VSCODE_TRIGGER } from '../src/inlineProtocol';
 
 const at = { line: 4, character: 11 };
@@ -75,6 +76,25 @@ describe('ghostTexts', () => {
       { insertText: 'x', range: { start: { line: 4, character: 1.5 }, end: { line: 4, character: 11 } } },
     ];
     assert.deepEqual(ghostTexts({ items: broken }, at), []);
+  });
+
+  test("the item's command is kept for VS Code to run on accept; a malformed one is left out", () => {
+    const args = [{ uri: 'file:///w/circle.py', version: 2, position: { line: 4, character: 32 }, text: 'math.pi * radius ** 2' }];
+    const command = { title: 'slm-lsp: accepted', command: COMMAND_ACCEPTED, arguments: args };
+    const [ghost] = ghostTexts({ items: [{ insertText: 'math.pi * radius ** 2', range: range(11, 11), command }] }, at);
+    assert.deepEqual(ghost.command, command);
+    args[0].version = 9;
+    assert.equal((ghost.command?.arguments[0] as { version: number }).version, 9, 'arguments are passed on as given');
+    assert.deepEqual(ghostTexts({ items: [{ insertText: 'x', command: { command: COMMAND_ACCEPTED } }] }, at)[0].command, {
+      title: COMMAND_ACCEPTED,
+      command: COMMAND_ACCEPTED,
+      arguments: [],
+    });
+    for (const bad of [7, 'slm.accepted', {}, { command: '' }, { command: COMMAND_ACCEPTED, arguments: 'x' }]) {
+      const [item] = ghostTexts({ items: [{ insertText: 'x', command: bad }] }, at);
+      assert.equal(item.command, undefined, JSON.stringify(bad));
+      assert.equal(item.text, 'x', 'the item itself is still shown');
+    }
   });
 
   test('the result does not share objects with the answer', () => {

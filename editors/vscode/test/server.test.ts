@@ -34,7 +34,7 @@ import {
   StreamMessageWriter,
 } from 'vscode-jsonrpc/node';
 import packageJson from '../package.json';
-import { COMMAND_LOAD_ADAPTER, COMMAND_STATUS, CONFIG_SECTION, STATUS_NOTIFICATION } from '../src/constants';
+import { COMMAND_ACCEPTED, COMMAND_LOAD_ADAPTER, COMMAND_STATUS, CONFIG_SECTION, STATUS_NOTIFICATION } from '../src/constants';
 import { ghostTexts, inlineCompletionParams, VSCODE_TRIGGER } from '../src/inlineProtocol';
 import { configurationItem, initializationOptions, PathContext } from '../src/settings';
 import { StatusModel, StatusNotification } from '../src/statusText';
@@ -207,7 +207,9 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
     assert.equal(typeof item.insertText, 'string');
     assert.ok((item.insertText as string).trim().length > 0);
     assert.deepEqual(item.range, { start: position, end: position });
-    assert.deepEqual(ghostTexts(result, position), [{ text: item.insertText, snippet: false, range: { start: position, end: position } }]);
+    assert.deepEqual(ghostTexts(result, position), [
+      { text: item.insertText, snippet: false, range: { start: position, end: position }, command: item.command },
+    ]);
   });
 
   test("both of VS Code's trigger kinds are accepted (typing, and Trigger Inline Suggestion)", async () => {
@@ -234,6 +236,40 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
     assert.equal(outcome.code, REQUEST_CANCELLED);
     const again = await inline(4, 11);
     assert.ok(again && again.items.length === 1);
+  });
+
+  test(`an accepted item: VS Code's edit, then its ${COMMAND_ACCEPTED} command; the next suggestion comes from the cache`, async () => {
+    const uri = pathToFileURL(join(workspace, 'accept.py')).href;
+    await open(uri, SOURCE);
+    const at = { line: 4, character: 11 };
+    const [ghost] = ghostTexts(await inline(at.line, at.character, VSCODE_TRIGGER.Automatic, uri), at);
+    assert.ok(ghost?.command, `no command on the item: ${JSON.stringify(ghost)}`);
+    assert.equal(ghost.command.command, COMMAND_ACCEPTED);
+    const [args] = ghost.command.arguments as Array<{ uri: string; version: number; position: { line: number; character: number }; text: string }>;
+    assert.deepEqual(args, { uri, version: 2, text: ghost.text, position: { line: 4, character: 11 + ghost.text.length } });
+    const status = () => connection.sendRequest<Record<string, unknown>>('workspace/executeCommand', { command: COMMAND_STATUS, arguments: [] });
+    const before = await status();
+    // What VS Code does on Tab: the edit (vscode-languageclient's didChange), then the item's command,
+    // which the extension's `slm.accepted` forwards to the server with the item's arguments.
+    await connection.sendNotification('textDocument/didChange', {
+      textDocument: { uri, version: 2 },
+      contentChanges: [{ range: { start: at, end: at }, text: ghost.text }],
+    });
+    await answered(connection.sendRequest('workspace/executeCommand', { command: COMMAND_ACCEPTED, arguments: [args] }), COMMAND_ACCEPTED);
+    let counts: Record<string, number> = {};
+    const settled = async () => {
+      counts = (await status()).prefetch as Record<string, number>;
+      const finished = (counts.answered ?? 0) + (counts.empty ?? 0) + (counts.dropped ?? 0);
+      return (counts.queued ?? 0) >= 1 && finished === counts.queued;
+    };
+    for (let i = 0; i < 200 && !(await settled()); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    assert.ok((counts.answered ?? 0) >= 1, `no prefetch answered: ${JSON.stringify(counts)}\n${stderr.slice(-2000)}`);
+    const next = await inline(args.position.line, args.position.character, VSCODE_TRIGGER.Automatic, uri);
+    assert.equal(next?.items.length, 1);
+    const after = await status();
+    assert.equal(after.cacheHits, (before.cacheHits as number) + 1, 'the next suggestion was not a cache hit');
   });
 
   test(`executeCommand ${COMMAND_STATUS}: model, state and last latency`, async () => {
