@@ -35,6 +35,7 @@ import numpy as np
 from .fim import FimTemplate, detect_template
 from .modelfile import ModelFileError, ModelLoadError, check_adapter, read_gguf
 from .prompt import Prompt
+from .speculative import Drafter, DraftModel, PromptLookup, Speculation, check_same_vocab
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,12 @@ class Generation:
     answer): how sure the model was (the router's confidence signal). Empty from a server."""
     backend: str = "local"
     """Who generated it: ``local`` or ``remote``."""
+    n_drafted: int = 0
+    """Speculative decoding: tokens proposed by the drafter (``speculative``) and checked."""
+    n_accepted: int = 0
+    """Of those, the tokens the model agreed with (each saved one decoding pass)."""
+    draft_prompt_ms: float = 0.0
+    """Part of ``prompt_ms`` the draft model spent on the prompt (0 without one)."""
 
 
 @dataclass
@@ -307,6 +314,10 @@ class LlamaRunner(VocabMethods):
         self._drift = 0
         self._adapter = None
         self.adapter_path: str | None = None
+        self.speculation = Speculation()
+        """How ``generate`` drafts tokens to verify in one batch (off: one token per decode)."""
+        self.draft: LlamaRunner | None = None
+        """The draft model (``speculation.mode`` draft), owned by this runner."""
 
     def is_eog(self, token: int) -> bool:
         """The answer ends here: an end-of-generation token, a stop token of the template, or any
@@ -361,10 +372,21 @@ class LlamaRunner(VocabMethods):
         self.template, self.stop_ids = template, self._stop_ids(template)
         self.reset_cache()
 
+    def set_draft(self, draft: LlamaRunner | None) -> None:
+        """Take ``draft`` as the draft model (None: none); it must share this model's vocabulary
+        (``ModelLoadError`` otherwise, and ``draft`` stays the caller's). The old one is closed."""
+        if draft is not None:
+            check_same_vocab(self, draft)
+        old, self.draft = self.draft, draft
+        if old is not None:
+            old.close()
+
     # -- KV cache ---------------------------------------------------------------------------
     def reset_cache(self) -> None:
         self._llama_cpp.llama_memory_clear(self._mem, True)
         self._head, self._near, self._far, self._far_pos, self._drift = [], [], [], 0, 0
+        if self.draft is not None:
+            self.draft.reset_cache()
 
     def _seq_rm(self, seq: int, p0: int, p1: int) -> None:
         self._llama_cpp.llama_memory_seq_rm(self._mem, seq, p0, p1)
@@ -394,6 +416,26 @@ class LlamaRunner(VocabMethods):
             ptr = self._llama_cpp.llama_get_logits_ith(self._ctx.ctx, len(part) - 1)
             logits = np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
         return logits
+
+    def _decode_all(self, tokens: list[int], pos: int, seq: int, cancelled: Callable[[], bool]) -> np.ndarray:
+        """Evaluate ``tokens`` (at most one batch) at ``pos...`` in ``seq``; the logits of every
+        one of them, a ``(len(tokens), n_vocab)`` view valid until the next decode."""
+        if cancelled():
+            raise Cancelled()
+        b = self._batch.batch
+        assert 0 < len(tokens) <= PROMPT_BATCH
+        b.n_tokens = len(tokens)
+        for i, tok in enumerate(tokens):
+            b.token[i] = tok
+            b.pos[i] = pos + i
+            b.n_seq_id[i] = 1
+            b.seq_id[i][0] = seq
+            b.logits[i] = True
+        rc = self._llama_cpp.llama_decode(self._ctx.ctx, b)
+        if rc != 0:
+            raise RuntimeError(f"llama_decode failed ({rc}); the context of {self.n_ctx} tokens may be full")
+        ptr = self._llama_cpp.llama_get_logits(self._ctx.ctx)
+        return np.ctypeslib.as_array(ptr, shape=(len(tokens), self.n_vocab))
 
     def _prepare(self, prompt: Prompt, cancelled: Callable[[], bool],
                  batch: int = PROMPT_BATCH) -> tuple[np.ndarray, int, int]:
@@ -525,45 +567,102 @@ class LlamaRunner(VocabMethods):
             self.reset_cache()
             raise
 
+    def _drafter(self, prompt: Prompt, max_tokens: int, cancelled: Callable[[], bool]) -> Drafter | None:
+        """The drafter for this answer (``speculation``), its prompt ready; None: plain decoding."""
+        spec = self.speculation
+        if spec.mode == "lookup":
+            return PromptLookup(prompt.tokens, spec.ngram_min, spec.ngram_max, max_tokens)
+        if spec.mode == "draft" and self.draft is not None:
+            drafter = DraftModel(self.draft, spec.draft_p_min, self.n_vocab)
+            drafter.start(prompt, cancelled)
+            return drafter
+        return None
+
     def _generate(self, prompt: Prompt, max_tokens: int, stop_at: Callable[[str], int | None] | None,
                   cancelled: Callable[[], bool], time_budget_ms: float, t0: float) -> Generation:
         logits, evaluated, reused = self._prepare(prompt, cancelled)
-        t1 = time.perf_counter()
+        t_draft = time.perf_counter()
         pos = len(prompt.tokens)
         max_tokens = max(0, min(max_tokens, self.n_ctx - pos - 1))  # never write past the context
+        drafter = self._drafter(prompt, max_tokens, cancelled) if max_tokens else None
+        t1 = time.perf_counter()
         out = bytearray()
-        text, reason, n = "", "length", 0
+        text, reason = "", "length"
         deadline = t1 + time_budget_ms / 1000
         logprobs: list[float] = []
+        chosen: list[int] = []
+        """Every token chosen, the end-of-generation one too; all but the last are in SEQ_GEN."""
+        drafted = accepted = 0
+        k = self.speculation.draft_tokens
+        """Draft length: each checked token costs a little compute (on a CPU running one thread, most
+        of a plain step), so drafts shrink after a miss and grow back after full matches."""
+
+        def take(tok: int, row: np.ndarray) -> bool:
+            """Add the model's choice ``tok`` (from logits ``row``) to the answer; True: it ends here."""
+            nonlocal text, reason
+            chosen.append(tok)
+            logprobs.append(_logprob(row, tok))
+            if self.is_eog(tok):
+                reason = "eog"
+                return True
+            out.extend(self.piece(tok))
+            text = out.decode("utf-8", errors="ignore")
+            end = stop_at(text) if stop_at else None
+            if end is not None:
+                text, reason = text[:end], "stop"
+                return True
+            now = time.perf_counter()
+            if now > deadline and ("\n" in text or now > deadline + time_budget_ms / 1000):
+                reason = "time"
+                return True
+            return len(chosen) >= max_tokens
+
         try:
-            for n in range(1, max_tokens + 1):
+            done = max_tokens == 0
+            while not done:
                 tok = int(np.argmax(logits))
-                logprobs.append(_logprob(logits, tok))
-                if self.is_eog(tok):
-                    n -= 1
-                    reason = "eog"
+                if take(tok, logits):
                     break
-                out += self.piece(tok)
-                text = out.decode("utf-8", errors="ignore")
-                end = stop_at(text) if stop_at else None
-                if end is not None:
-                    text, reason = text[:end], "stop"
-                    break
-                now = time.perf_counter()
-                if now > deadline and ("\n" in text or now > deadline + time_budget_ms / 1000):
-                    reason = "time"
-                    break
-                if n == max_tokens:
-                    break
-                next_logits = self._decode([tok], pos, SEQ_GEN, cancelled)
-                assert next_logits is not None
-                logits, pos = next_logits, pos + 1
+                draft = drafter.draft(chosen, min(k, max_tokens - len(chosen), PROMPT_BATCH - 1),
+                                      cancelled) if drafter else []
+                if not draft:
+                    next_logits = self._decode([tok], pos, SEQ_GEN, cancelled)
+                    assert next_logits is not None
+                    logits, pos = next_logits, pos + 1
+                    continue
+                # One batch: the chosen token and the draft after it. Row i holds the model's
+                # logits after batch token i, so its choice there checks draft token i.
+                rows = self._decode_all([tok, *draft], pos, SEQ_GEN, cancelled)
+                pos += 1
+                drafted += len(draft)
+                ok = 0
+                for i, proposed in enumerate(draft):
+                    if int(np.argmax(rows[i])) != proposed:
+                        break
+                    ok += 1
+                    pos += 1
+                    if take(proposed, rows[i]):
+                        done = True
+                        break
+                accepted += ok
+                k = min(k + 2, self.speculation.draft_tokens) if ok == len(draft) else ok + 1
+                logits = rows[ok]
+                if ok < len(draft) and not done:
+                    self._seq_rm(SEQ_GEN, pos, -1)  # the rejected tokens' cells
         except Cancelled:
             reason = "cancelled"
+        if chosen:
+            # As after plain decoding: the prompt and every chosen token but the last are cached.
+            self._seq_rm(SEQ_GEN, len(prompt.tokens) + len(chosen) - 1, -1)
+        n = len(chosen) - (reason == "eog")
         t2 = time.perf_counter()
-        return Generation(text, n, evaluated, reused, (t1 - t0) * 1000, (t2 - t1) * 1000, reason, logprobs)
+        return Generation(text, n, evaluated, reused, (t1 - t0) * 1000, (t2 - t1) * 1000, reason, logprobs,
+                          n_drafted=drafted, n_accepted=accepted, draft_prompt_ms=(t1 - t_draft) * 1000)
 
     def close(self) -> None:
+        if self.draft is not None:
+            self.draft.close()
+            self.draft = None
         if self._adapter is not None:
             self._llama_cpp.llama_adapter_lora_free(self._adapter)
             self._adapter = None
