@@ -189,6 +189,28 @@ def test_accept_word_then_tab_accepts_the_rest(report: dict[str, Any]):
     assert after["stats"]["accepted"] == before["stats"]["accepted"] + 1
 
 
+def test_accepts_tell_the_server_and_the_next_suggestion_needs_no_model_call(report: dict[str, Any]):
+    acc = report["accept"]
+    before, after = acc["before"], acc["after"]
+    uri = report["buffer_uri"]
+    if not acc["word_skipped"]:
+        word = acc["word"]
+        (note,) = acc["word_notes"]
+        assert note == {"uri": uri, "position": at_cursor(word), "text": word["line"][len(before["line"]):]}
+    (note,) = acc["tab_notes"]
+    assert note["uri"] == uri and note["position"] == at_cursor(after)
+    assert after["line"].endswith(note["text"]) and note["text"]
+    assert after["stats"]["accept_notifications"] == before["stats"]["accept_notifications"] + 1 + (
+        0 if acc["word_skipped"] else 1)
+    # The suggestion after the accept was computed while the accepted one was shown: the request
+    # for it is answered from the cache (or joins that computation if it is still running).
+    s0, s1 = acc["status_before"], acc["status_after"]
+    from_cache = s1["cacheHits"] - s0["cacheHits"]
+    joined = s1["prefetch"].get("joined", 0) - s0["prefetch"].get("joined", 0)
+    assert from_cache + joined == 1, (s0, s1)
+    assert s1["answered"].get("local", 0) - s0["answered"].get("local", 0) == joined
+
+
 def test_other_typing_clears_and_asks_again(report: dict[str, Any]):
     mm = report["mismatch"]
     before, after, nxt = mm["before"], mm["after"], mm["next"]

@@ -62,12 +62,19 @@ end
 
 ---@type {id: integer|nil, params: table, err: any, result: any, answered: boolean, held: boolean}[]
 local inline_log = {}
+local accepted_log = {} -- the slm/accepted notifications the plugin sent
 local cancelled_ids = {}
 local hold_next = false -- hold the next inlineCompletion answer until release_held()
 local held = {}
 
 local function spy_on(slm_client)
-  local real_request, real_cancel = slm_client.request, slm_client.cancel
+  local real_request, real_cancel, real_notify = slm_client.request, slm_client.cancel, slm_client.notify
+  slm_client.notify = function(c, method, params)
+    if method == "slm/accepted" then
+      accepted_log[#accepted_log + 1] = vim.deepcopy(params)
+    end
+    return real_notify(c, method, params)
+  end
   slm_client.request = function(c, method, params, handler, bufnr)
     if method ~= "textDocument/inlineCompletion" then
       return real_request(c, method, params, handler, bufnr)
@@ -286,6 +293,18 @@ local function type_and_snapshot(keys)
   end, 2)
 end
 
+--- The server's slm.status answer (waited for in the coroutine).
+local function server_status(c)
+  local answer
+  slm_client.request(c, "workspace/executeCommand", { command = "slm.status", arguments = {} }, function(err, result)
+    answer = { err = err or vim.NIL, result = result or vim.NIL }
+  end)
+  wait_for("slm.status", 10000, function()
+    return answer
+  end, 5)
+  return answer.result
+end
+
 local function wait_ghost(what)
   return wait_for(what or "ghost text", 20000, function()
     return suggestion.get_text()
@@ -342,16 +361,23 @@ local function main()
 
   -- 3. <M-w> accepts the suggestion's next word, then <Tab> the rest: the text goes into the
   --    buffer, the cursor to its end, the ghost away.
+  --    Each accept sends slm/accepted (the accepted text, the cursor after it).
   ghost = wait_ghost()
   report.accept = { before = state(), word_skipped = ghost:match("^%s*[%w_]+") == ghost }
   if not report.accept.word_skipped then
     report.accept.word = type_and_snapshot("<M-w>")
+    report.accept.word_notes = vim.deepcopy(accepted_log)
   end
+  report.accept.status_before = server_status(client)
+  accepted_log = {}
   report.accept.after = type_and_snapshot("<Tab>")
+  report.accept.tab_notes = vim.deepcopy(accepted_log)
 
-  -- 4. A new suggestion follows; a character that does not match it clears it at once, and
-  --    another suggestion comes after the debounce.
+  -- 4. A new suggestion follows, computed while the accepted one was shown: no model call for
+  --    it (the server answers from its cache); a character that does not match it clears it at
+  --    once, and another suggestion comes after the debounce.
   wait_ghost("a suggestion after accepting")
+  report.accept.status_after = server_status(client)
   report.mismatch = { before = state(), answer = last_answer() }
   local other = report.mismatch.before.ghost:sub(1, 1) == "Q" and "Z" or "Q"
   report.mismatch.typed = other

@@ -44,6 +44,16 @@ function M.request_sync(client, method, params, timeout_ms, bufnr)
   return (client.request_sync(method, params, timeout_ms, bufnr))
 end
 
+--- Sends a notification; returns whether the client took it.
+---@param client vim.lsp.Client
+---@return boolean
+function M.notify(client, method, params)
+  if has_011 then
+    return client:notify(method, params)
+  end
+  return client.notify(method, params)
+end
+
 ---@param client vim.lsp.Client
 ---@param id integer
 function M.cancel(client, id)

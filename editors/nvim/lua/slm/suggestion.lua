@@ -1,8 +1,10 @@
 -- Ghost text: textDocument/inlineCompletion on a debounce in insert mode, shown with extmarks
 -- (inline virtual text for the first line, virtual lines for the rest), accepted whole, by word
--- or by line, dismissed, and kept while the user types what it shows.
+-- or by line, dismissed, and kept while the user types what it shows. Each accept tells the
+-- server (slm/accepted), which computes the suggestion at the new cursor at once.
 local client = require("slm.client")
 local config = require("slm.config")
+local methods = require("slm.methods")
 
 local api = vim.api
 local M = {}
@@ -19,6 +21,7 @@ M.stats = {
   empty = 0, -- answers without a suggestion
   errors = 0, -- error answers
   accepted = 0, -- suggestions accepted whole (or to their end)
+  accept_notifications = 0, -- slm/accepted notifications sent
   partial = 0, -- word / line accepts
   typed_through = 0, -- characters typed that matched the ghost text
 }
@@ -311,6 +314,21 @@ function M.on_change()
   end
 end
 
+--- Tells the server that `text` was accepted and the cursor is now after it (current window).
+--- No version: the server waits until the document has `text` before the cursor (Neovim sends
+--- didChange after its own debounce, so this may arrive first).
+local function notify_accepted(bufnr, text)
+  local c = client.get(bufnr)
+  if not c then
+    return
+  end
+  local position = vim.lsp.util.make_position_params(0, c.offset_encoding).position
+  local params = { uri = vim.uri_from_bufnr(bufnr), position = position, text = text }
+  if client.notify(c, methods.ACCEPTED_NOTIFICATION, params) then
+    M.stats.accept_notifications = M.stats.accept_notifications + 1
+  end
+end
+
 --- Inserts part of the ghost text at the cursor and moves the cursor to its end.
 ---@param kind "all"|"word"|"line"
 ---@return boolean accepted
@@ -341,6 +359,7 @@ function M.accept(kind)
   local new_row = row + #lines - 1
   local new_col = #lines == 1 and col + #lines[1] or #lines[#lines]
   api.nvim_win_set_cursor(0, { new_row + 1, new_col })
+  notify_accepted(g.bufnr, piece)
   if rest == "" then
     M.stats.accepted = M.stats.accepted + 1
     M.clear()
