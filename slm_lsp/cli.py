@@ -37,6 +37,19 @@ def _remote_args(p: argparse.ArgumentParser) -> None:
                         "(remote.route, default local)")
 
 
+def _speculative_args(p: argparse.ArgumentParser, compare: bool = False) -> None:
+    modes = ["off", "lookup", "draft"] + (["compare"] if compare else [])
+    compare_help = ("; compare: every request generated again without, with lookup and with the draft model "
+                    "(when --draft-model is given), tokens/s and latency side by side") if compare else ""
+    p.add_argument("--speculative", choices=modes,
+                   help="speculative decoding: drafts from the prompt (lookup) or from --draft-model (draft), "
+                        "checked in one batch (speculative.mode)" + compare_help)
+    p.add_argument("--draft-model", metavar="GGUF", help="the draft model: same vocabulary, smaller "
+                                                         "(speculative.draft_model)")
+    p.add_argument("--draft-tokens", type=int, metavar="K", help="most tokens drafted per batch "
+                                                                 "(speculative.draft_tokens)")
+
+
 def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
     model = {k: v for k, v in {"path": args.model, "n_gpu_layers": args.n_gpu_layers, "threads": args.threads,
                                "n_ctx": args.ctx, "adapter": args.adapter}.items() if v is not None}
@@ -50,6 +63,13 @@ def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
         settings["model"] = model
     if remote:
         settings["remote"] = remote
+    mode = getattr(args, "speculative", None)
+    if mode == "compare":  # the engine loads the draft model when there is one; the bench switches modes
+        mode = "draft" if getattr(args, "draft_model", None) else "lookup"
+    speculative = {k: v for k, v in {"mode": mode, "draft_model": getattr(args, "draft_model", None),
+                                     "draft_tokens": getattr(args, "draft_tokens", None)}.items() if v is not None}
+    if speculative:
+        settings["speculative"] = speculative
     return settings
 
 
@@ -271,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     _model_args(p)
     _remote_args(p)
+    _speculative_args(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("complete", help="print the completion the server would give at FILE:LINE:COL (1-based)")
@@ -280,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true")
     _model_args(p)
     _remote_args(p)
+    _speculative_args(p)
     p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("pull", help="download a model into the Hugging Face cache (the only network access)")
@@ -302,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "vs. no reuse")
     typing_arguments(b)
     _model_args(b)
+    _speculative_args(b, compare=True)
     b = bsub.add_parser("humaneval", help="HumanEval infilling (single-line, multi-line, random span) pass@1 and "
                                           "exact match: server vs. raw model, paired")
     b.add_argument("--set", choices=["single", "multi", "span"], default="single",
@@ -321,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("-v", "--verbose", action="store_true")
     _model_args(b)
     _remote_args(b)
+    _speculative_args(b, compare=True)
     b = bsub.add_parser("loop", help="the event loop's longest stall while typing into a 50,000-line file")
     b.add_argument("file", nargs="?", help="the file to type into (default: a generated Python file)")
     b.add_argument("--lines", type=int, default=50_000, help="lines of the generated file")

@@ -235,6 +235,42 @@ class RemoteConfig:
     Range: 0 to 600000."""
 
 
+SPECULATIVE_MODES = ("off", "lookup", "draft")
+
+
+@dataclass
+class SpeculativeConfig:
+    mode: str = "off"
+    """Speculative decoding of the local model: ``off`` (one token per model pass), ``lookup``
+    (drafts copied from the prompt: what followed the last few generated tokens where they
+    occurred before, in the file or the repo context) or ``draft`` (a smaller model with the
+    same vocabulary, ``draft_model``, proposes the tokens). The model checks each draft in one
+    batch and keeps the tokens it would have chosen itself: under greedy decoding the answer is
+    the same token for token, only faster or slower."""
+
+    draft_model: str = ""
+    """``mode = draft``: the draft model, a GGUF file or any name ``model.path`` accepts (e.g.
+    Qwen2.5-Coder-0.5B drafting for the 1.5B or 3B). It must share the model's vocabulary; a
+    model that does not is refused with a message and completions go on without drafts."""
+
+    draft_tokens: int = bounded(4, 1, 32)
+    """Most tokens proposed for one batch. Each checked token costs some compute even when it is
+    rejected; after a miss the next draft is shorter. Range: 1 to 32."""
+
+    ngram_min: int = bounded(2, 1, 8)
+    """``mode = lookup``: the fewest last generated tokens that must match earlier text before
+    what followed them is proposed (1 proposes after any repeated token: more drafts, fewer
+    right). Range: 1 to 8."""
+
+    ngram_max: int = bounded(4, 1, 8)
+    """``mode = lookup``: the most last generated tokens matched (longer matches are tried first).
+    Range: 1 to 8."""
+
+    draft_p_min: float = bounded_float(0.5, 0.0, 1.0)
+    """``mode = draft``: the draft model stops proposing once its top token's probability is
+    below this (a guess it is unsure of is probably rejected). Range: 0 to 1."""
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -248,6 +284,9 @@ class Config:
 
     remote: RemoteConfig = field(default_factory=RemoteConfig)
     """A team server (llama-server, vLLM, Ollama) and the router between it and the local model."""
+
+    speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
+    """Speculative decoding of the local model (prompt lookup or a draft model)."""
 
     log_level: str = "info"
     """Server log level: debug, info, warning or error."""
@@ -343,6 +382,15 @@ def _validate(config: Config, errors: list[str]) -> None:
             default = getattr(RemoteConfig(), name.split(".")[1])
             errors.append(f"{name}: {value!r} is out of range ({', '.join(allowed)}); using {default!r}")
             setattr(config.remote, name.split(".")[1], default)
+    sc = config.speculative
+    if sc.mode not in SPECULATIVE_MODES:
+        errors.append(f"speculative.mode: {sc.mode!r} is out of range ({', '.join(SPECULATIVE_MODES)}); using "
+                      f"{SpeculativeConfig().mode!r}")
+        sc.mode = SpeculativeConfig().mode
+    if sc.ngram_min > sc.ngram_max:
+        errors.append(f"speculative.ngram_min ({sc.ngram_min}) is above speculative.ngram_max ({sc.ngram_max}); "
+                      f"using {sc.ngram_max} for both")
+        sc.ngram_min = sc.ngram_max
     url = config.remote.url.strip()
     if url and not re.match(r"https?://[^/\s]+", url):
         errors.append(f"remote.url: {url!r} is not an http:// or https:// URL; using ''")

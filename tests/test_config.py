@@ -13,6 +13,7 @@ from slm_lsp.config import (
     ContextConfig,
     ModelConfig,
     RemoteConfig,
+    SpeculativeConfig,
     bounds,
     describe,
     merge_config,
@@ -306,6 +307,7 @@ def test_describe_documents_every_field():
                 + [f"completion.{f.name}" for f in dataclasses.fields(CompletionConfig)]
                 + [f"context.{f.name}" for f in dataclasses.fields(ContextConfig)]
                 + [f"remote.{f.name}" for f in dataclasses.fields(RemoteConfig)]
+                + [f"speculative.{f.name}" for f in dataclasses.fields(SpeculativeConfig)]
                 + ["log_level"])
     assert names == expected
     for name, _default, doc in rows:
@@ -358,3 +360,14 @@ def test_bad_remote_settings_name_the_field_and_keep_the_default(settings, field
     result = merge_config({"remote": settings})
     _only_error(result.errors, field)
     assert result.config.remote == RemoteConfig()
+
+
+def test_speculative_settings_are_checked():
+    result = merge_config({"speculative": {"mode": "guess", "draftTokens": 99, "ngramMin": 5, "ngramMax": 3}})
+    sc = result.config.speculative
+    assert (sc.mode, sc.draft_tokens, sc.ngram_min, sc.ngram_max) == ("off", 4, 3, 3)
+    assert any("speculative.mode" in e for e in result.errors)
+    assert any("speculative.draft_tokens" in e for e in result.errors)
+    assert any("speculative.ngram_min (5) is above" in e for e in result.errors)
+    ok = merge_config({"speculative": {"mode": "draft", "draftModel": "qwen2.5-coder-0.5b", "draftPMin": 0.3}})
+    assert not ok.errors and ok.config.speculative.draft_model == "qwen2.5-coder-0.5b"
