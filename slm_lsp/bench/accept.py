@@ -6,8 +6,8 @@ the ``didChange`` that inserts it, then the item's ``slm.accepted`` command; aft
 debounce (``--debounce-ms``) it asks at the new cursor, and so on ``--chain`` accepts in a row.
 The user looks at each suggestion for ``--read-ms`` before accepting it. The time measured runs
 from the accept to the answer at the new cursor: what the user waits for the next ghost text.
-The same places are replayed by a second server with ``completion.prefetch_on_accept`` off, in
-the same run.
+A second server with ``completion.prefetch_on_accept`` off takes its turn at each place right
+after the first, in the same run (so a machine whose load changes weighs on both alike).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Session:
     """One server, with prefetching on or off."""
 
     def __init__(self, args: argparse.Namespace, model: str, prefetch: bool, text: str) -> None:
+        self.prefetch = prefetch
         command = [sys.executable, "-m", "slm_lsp", "serve", "--model", model]
         if args.threads is not None:
             command += ["--threads", str(args.threads)]
@@ -100,39 +101,30 @@ class Session:
         self.client.close()
 
 
-def measure(args: argparse.Namespace, model: str, prefetch: bool, text: str,
-            cases: list[tuple[str, int, int]]) -> tuple[list[float], list[float], list[bool], dict[str, Any]]:
-    """(accept → next suggestion ms, the request's own ms, whether it had text, the server's
-    counts) for one server."""
-    session = Session(args, model, prefetch, text)
-    waits, requests, shown = [], [], []
-    try:
-        for doc, line, column in cases:
-            session.reset(doc)
-            item = session.suggest(line, column)  # the suggestion to accept (not measured)
-            for _ in range(args.chain):
-                if item is None:
-                    break
-                time.sleep(args.read_ms / 1000)  # the user reads the suggestion, then presses Tab
-                t_accept = time.perf_counter()
-                session.accept(item, line, column)
-                line, column = after(line, column, item["insertText"])
-                time.sleep(args.debounce_ms / 1000)  # the client waits this long before it asks
-                t_request = time.perf_counter()
-                item = session.suggest(line, column)
-                done = time.perf_counter()
-                waits.append((done - t_accept) * 1000)
-                requests.append((done - t_request) * 1000)
-                shown.append(item is not None)
-                if args.verbose:
-                    what = repr(item["insertText"][:40]) if item else "nothing"
-                    print(f"  {'on ' if prefetch else 'off'} {line + 1}:{column}: {waits[-1]:6.0f} ms "
-                          f"(request {requests[-1]:6.0f} ms) {what}")
-                time.sleep(args.pause_ms / 1000)  # the user reads what was accepted
-        counts = session.status()
-    finally:
-        session.close()
-    return waits, requests, shown, counts
+def one_place(args: argparse.Namespace, session: Session, doc: str, line: int, column: int,
+              out: dict[str, list[Any]]) -> None:
+    """At one place: the suggestion, then ``--chain`` accepts, each timed to the next answer."""
+    session.reset(doc)
+    item = session.suggest(line, column)  # the suggestion to accept (not measured)
+    for _ in range(args.chain):
+        if item is None:
+            return
+        time.sleep(args.read_ms / 1000)  # the user reads the suggestion, then presses Tab
+        t_accept = time.perf_counter()
+        session.accept(item, line, column)
+        line, column = after(line, column, item["insertText"])
+        time.sleep(args.debounce_ms / 1000)  # the client waits this long before it asks
+        t_request = time.perf_counter()
+        item = session.suggest(line, column)
+        done = time.perf_counter()
+        out["waits"].append((done - t_accept) * 1000)
+        out["requests"].append((done - t_request) * 1000)
+        out["shown"].append(item is not None)
+        if args.verbose:
+            what = repr(item["insertText"][:40]) if item else "nothing"
+            print(f"  {'on ' if session.prefetch else 'off'} {line + 1}:{column}: {out['waits'][-1]:6.0f} ms "
+                  f"(request {out['requests'][-1]:6.0f} ms) {what}")
+        time.sleep(args.pause_ms / 1000)  # the user reads what was accepted
 
 
 def run_accept_bench(args: argparse.Namespace) -> int:
@@ -146,16 +138,27 @@ def run_accept_bench(args: argparse.Namespace) -> int:
     cases = places(text, args.cycles)
     print(f"model {Path(model).name}, threads {args.threads or 'auto'}; {len(cases)} places in {args.file}, "
           f"{args.chain} accepts in a row each, {args.read_ms} ms to read each suggestion, the client's debounce "
-          f"{args.debounce_ms} ms")
+          f"{args.debounce_ms} ms; the two servers take turns, place by place")
+    sessions = [Session(args, model, True, text), Session(args, model, False, text)]
+    results: dict[bool, dict[str, list[Any]]] = {s.prefetch: {"waits": [], "requests": [], "shown": []}
+                                                 for s in sessions}
+    try:
+        for doc, line, column in cases:
+            for session in sessions:  # the same place on both, one right after the other
+                one_place(args, session, doc, line, column, results[session.prefetch])
+        counts = {s.prefetch: s.status() for s in sessions}
+    finally:
+        for session in sessions:
+            session.close()
     rows = {}
     for prefetch in (True, False):
-        waits, requests, shown, counts = measure(args, model, prefetch, text, cases)
-        rows[prefetch] = [w for w, s in zip(waits, shown) if s]
+        r = results[prefetch]
+        rows[prefetch] = [w for w, shown in zip(r["waits"], r["shown"]) if shown]
         label = "prefetch on " if prefetch else "prefetch off"
         print(f"{label}: accept → next suggestion {summary(rows[prefetch])}")
-        print(f"{'':13} with empty answers too  {summary(waits)}")
-        print(f"{'':13} the request itself     {summary(requests)}")
-        print(f"{'':13} answered by {counts.get('answered')}, prefetches {counts.get('prefetch')}")
+        print(f"{'':13} with empty answers too  {summary(r['waits'])}")
+        print(f"{'':13} the request itself      {summary(r['requests'])}")
+        print(f"{'':13} answered by {counts[prefetch].get('answered')}, prefetches {counts[prefetch].get('prefetch')}")
     on, off = percentile(rows[True], 50), percentile(rows[False], 50)
     print(f"p50 accept → next suggestion (answers with text): {on:.0f} ms with the prefetch, {off:.0f} ms without "
           f"({off - on:+.0f} ms saved)")

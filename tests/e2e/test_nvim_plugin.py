@@ -202,6 +202,10 @@ def test_accepts_tell_the_server_and_the_next_suggestion_needs_no_model_call(rep
     assert after["line"].endswith(note["text"]) and note["text"]
     assert after["stats"]["accept_notifications"] == before["stats"]["accept_notifications"] + 1 + (
         0 if acc["word_skipped"] else 1)
+    # After a whole accept the next suggestion is asked for at once, not after the debounce: the
+    # request is out by the time the plugin has handled the change.
+    before_tab = before if acc["word_skipped"] else acc["word"]
+    assert after["stats"]["requests"] == before_tab["stats"]["requests"] + 1
     # The suggestion after the accept was computed while the accepted one was shown: the request
     # for it is answered from the cache (or joins that computation if it is still running).
     s0, s1 = acc["status_before"], acc["status_after"]

@@ -42,6 +42,10 @@ local ghost = nil
 local pending = nil
 local seq = 0
 local timer = nil
+--- Where a whole accept left the cursor: the next suggestion is asked for at once there (the
+--- server computed it while the accepted one was shown), without the debounce.
+---@type {bufnr: integer, tick: integer, row: integer, col: integer}|nil
+local accepted_at = nil
 
 local function cursor()
   local pos = api.nvim_win_get_cursor(0)
@@ -282,6 +286,16 @@ end
 function M.on_change()
   local bufnr = api.nvim_get_current_buf()
   local row, col = cursor()
+  local a = accepted_at
+  if a and not ghost then
+    if a.bufnr == bufnr and a.tick == api.nvim_buf_get_changedtick(bufnr) and a.row == row and a.col == col then
+      if not pending then -- TextChangedI asks; the CursorMovedI that follows leaves that request be
+        M.request(2)
+      end
+      return
+    end
+    accepted_at = nil
+  end
   if ghost then
     local g = ghost
     local line = get_line(bufnr, row)
@@ -363,6 +377,9 @@ function M.accept(kind)
   if rest == "" then
     M.stats.accepted = M.stats.accepted + 1
     M.clear()
+    if config.options.auto_trigger then
+      accepted_at = { bufnr = g.bufnr, tick = api.nvim_buf_get_changedtick(g.bufnr), row = new_row, col = new_col }
+    end
   else
     M.stats.partial = M.stats.partial + 1
     local line = get_line(g.bufnr, new_row)
@@ -383,6 +400,7 @@ end
 
 --- Clears everything (InsertLeave, BufLeave, disabling).
 function M.reset()
+  accepted_at = nil
   M.cancel()
   M.clear()
 end
