@@ -312,6 +312,8 @@ class LlamaRunner(VocabMethods):
         self._far: list[int] = []
         self._far_pos = 0
         self._drift = 0
+        self.refreshed = False
+        """Whether the last prompt evaluated its far suffix afresh (``refresh_after`` reached)."""
         self._adapter = None
         self.adapter_path: str | None = None
         self.speculation = Speculation()
@@ -458,6 +460,7 @@ class LlamaRunner(VocabMethods):
         changed = 0 if near_same else (
             (old_h - c) + (len(head) - c) + (len(self._near) - cn) + (len(near) - cn))
         drift = self._drift + changed
+        self.refreshed = drift > self.refresh_after and bool(far)
         if drift > self.refresh_after:
             kf = 0
         far_pos = len(head) + len(near)

@@ -40,7 +40,7 @@ from .cache import ResultCache
 from .model import LlamaRunner, LlamaVocab, ModelLoadError, check_model_file, gpu_offload_supported
 from .modelfile import ModelFileError, check_adapter, check_memory, read_gguf
 from .probe import probe
-from .prompt import ContextFile, Prompt, PromptBuilder
+from .prompt import ContextFile, PromptBuilder
 from .requests import CompletionRequest, CompletionResult, RequestHandle, split_at_cursor
 from .router import RemoteLane, remote_template_file, unsure
 from .shaping import CompletionShaper
@@ -93,6 +93,9 @@ class EngineStatus:
     """Completions computed ahead (``prefetch``): ``queued``, ``answered`` (the answer went into
     the cache), ``joined`` (a request came while it ran and took its answer), ``dropped``
     (stopped by a real request, or stale)."""
+    kv_states: tuple[tuple[str, float], ...] = ()
+    """The KV states kept for recently used documents (count, MiB, limit, restored, evicted) and
+    the warmups done and stopped (``CompletionEngine.kv_report``)."""
 
 
 @dataclass(frozen=True)
@@ -212,7 +215,8 @@ class CompletionEngine:
                             loaded.adapter, loaded.n_gpu_layers, loaded.n_ctx, self.cache.hits,
                             self._last_context, self.config.remote.route if lane is not None else "local",
                             lane.describe() if lane is not None else None, self._last_backend,
-                            self._last_backend_reason, answered, round(retry, 1), prefetched)
+                            self._last_backend_reason, answered, round(retry, 1), prefetched,
+                            tuple(self.kv_report().items()))
 
     def _publish(self) -> None:
         """(worker) Refresh what ``status`` reports about the runner."""
@@ -813,7 +817,7 @@ class CompletionEngine:
                 return None
         gen = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
                               cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms)
-        cause = self._cause(req, builder, prompt, gen.n_reused)
+        cause = self._cause(req, builder, runner.refreshed)
         if gen.stop_reason == "cancelled":
             log.info("completion %s (%s) cancelled: generation stopped after %d of at most %d tokens",
                      req.document_key.rsplit("/", 1)[-1], cause, gen.n_generated, cc.max_tokens)
@@ -843,11 +847,11 @@ class CompletionEngine:
         document opens (``top``: at the end of its first prefix window, which every cursor
         above reuses) and when an edit lands far from the last one. Any request, or a newer
         warmup, stops it within ``warmup.WARM_BATCH`` tokens; what it evaluated stays. Nothing
-        for a disabled language, without a local model, or for a server's requests."""
+        for a disabled language or a server's requests; one asked while the model loads runs once
+        it is loaded."""
         if not self.config.completion.warmup or not self.language_enabled(request.language_id):
             return
-        if self._loaded.model is None or (self.config.remote.url and self.config.remote.route == "remote"
-                                          and not request.private):
+        if self.config.remote.url and self.config.remote.route == "remote" and not request.private:
             return
         with self._lock:
             if not self._closed:
@@ -909,12 +913,12 @@ class CompletionEngine:
             budget = max(0, min(budget, room))  # what a short file leaves unused stays within room
         return budget
 
-    def _cause(self, req: CompletionRequest, builder: PromptBuilder, prompt: Prompt, reused: int) -> str:
+    def _cause(self, req: CompletionRequest, builder: PromptBuilder, refreshed: bool) -> str:
         """(worker) Why this request had prompt work (``warmup.classify``); it becomes the
         document's last request."""
         now = Seen(req.line, builder.window(req.document_key), context_digest(builder.last_context))
         cause = classify(self._seen.get(req.document_key), now,
-                         self._last_document not in (None, req.document_key), prompt, reused)
+                         self._last_document not in (None, req.document_key), refreshed)
         self._seen[req.document_key] = now
         self._last_document = req.document_key
         return cause

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 
 from ..context.types import ContextFile
 from .model import KvState
-from .prompt import Prompt
 
 __all__ = ["CAUSES", "JUMP_LINES", "WARM_BATCH", "DocumentStates", "Seen", "classify", "context_digest",
            "first_window_end"]
@@ -52,10 +51,11 @@ def context_digest(pieces: list[ContextFile] | tuple[ContextFile, ...]) -> int:
     return hash(tuple((f.path, f.text) for f in pieces))
 
 
-def classify(seen: Seen | None, now: Seen, other_document: bool, prompt: Prompt, reused: int) -> str:
+def classify(seen: Seen | None, now: Seen, other_document: bool, refreshed: bool) -> str:
     """The cause of a request's prompt work: ``seen`` is the document's last request (None: the
     first since it opened), ``now`` this one, ``other_document`` whether the request before
-    was in another document; ``reused`` the prompt tokens the runner did not evaluate."""
+    was in another document, ``refreshed`` whether the runner evaluated the far suffix afresh
+    (``LlamaRunner.refreshed``)."""
     if seen is None:
         return "open"
     if other_document:
@@ -66,7 +66,7 @@ def classify(seen: Seen | None, now: Seen, other_document: bool, prompt: Prompt,
         return "context"
     if now.window != seen.window:
         return "window"
-    if prompt.far and reused < len(prompt.far):
+    if refreshed:
         return "refresh"
     return "typing"
 

@@ -48,6 +48,7 @@ def register(server: SlmLanguageServer) -> None:
             "answered": dict(snapshot.answered),
             "remoteRetryS": snapshot.remote_retry_s,
             "prefetch": dict(snapshot.prefetch),
+            "kvStates": dict(snapshot.kv_states),
         }
 
 

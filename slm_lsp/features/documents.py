@@ -256,12 +256,16 @@ def _encoding(ls: "SlmLanguageServer") -> str:
 
 
 def register(server: "SlmLanguageServer") -> None:
+    from .warmup import Warmups, edit_end  # (it reads this module's documents)
+
     server.documents = DocumentStore()
     ls = server
+    warmups = Warmups(server)
 
     def did_open(params: types.DidOpenTextDocumentParams) -> None:
         doc = ls.documents.open(params.text_document, _encoding(ls))
         ls.context.buffer_opened(doc)
+        warmups.opened(doc)
 
     def did_change(params: types.DidChangeTextDocumentParams) -> None:
         doc = ls.documents.get(params.text_document.uri)
@@ -274,12 +278,15 @@ def register(server: "SlmLanguageServer") -> None:
         doc.version = params.text_document.version
         ls.context.buffer_changed(doc, line)
         ls.accepts.changed(doc.uri)  # an accept may wait for this edit
+        if line is not None:  # the cursor is where the last edit ended: warm there if it jumped
+            warmups.edited(doc, *edit_end(doc, params.content_changes[-1], line))
 
     def did_close(params: types.DidCloseTextDocumentParams) -> None:
         uri = params.text_document.uri
         doc = ls.documents.close(uri)
         ls.engine.forget(uri)
         ls.accepts.forget(uri)
+        warmups.forget(uri)
         ls.context.provider.forget(uri)
         if doc is not None:
             ls.context.buffer_closed(doc)

@@ -11,7 +11,7 @@ import pytest
 
 from slm_lsp.config import merge_config
 from slm_lsp.engine.model import KvState, LlamaRunner
-from slm_lsp.engine.prompt import Prompt, PromptBuilder
+from slm_lsp.engine.prompt import PromptBuilder
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest
 from slm_lsp.engine.warmup import DocumentStates, Seen, classify, first_window_end
 from tests.conftest import TINY_MODEL
@@ -23,21 +23,17 @@ OTHER_SUFFIX = "\n\n    def pop(self):\n        return self.items.pop()\n" * 4
 never = lambda: False  # noqa: E731
 
 
-def _prompt(far: int = 0) -> Prompt:
-    return Prompt([1, 2], [3], list(range(far)), [4], "", "")
-
-
 # -- causes --------------------------------------------------------------------------------------
 def test_each_cause_is_named_from_what_changed():
     seen = Seen(10, (0, 20), 7)
-    assert classify(None, seen, False, _prompt(), 0) == "open"
-    assert classify(seen, seen, True, _prompt(), 0) == "switch"
-    assert classify(seen, Seen(40, (30, 20), 8), False, _prompt(), 0) == "jump"  # before window and context
-    assert classify(seen, Seen(11, (0, 20), 8), False, _prompt(), 0) == "context"
-    assert classify(seen, Seen(11, (5, 20), 7), False, _prompt(), 0) == "window"
-    assert classify(seen, Seen(11, (0, 21), 7), False, _prompt(), 0) == "window"  # the suffix window too
-    assert classify(seen, Seen(12, (0, 20), 7), False, _prompt(far=50), 10) == "refresh"
-    assert classify(seen, Seen(12, (0, 20), 7), False, _prompt(far=50), 60) == "typing"
+    assert classify(None, seen, False, False) == "open"
+    assert classify(seen, seen, True, False) == "switch"
+    assert classify(seen, Seen(40, (30, 20), 8), False, False) == "jump"  # before window and context
+    assert classify(seen, Seen(11, (0, 20), 8), False, False) == "context"
+    assert classify(seen, Seen(11, (5, 20), 7), False, False) == "window"
+    assert classify(seen, Seen(11, (0, 21), 7), False, False) == "window"  # the suffix window too
+    assert classify(seen, Seen(12, (0, 20), 7), False, True) == "refresh"
+    assert classify(seen, Seen(12, (0, 20), 7), False, False) == "typing"
 
 
 def test_first_window_end_holds_the_top_of_the_file_within_the_budget():
@@ -269,3 +265,12 @@ def test_warmup_off_does_nothing(engine):
     time.sleep(0.2)
     assert engine.kv_report()["warmups"] == 0
     assert engine.complete(req()).generation.n_reused == 0
+
+
+def test_a_far_suffix_evaluated_afresh_is_a_refresh(engine):
+    engine.complete(req(LONG, line=20, col=4))
+    engine.runner.refresh_after = 0  # every change under the far suffix refreshes it
+    typed = LONG.split("\n")
+    typed[20] = typed[20][:4] + "re" + typed[20][4:]
+    result = engine.complete(req("\n".join(typed), line=20, col=6))
+    assert result.cause == "refresh"
