@@ -25,6 +25,17 @@ ACCEPTED_NOTIFICATION = "slm/accepted"
 which the document has before ``position`` once the edit reached the server), ``"version": int``
 (optional: the document version that has it)}."""
 
+COMMAND_EDIT = "slm.edit"
+"""workspace/executeCommand: ``[{"uri", "range", "action", "instruction"}]`` edits the lines of
+``range`` with the model (``action``: rewrite, docstring, type_hints, simplify or fix; ``rewrite``
+follows ``instruction``) and applies the edit with workspace/applyEdit; returns ``{"applied",
+"message"}``. ``:SlmEdit`` and VS Code's "Rewrite Selection" command send it."""
+
+COMMAND_REWRITE_SELECTION = "slm.rewriteSelection"
+"""The editor's own command, set by the server on the "Rewrite selection…" code action with
+``[{"uri", "version", "range", "action"}]``: the editor asks the user for an instruction and sends
+``COMMAND_EDIT`` with these arguments and ``"instruction"``."""
+
 CONFIG_SECTION = "slm"
 """The workspace/configuration section the server asks for."""
 

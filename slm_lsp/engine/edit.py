@@ -28,10 +28,12 @@ from typing import Any
 
 from ..context.parsing import language_of, parse_tree
 from ..context.types import ContextFile
+from .modelfile import ModelFileError, read_gguf
 from .prompt import Prompt
 
 __all__ = ["ACTIONS", "Action", "EditError", "EditRequest", "EditResult", "LineEdit", "apply_chat_template",
-           "chat_template", "edit_language", "extract_code", "line_edits", "parse_errors", "run_edit"]
+           "chat_template", "edit_language", "enclosing_definition", "extract_code", "has_chat_template",
+           "line_edits", "parse_errors", "run_edit", "split_lines"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,12 @@ EXTRA_TOKENS = 256
 _SPECIAL = re.compile(r"<\|[A-Za-z0-9_]+\|>|<start_of_turn>|<end_of_turn>|<bos>|<s>|</s>|\[INST\]|\[/INST\]")
 _FENCE = re.compile(r"^[ \t]*```[^\n`]*\n(.*?)^[ \t]*```", re.DOTALL | re.MULTILINE)
 _OPEN_FENCE = re.compile(r"^[ \t]*```[^\n`]*\n", re.MULTILINE)
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+$")
+"""One LSP line with its end (\\n, \\r\\n or \\r only: not ``str.splitlines``'s other breaks)."""
+_DEFINITIONS = ("function_definition", "function_declaration", "method_definition", "method_declaration",
+                "class_definition", "class_declaration", "function_item", "impl_item", "decorated_definition",
+                "constructor_declaration", "interface_declaration", "struct_item", "enum_item", "trait_item")
+"""Tree-sitter node types an empty selection's action applies to (the innermost one around it)."""
 
 
 class EditError(Exception):
@@ -123,6 +131,34 @@ def edit_language(path: str, language_id: str) -> str | None:
     """The tree-sitter language that checks edits of this document; None: no edits (an edit that
     cannot be checked is not offered)."""
     return language_of(path, language_id)
+
+
+def split_lines(text: str) -> list[str]:
+    """The LSP lines of ``text``, each with its line end (the last one may have none)."""
+    return _LINE.findall(text)
+
+
+def has_chat_template(model_path: str) -> bool:
+    """Whether the GGUF at ``model_path`` has a chat template (its header is read once and cached)."""
+    try:
+        template = read_gguf(model_path).metadata.get("tokenizer.chat_template")
+    except ModelFileError:
+        return False
+    return isinstance(template, str) and bool(template)
+
+
+def enclosing_definition(lang: str, text: str, line: int) -> tuple[int, int] | None:
+    """The lines ``[start, end)`` of the innermost function or class around ``line``; None outside any."""
+    node = parse_tree(lang, text.encode("utf-8", errors="replace")).root_node
+    found = None
+    while True:
+        inner = next((c for c in node.children if c.start_point[0] <= line <= c.end_point[0]), None)
+        if inner is None:
+            break
+        node = inner
+        if node.type in _DEFINITIONS:
+            found = node
+    return (found.start_point[0], found.end_point[0] + 1) if found is not None else None
 
 
 def chat_template(metadata: dict[str, str]) -> str | None:
@@ -220,14 +256,13 @@ def _indent_of(lines: Sequence[str]) -> str:
 def reindent(code: str, indent: str) -> str:
     """``code`` dedented, then indented by ``indent`` (blank lines stay empty)."""
     code = textwrap.dedent(code)
-    return "".join(indent + line if line.strip() else line.lstrip(" \t")
-                   for line in code.splitlines(True))
+    return "".join(indent + line if line.strip() else line.lstrip(" \t") for line in split_lines(code))
 
 
 def line_edits(old: Sequence[str], new_text: str, start: int) -> list[LineEdit]:
     """The minimal line edits turning ``old`` (the selected lines, each with its line end but
     perhaps the last) into ``new_text``: difflib's opcodes, one ``LineEdit`` per changed run."""
-    new = new_text.splitlines(True)
+    new = split_lines(new_text)
     ending = next((line[len(line.rstrip("\r\n")):] for line in old if line.endswith(("\n", "\r"))), "\n")
     new = [line.rstrip("\r\n") + ending if line.endswith(("\n", "\r")) else line for line in new]
     old_ends = bool(old) and old[-1].endswith(("\n", "\r"))
@@ -267,7 +302,7 @@ def run_edit(runner: Any, req: EditRequest, cancelled: Callable[[], bool],
     template = chat_template(runner.metadata)
     if template is None:
         raise EditError(f"{runner.name} has no chat template (a base model): edits need an instruct model")
-    lines = req.text.splitlines(True)
+    lines = split_lines(req.text)
     if not (0 <= req.start_line < req.end_line <= len(lines)):
         raise EditError(f"lines {req.start_line}-{req.end_line} are not in the document ({len(lines)} lines)")
     old = lines[req.start_line:req.end_line]

@@ -1,6 +1,6 @@
 """LSP features: thin adapters from LSP params to a plain engine call. One module per method."""
 
-from . import accept, commands, completion, context, documents, inline_completion, lifecycle, loop_stall
+from . import accept, code_action, commands, completion, context, documents, inline_completion, lifecycle, loop_stall
 
 FEATURES = [
     lifecycle.register,
@@ -10,5 +10,6 @@ FEATURES = [
     inline_completion.register,
     completion.register,
     commands.register,
+    code_action.register,
     loop_stall.register,
 ]

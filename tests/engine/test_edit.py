@@ -17,11 +17,13 @@ from slm_lsp.engine.edit import (
     LineEdit,
     apply_chat_template,
     build_messages,
+    enclosing_definition,
     extract_code,
     line_edits,
     parse_errors,
     reindent,
     run_edit,
+    split_lines,
 )
 from slm_lsp.engine.model import LlamaRunner
 from slm_lsp.engine.service import CompletionEngine
@@ -171,3 +173,15 @@ def test_real_model_adds_type_hints_as_a_minimal_diff() -> None:
     after = apply(DOC.splitlines(True), result.edits)
     assert "def add(a: " in after and "->" in after
     assert all(e.start == 3 and e.end == 4 for e in result.edits)  # the body line is left alone
+
+
+def test_split_lines_are_lsp_lines() -> None:
+    assert split_lines("a\r\nb\x0cc\rd\n") == ["a\r\n", "b\x0cc\r", "d\n"]
+    assert split_lines("x\ny") == ["x\n", "y"]
+
+
+def test_enclosing_definition_of_an_empty_selection() -> None:
+    text = "import os\n\n\nclass A:\n    def f(self):\n        return 1\n\n    x = 2\n"
+    assert enclosing_definition("python", text, 5) == (4, 6)
+    assert enclosing_definition("python", text, 7) == (3, 8)
+    assert enclosing_definition("python", text, 0) is None

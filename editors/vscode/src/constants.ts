@@ -24,6 +24,19 @@ export const COMMAND_ACCEPTED = 'slm.accepted';
 /** Client → server: `{uri, position, text, version?}`, a suggestion (or part of it) was accepted. */
 export const ACCEPTED_NOTIFICATION = 'slm/accepted';
 
+/**
+ * workspace/executeCommand: `[{uri, range, action, instruction}]` edits the lines of `range` with
+ * the model (action: rewrite, docstring, type_hints, simplify or fix) and applies the edit with
+ * workspace/applyEdit. The "Rewrite Selection" command sends it.
+ */
+export const COMMAND_EDIT = 'slm.edit';
+
+/**
+ * The editor's own command on the "Rewrite selection…" code action: `[{uri, version, range, action}]`;
+ * the extension asks for an instruction (InputBox), then sends `COMMAND_EDIT`.
+ */
+export const COMMAND_REWRITE_SELECTION = 'slm.rewriteSelection';
+
 /** The workspace/configuration section the server asks for (and the prefix of our settings). */
 export const CONFIG_SECTION = 'slm';
 

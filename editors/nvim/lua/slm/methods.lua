@@ -21,6 +21,15 @@ M.COMMAND_ACCEPTED = "slm.accepted"
 --- the server computes the next suggestion at once. The plugin's accept keys send it.
 M.ACCEPTED_NOTIFICATION = "slm/accepted"
 
+--- workspace/executeCommand: { { uri, range, action, instruction } } edits the lines of range
+--- with the model (action: rewrite, docstring, type_hints, simplify or fix) and applies the edit
+--- with workspace/applyEdit. :SlmEdit sends it.
+M.COMMAND_EDIT = "slm.edit"
+
+--- The editor's own command on the "Rewrite selection…" code action: { { uri, version, range,
+--- action } }; the plugin asks for an instruction (vim.ui.input), then sends COMMAND_EDIT.
+M.COMMAND_REWRITE_SELECTION = "slm.rewriteSelection"
+
 --- The workspace/configuration section the server asks for.
 M.CONFIG_SECTION = "slm"
 
