@@ -48,6 +48,7 @@ from ..engine.router import confidence
 from ..engine.service import CompletionEngine, CompletionRequest
 from ..models import resolve_model
 from . import percentile
+from .speculative import SpeculationComparison
 
 SETS = {
     "single": "HumanEval-SingleLineInfilling.jsonl.gz",
@@ -186,6 +187,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
     backends: collections.Counter[str] = collections.Counter()
     reasons: collections.Counter[str] = collections.Counter()
     out = open(args.jsonl, "w") if getattr(args, "jsonl", None) else None
+    compare = SpeculationComparison(engine) if getattr(args, "speculative", None) == "compare" and not routed else None
     progress_every = max(1, min(25, len(tasks) // 20))
     t_start = time.perf_counter()
     for i, task in enumerate(tasks, 1):
@@ -210,6 +212,8 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         if res.generation is not None and res.backend == "local":
             server_tokens += res.generation.n_generated
             server_gen_ms += res.generation.gen_ms
+            if compare is not None and engine.builder is not None and engine.builder.last_prompt is not None:
+                compare.add(engine.builder.last_prompt, res.generation)
         r_pass: bool | None = None
         r_em: bool | None = None
         raw_text: str | None = None
@@ -290,6 +294,8 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
           + (f", raw {raw_tokens / n:.1f}" if with_raw else ""))
     print(f"latency p50 {percentile(server_ms, 50):.0f} ms, p95 {percentile(server_ms, 95):.0f} ms; "
           f"total {time.perf_counter() - t_start:.0f} s")
+    if compare is not None:
+        print("\n".join(compare.report()))
     if out is not None:
         out.close()
     return 0

@@ -121,6 +121,7 @@ def run_typing_bench(args: argparse.Namespace) -> int:
         return run_session_bench(args)
     from ..engine.service import CompletionEngine, CompletionRequest
     from ..models import resolve_model
+    from .speculative import SpeculationComparison
 
     config = merge_config(_settings(args)).config
     model_path = str(resolve_model(config.model.path))
@@ -136,6 +137,7 @@ def run_typing_bench(args: argparse.Namespace) -> int:
           f"({len(pauses)} requests)")
     provider = _context_provider(args.context) if args.context else None
     path = os.path.realpath(args.file)
+    compare = SpeculationComparison(engine) if getattr(args, "speculative", None) == "compare" else None
     latencies, model_latencies, evaluated, reused, prompts, context_ms = [], [], [], [], [], []
     causes: list[tuple[str, float]] = []
     hits = context_kept = 0
@@ -165,6 +167,8 @@ def run_typing_bench(args: argparse.Namespace) -> int:
             reused.append(res.generation.n_reused)
             assert engine.builder is not None and engine.builder.last_prompt is not None
             prompts.append((i, engine.builder.last_prompt, res.generation))
+            if compare is not None:
+                compare.add(engine.builder.last_prompt, res.generation)
         if args.verbose:
             print(f"  {i:3d} {ms:7.0f} ms {'cache' if res.cached else ''} {res.text[:50]!r}", file=sys.stderr)
     print(f"latency, all requests:       {summary(latencies)}")
@@ -181,6 +185,8 @@ def run_typing_bench(args: argparse.Namespace) -> int:
               f"{context_kept}/{len(pauses)} requests; last prompt's context: "
               f"{sorted({f.path for f in (engine.builder.last_context if engine.builder else [])})}")
         provider.close()
+    if compare is not None:
+        print("\n".join(compare.report()))
     engine.close()
 
     # Baseline: the same prompts through plain llama-cpp-python, no reuse.

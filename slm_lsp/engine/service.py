@@ -44,6 +44,7 @@ from .prompt import ContextFile, PromptBuilder
 from .requests import CompletionRequest, CompletionResult, RequestHandle, split_at_cursor
 from .router import RemoteLane, remote_template_file, unsure
 from .shaping import CompletionShaper
+from .speculative import Speculation
 from .warmup import WARM_BATCH, DocumentStates, Seen, classify, context_digest, first_window_end
 
 __all__ = ["CompletionEngine", "CompletionRequest", "CompletionResult", "EngineStatus", "RequestHandle",
@@ -116,6 +117,12 @@ def _vocab_only(config: Config) -> bool:
     return rc.route == "remote" and not rc.fallback and bool(rc.url)
 
 
+def _draft_model(config: Config) -> str:
+    """The draft model the settings ask for (empty: none)."""
+    sc = config.speculative
+    return sc.draft_model if sc.mode == "draft" else ""
+
+
 class _Close:
     """The last job: the worker closes the runner and stops."""
 
@@ -157,6 +164,8 @@ class CompletionEngine:
         self._loaded = _Loaded()
         self._last_context: tuple[ContextFile, ...] = ()
         self._model_config: ModelConfig | None = None
+        self._draft_asked = ""
+        """The draft model of the last load asked for (kept, unused, while drafts are off)."""
         """The model settings of the last load asked for (``apply_config`` compares with them)."""
         self._pending_loads = 0
         self._model_path: str | None = None
@@ -235,7 +244,9 @@ class CompletionEngine:
             return True  # the model's weights are needed now, or only its vocabulary
         if self._model_path is None and self._pending_loads == 0:
             return True  # the last load failed: try again
-        if old.completion != config.completion:
+        if _draft_model(config) not in ("", self._draft_asked):
+            return True  # the draft model is loaded with the model (by the loader, not the worker)
+        if old.completion != config.completion or old.speculative != config.speculative:
             self._reconfigure(config)
         if (old.remote != config.remote or old.completion != config.completion) and self._model_path:
             self._reopen_lane(self._model_path, config)
@@ -274,6 +285,7 @@ class CompletionEngine:
         done: Future[None] = Future()
         cfg = self.config
         self._model_config = dataclasses.replace(cfg.model)
+        self._draft_asked = _draft_model(cfg)
         with self._lock:
             if self._closed:
                 done.set_exception(ModelLoadError("the engine is closed"))
@@ -343,11 +355,35 @@ class CompletionEngine:
         except BaseException:
             runner.close()
             raise
+        runner.speculation = Speculation.of(cfg.speculative)
+        if _draft_model(cfg):
+            self._open_draft(runner, cfg)
         log.info("model %s loaded in %.1f s (template %s, %d GPU layers, %d threads)", runner.name,
                  time.perf_counter() - t0, runner.template.name, runner.n_gpu_layers, runner.threads)
         if not runner.template.is_fim:
             log.warning("%s has no fill-in-the-middle tokens: completing from the prefix only", runner.name)
         return runner
+
+    def _open_draft(self, runner: LlamaRunner, cfg: Config) -> None:
+        """(loader) Load ``speculative.draft_model`` for ``runner``; a file that cannot be loaded or
+        has another vocabulary is logged and the model answers without drafts."""
+        from ..models import ModelNotFound, resolve_model
+
+        mc, cc = cfg.model, cfg.completion
+        try:
+            path = check_model_file(str(resolve_model(cfg.speculative.draft_model)))
+            if self.probe_files:
+                probe(str(path), None)
+            draft = LlamaRunner(str(path), n_gpu_layers=mc.n_gpu_layers, threads=mc.threads, n_ctx=mc.n_ctx,
+                                kv_shift=cc.kv_shift, refresh_after=cc.suffix_refresh_tokens)
+            try:
+                runner.set_draft(draft)
+            except BaseException:
+                draft.close()
+                raise
+            log.info("draft model %s drafts for %s (speculative decoding)", draft.name, runner.name)
+        except (ModelLoadError, ModelNotFound, OSError) as exc:
+            log.error("speculative decoding without a draft model: %s", exc)
 
     def _swap(self, runner: LlamaRunner | None, error: Exception | None, done: Future[None]) -> None:
         """(worker) Put a loaded runner in place of the old one, or keep the old one."""
@@ -544,6 +580,9 @@ class CompletionEngine:
             if runner is None:
                 return
             runner.kv_shift, runner.refresh_after = cc.kv_shift, cc.suffix_refresh_tokens
+            runner.speculation = Speculation.of(config.speculative)
+            if runner.draft is not None:
+                runner.draft.kv_shift, runner.draft.refresh_after = cc.kv_shift, cc.suffix_refresh_tokens
             self.states.resize(cc.kv_states_mb << 20)
             self._rebuild_builder()
             self.cache.clear()

@@ -10,7 +10,7 @@ from slm_lsp.engine.model import SEQ_GEN, LlamaRunner, ModelLoadError
 from slm_lsp.engine.prompt import PromptBuilder
 from slm_lsp.engine.shaping import CompletionShaper
 from slm_lsp.engine.speculative import PromptLookup, Speculation
-from tests.conftest import REAL_MODEL, TINY_MODEL
+from tests.conftest import CORRUPT_MODEL, REAL_MODEL, TINY_MODEL
 
 PREFIX = "import os\n\n\ndef load(path):\n    with open(path) as fh:\n        data = fh.read()\n    return "
 SUFFIX = "\n\n\ndef save(path, data):\n    with open(path, 'w') as fh:\n        fh.write(data)\n" * 3
@@ -174,3 +174,43 @@ def test_real_model_speculation_is_token_for_token_plain_greedy():
         assert got["draft"].n_accepted > 0
     finally:
         target.close()
+
+
+TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += item\n    return result\n\n\n" \
+       "def count(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
+
+
+def settings(**speculative) -> dict:
+    return {"model": {"threads": 1, "n_ctx": 1024}, "speculative": speculative,
+            "completion": {"max_tokens": 40, "prefix_tokens": 256, "suffix_tokens": 64}}
+
+
+def test_the_engine_loads_the_draft_model_and_switches_modes_without_a_reload(caplog):
+    from slm_lsp.config import merge_config
+    from slm_lsp.engine.service import CompletionEngine, CompletionRequest
+
+    engine = CompletionEngine(merge_config(settings(mode="draft", draft_model=str(TINY_MODEL))).config,
+                              probe_files=False)
+    try:
+        engine.load(str(TINY_MODEL)).result(timeout=60)
+        assert engine.call(lambda r: (r.draft is not None, r.speculation.mode)).result() == (True, "draft")
+        answers = {}
+        for mode in ("draft", "lookup", "off"):
+            config = merge_config(settings(mode=mode, draft_model=str(TINY_MODEL))).config
+            assert engine.apply_config(config) is False  # the same draft model: no reload
+            engine.cache.clear()
+            res = engine.complete(CompletionRequest(f"file:///{mode}.py", TEXT, 10, 18, "python"))
+            assert res.generation is not None and res.generation.n_generated > 0
+            assert (res.generation.n_drafted > 0) == (mode != "off"), mode
+            answers[mode] = res.text
+        assert answers["draft"] == answers["lookup"] == answers["off"]
+        # Another draft model needs a load (by the loader thread, not the worker).
+        assert engine.apply_config(merge_config(settings(mode="draft", draft_model=str(CORRUPT_MODEL))).config)
+        engine.load(str(TINY_MODEL)).result(timeout=60)
+        # The model answers without drafts, and says why.
+        assert engine.call(lambda r: r.draft).result() is None
+        assert "speculative decoding without a draft model" in caplog.text
+        res = engine.complete(CompletionRequest("file:///after.py", TEXT, 10, 18, "python"))
+        assert res.text == answers["off"] and res.generation is not None and res.generation.n_drafted == 0
+    finally:
+        engine.close()
