@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -46,12 +46,18 @@ class Speculation:
 
     mode: str = "off"
     """off, lookup or draft."""
-    draft_tokens: int = 8
+    draft_tokens: int = 4
     """Most tokens proposed for one batch."""
     ngram_min: int = 2
     ngram_max: int = 4
     draft_p_min: float = 0.5
     """The draft model stops proposing once its own top token is less likely than this."""
+
+    @classmethod
+    def of(cls, settings: Any) -> Speculation:
+        """From the config's ``speculative`` section (``config.SpeculativeConfig``)."""
+        return cls(settings.mode, settings.draft_tokens, settings.ngram_min, settings.ngram_max,
+                   settings.draft_p_min)
 
 
 class Drafter(Protocol):
