@@ -29,3 +29,9 @@ end, { desc = "[slm] restart the server (also after it crashed too often to be r
 command("SlmLoadAdapter", function(args)
   require("slm.status").load_adapter(args.args)
 end, { nargs = "?", complete = "file", desc = "[slm] apply a LoRA adapter (no argument: remove it)" })
+
+command("SlmEdit", function(args)
+  require("slm.edit").command(args)
+end, { nargs = "*", range = true, desc = "[slm] rewrite the selected lines as the instruction says" })
+
+require("slm.edit").register() -- the "Rewrite selection…" code action's command
