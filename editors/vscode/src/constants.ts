@@ -52,6 +52,7 @@ export const EXTENSION_COMMANDS = {
   finetune: 'slm.finetune',
   showLog: 'slm.showLog',
   status: COMMAND_STATUS,
+  rewriteSelection: COMMAND_REWRITE_SELECTION,
 } as const;
 
 /** Models `slm-lsp pull` knows by name (slm_lsp/models.py CATALOG); the first is the default. */

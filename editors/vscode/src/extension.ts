@@ -3,6 +3,7 @@
  *   python.ts    Python extension API        client.ts         the language client
  *   status.ts    status-bar item             inline.ts         ghost text provider
  *   commands.ts  the commands                terminal.ts       pull / finetune in a terminal
+ *   edit.ts      Rewrite Selection (instruction box → slm.edit)
  * Pure (no `vscode` import; the Node tests load them):
  *   settings.ts  settings → server, which command runs it
  *   interpreter.ts  the active interpreter, and whether it has slm-lsp
@@ -15,6 +16,7 @@ import * as vscode from 'vscode';
 import { DOCUMENT_SELECTOR, readSection, SlmClient } from './client';
 import { Commands } from './commands';
 import { CONFIG_SECTION } from './constants';
+import { EditCommands } from './edit';
 import { InlineProvider } from './inline';
 import { PythonInterpreter } from './python';
 import { clientSettings } from './settings';
@@ -37,6 +39,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     python,
     vscode.languages.registerInlineCompletionItemProvider(DOCUMENT_SELECTOR, inline),
     ...new Commands(slm, status, output).register(),
+    ...new EditCommands(slm, output).register(),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (!event.affectsConfiguration(CONFIG_SECTION)) {
         return;
