@@ -3,12 +3,14 @@
 Each HumanEval problem's canonical function is rebuilt from the single-line infilling set (prompt
 + canonical middle + suffix) and prepared for the action: ``docstring`` gets it without its
 docstrings, ``type_hints`` without docstrings and annotations (``ast``, so the function is
-rewritten by ``ast.unparse``), ``simplify`` and ``rewrite`` as it is. The entry-point function is
-the selection; the edit goes through the server's own path (``CompletionEngine.run_on_model`` →
-``engine.edit.run_edit``: chat template, minimal diff, tree-sitter check), is applied, and the
-task's tests run on the result. Per action it reports the share whose result parses (an edit was
-offered), the share that still passes the tests, and the share that did the thing (a docstring
-or full hints present; the code changed). No repo context: each function is its own file.
+rewritten by ``ast.unparse``), ``simplify`` and ``rewrite`` as it is, ``fix`` with the last use of
+a parameter misspelt and the diagnostic a linter gives for it (the tests fail before the fix). The
+entry-point function is the selection; the edit goes through the server's own path
+(``CompletionEngine.run_on_model`` → ``engine.edit.run_edit``: chat template, minimal diff,
+tree-sitter check), is applied, and the task's tests run on the result. Per action it reports the share
+whose result parses (an edit was offered), the share that still passes the tests, and the share
+that did the thing (a docstring or full hints present; the code changed; the misspelt name gone).
+No repo context: each function is its own file.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import merge_config
@@ -29,7 +31,7 @@ from ..engine.service import CompletionEngine
 from ..models import resolve_model
 from .humaneval import find_data, load_tasks, passes, sample
 
-ACTION_NAMES = ["docstring", "type_hints", "simplify", "rewrite"]
+ACTION_NAMES = ["docstring", "type_hints", "simplify", "rewrite", "fix"]
 REWRITE_INSTRUCTION = "give the local variables longer, more descriptive names"
 """The instruction of the ``rewrite`` action in this benchmark."""
 
@@ -42,14 +44,34 @@ class Function:
     start: int
     end: int
     """The entry-point function's lines ``[start, end)``."""
+    diagnostics: list[tuple[int, str]] = field(default_factory=list)
+    """``fix``: the diagnostic of the typo put in (as pyflakes words it)."""
+    typo: str = ""
 
 
-def functions(path: str | None, n: int | None) -> list[dict]:
-    """One task per HumanEval problem (its first single-line hole), ``n`` spread evenly."""
+def functions(path: str | None, n: int | None, shift: int = 0) -> list[dict]:
+    """One task per HumanEval problem (its first single-line hole), ``n`` spread evenly; ``shift``
+    moves each pick that many problems on (another draw of the same size, none in common)."""
     seen: dict[str, dict] = {}
     for task in load_tasks(find_data(path, "single")):
         seen.setdefault(task["task_id"].split("/")[2], task)
-    return sample(list(seen.values()), n)
+    everything = list(seen.values())
+    picked = sample(everything, n)
+    return [everything[(everything.index(task) + shift) % len(everything)] for task in picked]
+
+
+def _typo(source: str, fn: ast.FunctionDef) -> tuple[str, int, str] | None:
+    """``source`` with the last use of one of ``fn``'s parameters misspelt (``name_``), the line
+    and the name: the bug a linter reports as an undefined name."""
+    params = {a.arg for a in fn.args.args}
+    uses = [n for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in params]
+    if not uses:
+        return None
+    use = max(uses, key=lambda n: (n.lineno, n.col_offset))
+    lines = source.splitlines(True)
+    line = lines[use.lineno - 1]
+    lines[use.lineno - 1] = line[:use.col_offset] + use.id + "_" + line[use.end_col_offset:]
+    return "".join(lines), use.lineno - 1, use.id + "_"
 
 
 class _Strip(ast.NodeTransformer):
@@ -90,7 +112,14 @@ def prepare(task: dict, action: str) -> Function | None:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name == task["entry_point"]:
             assert node.end_lineno is not None
-            return Function(task, source, node.lineno - 1, node.end_lineno)
+            if action != "fix":
+                return Function(task, source, node.lineno - 1, node.end_lineno)
+            broken = _typo(source, node)
+            if broken is None:
+                return None
+            text, line, name = broken
+            return Function(task, text, node.lineno - 1, node.end_lineno,
+                            [(line, f"undefined name '{name}' (pyflakes)")], name)
     return None
 
 
@@ -101,8 +130,10 @@ def apply(text: str, edits: list[LineEdit]) -> str:
     return "".join(lines)
 
 
-def did_it(action: str, before: str, after: str, entry: str) -> bool:
+def did_it(action: str, before: str, after: str, entry: str, typo: str = "") -> bool:
     """Whether the edit did what the action asks (on the entry-point function)."""
+    if action == "fix":
+        return typo not in after
     try:
         fn = next(n for n in ast.parse(after).body if isinstance(n, ast.FunctionDef) and n.name == entry)
     except (SyntaxError, StopIteration):
@@ -119,7 +150,7 @@ def _edit(req: EditRequest, runner: Any, stopped: Callable[[], bool]) -> EditRes
     return run_edit(runner, req, stopped)
 
 
-def tests_pass(task: dict, source: str) -> bool:
+def passes_tests(task: dict, source: str) -> bool:
     return passes({**task, "prompt": source, "suffix": ""}, "")
 
 
@@ -134,7 +165,7 @@ def run_refactor_bench(args: argparse.Namespace) -> int:
     unknown = [a for a in actions if a not in ACTION_NAMES]
     if unknown:
         raise SystemExit(f"error: unknown action(s) {', '.join(unknown)} (known: {', '.join(ACTION_NAMES)})")
-    tasks = functions(args.data, args.sample)
+    tasks = functions(args.data, args.sample, args.shift)
     engine = CompletionEngine(config)
     engine.load(str(resolve_model(config.model.path))).result()
     status = engine.status()
@@ -146,12 +177,12 @@ def run_refactor_bench(args: argparse.Namespace) -> int:
             for action in actions:
                 fn = prepare(task, action)
                 counts = rows[action]
-                if fn is None or not tests_pass(task, fn.source):
+                if fn is None or passes_tests(task, fn.source) == (action == "fix"):  # fix: it must fail first
                     counts["skipped"] += 1
                     continue
                 counts["n"] += 1
                 req = EditRequest(action, task["task_id"], fn.source, fn.start, fn.end, path="task.py",
-                                  instruction=REWRITE_INSTRUCTION)
+                                  instruction=REWRITE_INSTRUCTION, diagnostics=fn.diagnostics)
                 t0 = time.perf_counter()
                 try:
                     res = engine.run_on_model(functools.partial(_edit, req)).result()
@@ -162,8 +193,8 @@ def run_refactor_bench(args: argparse.Namespace) -> int:
                     counts["parses"] += 1
                     counts["tokens"] += res.n_generated
                     after = apply(fn.source, res.edits)
-                    ok = tests_pass(task, after)
-                    did = did_it(action, fn.source, after, task["entry_point"])
+                    ok = passes_tests(task, after)
+                    did = did_it(action, fn.source, after, task["entry_point"], fn.typo)
                     counts["passes"] += ok
                     counts["did"] += did
                     counts["both"] += ok and did
@@ -186,6 +217,8 @@ def run_refactor_bench(args: argparse.Namespace) -> int:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", "-n", dest="sample", type=int, metavar="N",
                    help="only N functions, spread evenly over HumanEval's 164 (default: all)")
+    p.add_argument("--shift", type=int, default=0, metavar="K",
+                   help="move each picked function K problems on: another draw of the same size")
     p.add_argument("--actions", help=f"a comma list of {', '.join(ACTION_NAMES)} (default: all)")
     p.add_argument("--data", help="the single-line set's .jsonl(.gz) (default: shared/benchmarks/human-eval-infilling)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every edit's outcome")
