@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 
-from slm_lsp.bench.refactor import apply, did_it, functions, prepare, passes_tests
+from slm_lsp.bench.refactor import apply, did_it, functions, passes_tests, prepare
 from slm_lsp.engine.edit import LineEdit
 
 TASK = {
