@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 GGUF_MAGIC = b"GGUF"
 ADAPTER_TEMPLATE = "template.json"
 """File beside a LoRA adapter naming the FIM template it was trained with (``slm-lsp finetune``)."""
-PROMPT_BATCH = 64
-SEQ_HEAD, SEQ_NEAR, SEQ_GEN, SEQ_FAR = 0, 1, 2, 3  # tokens per decode call: small enough to notice a cancel quickly
+PROMPT_BATCH = 64  # tokens per decode call: small enough to notice a cancel quickly
+SEQ_HEAD, SEQ_NEAR, SEQ_GEN, SEQ_FAR, SEQ_FRESH = 0, 1, 2, 3, 4
 
 
 __all__ = ["Generation", "KvState", "LlamaRunner", "LlamaVocab", "ModelLoadError", "check_model_file",
@@ -287,7 +287,7 @@ class LlamaRunner(VocabMethods):
         cparams.n_ubatch = 512
         cparams.n_threads = self.threads
         cparams.n_threads_batch = self.threads
-        cparams.n_seq_max = 4
+        cparams.n_seq_max = 5
         cparams.kv_unified = True  # the three sequences share cells (seq_cp must not copy data)
         try:
             self._ctx = internals.LlamaContext(model=self._model, params=cparams, verbose=True)
@@ -314,6 +314,10 @@ class LlamaRunner(VocabMethods):
         self._drift = 0
         self.refreshed = False
         """Whether the last prompt evaluated its far suffix afresh (``refresh_after`` reached)."""
+        self._fresh = 0
+        """Leading far tokens that ``refresh_far`` evaluated afresh into ``SEQ_FRESH`` (at the far
+        suffix's positions, after the head and near cells); their drift is ``_fresh_drift``."""
+        self._fresh_drift = 0
         self._adapter = None
         self.adapter_path: str | None = None
         self.speculation = Speculation()
@@ -387,6 +391,7 @@ class LlamaRunner(VocabMethods):
     def reset_cache(self) -> None:
         self._llama_cpp.llama_memory_clear(self._mem, True)
         self._head, self._near, self._far, self._far_pos, self._drift = [], [], [], 0, 0
+        self._fresh = self._fresh_drift = 0
         if self.draft is not None:
             self.draft.reset_cache()
 
@@ -460,19 +465,33 @@ class LlamaRunner(VocabMethods):
         changed = 0 if near_same else (
             (old_h - c) + (len(head) - c) + (len(self._near) - cn) + (len(near) - cn))
         drift = self._drift + changed
+        fresh, fresh_drift = min(self._fresh, kf), self._fresh_drift + changed
         self.refreshed = drift > self.refresh_after and bool(far)
         if drift > self.refresh_after:
-            kf = 0
+            kf = fresh if fresh_drift <= self.refresh_after else 0  # the cells refresh_far redid may stay
+        use_fresh = 0 < kf <= fresh  # the kept far cells can all be refreshed ones: take those
         far_pos = len(head) + len(near)
         # Drop what will not be reused, then move the kept far cells to their new place.
         self._seq_rm(SEQ_HEAD, c, -1)
         self._seq_rm(SEQ_NEAR, c + cn, -1)
         self._seq_rm(SEQ_FAR, 0, old_far_pos)
-        self._seq_rm(SEQ_FAR, old_far_pos + kf, -1)
-        if kf and far_pos != old_far_pos:
-            lc.llama_memory_seq_add(mem, SEQ_FAR, old_far_pos, old_far_pos + kf, far_pos - old_far_pos)
+        self._seq_rm(SEQ_FRESH, 0, old_far_pos)
+        self._seq_rm(SEQ_FRESH, old_far_pos + (kf if use_fresh else fresh), -1)
+        if use_fresh:
+            self._seq_rm(SEQ_FAR, -1, -1)
+            lc.llama_memory_seq_cp(mem, SEQ_FRESH, SEQ_FAR, -1, -1)
+            self._seq_rm(SEQ_FRESH, -1, -1)  # (a cell in two sequences would be moved twice below)
+            drift, fresh, fresh_drift = fresh_drift, 0, 0
+        else:
+            self._seq_rm(SEQ_FAR, old_far_pos + kf, -1)
+        if far_pos != old_far_pos:
+            if kf:
+                lc.llama_memory_seq_add(mem, SEQ_FAR, old_far_pos, old_far_pos + kf, far_pos - old_far_pos)
+            if fresh:
+                lc.llama_memory_seq_add(mem, SEQ_FRESH, old_far_pos, old_far_pos + fresh, far_pos - old_far_pos)
         self._head, self._near, self._far, self._far_pos = head[:c], near[:cn], far[:kf], far_pos
         self._drift = drift if kf else 0
+        self._fresh, self._fresh_drift = (fresh, fresh_drift) if kf else (0, 0)
         logits = None
         try:
             def grew(n: int) -> None:
@@ -520,6 +539,8 @@ class LlamaRunner(VocabMethods):
         if not self._head:
             return None
         lc, mem = self._llama_cpp, self._mem
+        self._seq_rm(SEQ_FRESH, -1, -1)  # an unfinished refresh is not kept
+        self._fresh = self._fresh_drift = 0
         if not self._near:  # after a cancel the near sequence may lag behind the head
             self._seq_rm(SEQ_NEAR, -1, -1)
             lc.llama_memory_seq_cp(mem, SEQ_HEAD, SEQ_NEAR, -1, -1)
@@ -542,6 +563,44 @@ class LlamaRunner(VocabMethods):
         self._head, self._near, self._far = list(state.head), list(state.near), list(state.far)
         self._far_pos, self._drift = state.far_pos, state.drift
         return True
+
+    def refresh_due(self, fraction: float = 0.5) -> bool:
+        """Whether the far suffix drifted past ``fraction`` of ``refresh_after`` (and the cache
+        holds a whole prompt, so that it can be evaluated afresh where it is)."""
+        return (bool(self._far) and self._drift > self.refresh_after * fraction
+                and self._far_pos == len(self._head) + len(self._near))
+
+    def refresh_far(self, cancelled: Callable[[], bool], batch: int = PROMPT_BATCH) -> int:
+        """Evaluate the cached far suffix afresh, a batch at a time, until it is done or
+        ``cancelled`` says stop; the tokens evaluated. The new cells go to ``SEQ_FRESH`` and
+        replace the far ones once all are done; a request that comes first keeps what is done
+        (and takes it when its drift would drop the far cells). Run while idle, it spares the
+        request that reaches ``refresh_after`` evaluating the whole far suffix."""
+        if not self.refresh_due(0.0):
+            return 0
+        lc, mem = self._llama_cpp, self._mem
+        far, pos = self._far, self._far_pos
+        if self._fresh == 0:
+            self._fresh_drift = 0
+        lc.llama_memory_seq_cp(mem, SEQ_NEAR, SEQ_FRESH, 0, pos)  # the new cells see head and near
+        done = 0
+        try:
+            while self._fresh < len(far) and not cancelled():
+                part = far[self._fresh:self._fresh + batch]
+                self._decode(part, pos + self._fresh, SEQ_FRESH, lambda: False, batch=batch)
+                self._fresh += len(part)
+                done += len(part)
+        except BaseException:
+            self.reset_cache()  # a failed decode may leave cells the bookkeeping misses
+            raise
+        self._seq_rm(SEQ_FRESH, 0, pos)
+        if self._fresh >= len(far):
+            self._seq_rm(SEQ_GEN, -1, -1)  # (the next prompt drops the last answer's cells anyway)
+            self._seq_rm(SEQ_FAR, -1, -1)
+            lc.llama_memory_seq_cp(mem, SEQ_FRESH, SEQ_FAR, -1, -1)
+            self._seq_rm(SEQ_FRESH, -1, -1)
+            self._drift, self._fresh, self._fresh_drift = self._fresh_drift, 0, 0
+        return done
 
     def _seq_state(self, seq: int) -> bytes:
         lc, ctx = self._llama_cpp, self._ctx.ctx

@@ -194,6 +194,8 @@ class CompletionEngine:
         """The latest place to warm the prompt for (``warm``) and whether at the file's top
         window; under ``_lock``. The worker takes it when no job waits."""
         self._warmups: Counter[str] = Counter()
+        self._idle_due = False
+        """(worker) A request or warmup ran since the worker was last idle: see what to do then."""
         self._jobs: deque[Callable[[], None] | RequestHandle | _Close] = deque()
         self._lock = threading.Condition()
         self._running: RequestHandle | None = None
@@ -793,6 +795,10 @@ class CompletionEngine:
 
     def _work(self) -> None:
         while True:
+            if self._idle_due and not self._preempted():
+                self._idle_due = False
+                self._idle()
+                continue
             with self._lock:
                 while not self._jobs and self._warm_request is None:
                     self._lock.wait()
@@ -803,6 +809,7 @@ class CompletionEngine:
                     job = self._jobs.popleft()
                     if isinstance(job, RequestHandle):
                         self._running = job
+            self._idle_due = True
             if warm is not None:
                 self._warm(*warm)
                 continue
@@ -924,6 +931,23 @@ class CompletionEngine:
                  request.document_key.rsplit("/", 1)[-1], request.line, request.column, evaluated,
                  (time.perf_counter() - t0) * 1000, ", stopped by a request" if stopped else "")
 
+    def _idle(self) -> None:
+        """(worker) Nothing waits: evaluate the far suffix afresh before typing drifts it past
+        ``completion.suffix_refresh_tokens`` (``LlamaRunner.refresh_far``), so that no request
+        pays for it; any request stops it within ``warmup.WARM_BATCH`` tokens."""
+        runner = self.runner
+        if runner is None or not self.config.completion.warmup or not runner.refresh_due():
+            return
+        t0 = time.perf_counter()
+        try:
+            n = runner.refresh_far(self._preempted, WARM_BATCH)
+        except Exception:
+            log.exception("refreshing the far suffix failed")
+            return
+        self._warmups["refreshed"] += n
+        log.debug("far suffix: %d tokens evaluated afresh in %.0f ms%s", n, (time.perf_counter() - t0) * 1000,
+                  ", stopped by a request" if self._preempted() else "")
+
     def _use_document(self, runner: LlamaRunner, key: str) -> bool:
         """(worker) Make ``key`` the document whose prompt the KV cache holds: the cells of the
         one there are saved (``completion.kv_states_mb``) and ``key``'s put back when they were
@@ -967,7 +991,8 @@ class CompletionEngine:
         states = self.states
         return {"documents": len(states), "bytes": states.nbytes, "mib": round(states.nbytes / (1 << 20), 1),
                 "limit_mib": states.limit >> 20, "restored": states.restored, "evicted": states.evicted,
-                "warmups": self._warmups["done"], "warmups_stopped": self._warmups["stopped"]}
+                "warmups": self._warmups["done"], "warmups_stopped": self._warmups["stopped"],
+                "refreshed_tokens": self._warmups["refreshed"]}
 
     def forget(self, document_key: str) -> None:
         self.cache.forget(document_key)

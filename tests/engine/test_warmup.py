@@ -10,7 +10,7 @@ import time
 import pytest
 
 from slm_lsp.config import merge_config
-from slm_lsp.engine.model import KvState, LlamaRunner
+from slm_lsp.engine.model import KvState, LlamaRunner, _common_prefix
 from slm_lsp.engine.prompt import PromptBuilder
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest
 from slm_lsp.engine.warmup import DocumentStates, Seen, classify, first_window_end
@@ -274,3 +274,60 @@ def test_a_far_suffix_evaluated_afresh_is_a_refresh(engine):
     typed[20] = typed[20][:4] + "re" + typed[20][4:]
     result = engine.complete(req("\n".join(typed), line=20, col=6))
     assert result.cause == "refresh"
+
+
+# -- the far suffix evaluated afresh while idle --------------------------------------------------------
+def test_refresh_far_gives_the_far_cells_of_a_fresh_evaluation(runner, builder):
+    import numpy as np
+
+    p1, p2 = builder.layout(PREFIX, SUFFIX), builder.layout(PREFIX + "data + x", SUFFIX)
+    runner.reset_cache()
+    ref = runner._prepare(p2, never)[0].copy()
+    runner.reset_cache()
+    runner._prepare(p1, never)
+    runner._prepare(p2, never)  # the far cells were shifted, not evaluated: they drifted
+    assert runner._drift > 0 and runner.refresh_due(0.0)
+    assert runner.refresh_far(never, batch=16) == len(p2.far)
+    assert runner._drift == 0 and not runner.refresh_due(0.0)
+    got, evaluated, _ = runner._prepare(p2, never)
+    assert evaluated == len(p2.tail)
+    assert np.allclose(got, ref, atol=1e-3)
+
+
+def test_a_stopped_refresh_keeps_its_cells_when_the_drift_runs_out(runner, builder):
+    p1, p2, p3 = (builder.layout(PREFIX + t, SUFFIX) for t in ("", "data + xyz", "data + xy"))
+    runner.reset_cache()
+    runner.generate(p1, max_tokens=2)
+    runner.generate(p2, max_tokens=2)
+    calls = 0
+
+    def after_two_batches() -> bool:
+        nonlocal calls
+        calls += 1
+        return calls > 2
+
+    assert runner.refresh_far(after_two_batches, batch=8) == 16
+    # The next change (smaller than the last) takes the old far cells past the limit, not the refreshed ones.
+    runner.refresh_after = runner._drift
+    try:
+        g = runner.generate(p3, max_tokens=2)
+    finally:
+        runner.refresh_after = 512
+    assert runner.refreshed
+    common = _common_prefix(p2.head, p3.head)
+    assert g.n_reused == common + 16  # the head's common part and the refreshed far cells
+    runner.reset_cache()
+    assert g.text == runner.generate(p3, max_tokens=2).text
+
+
+def test_the_idle_engine_refreshes_the_far_suffix_before_a_request_must(engine):
+    engine.config.completion.suffix_refresh_tokens = 8
+    engine.runner.refresh_after = 8
+    lines = LONG.split("\n")
+    causes = []
+    for typed in ("r", "re", "ret", "retu", "retur"):
+        lines[20] = "    " + typed
+        causes.append(engine.complete(req("\n".join(lines), line=20, col=4 + len(typed))).cause)
+        _wait(lambda: not engine.runner.refresh_due())  # the idle worker refreshed it
+    assert engine.kv_report()["refreshed_tokens"] > 0
+    assert "refresh" not in causes, causes
