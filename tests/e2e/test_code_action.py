@@ -36,7 +36,7 @@ CAPS = types.ClientCapabilities(
 
 
 async def start(client: LanguageClient) -> None:
-    await client.initialize_session(types.InitializeParams(
+    client.init_result = await client.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]
         capabilities=CAPS, initialization_options={"context": {"enabled": False}}))
     for _ in range(600):
         status = await client.workspace_execute_command_async(
@@ -90,6 +90,10 @@ def apply_edit(text: str, edit: types.WorkspaceEdit) -> str:
 
 
 async def test_actions_are_listed_and_an_unparsable_answer_is_rejected(client: LanguageClient):
+    caps = client.init_result.capabilities  # type: ignore[attr-defined]
+    assert isinstance(caps.code_action_provider, types.CodeActionOptions)
+    assert caps.code_action_provider.resolve_provider  # the model runs on resolve only
+    assert methods.COMMAND_EDIT in caps.execute_command_provider.commands
     uri = "file:///work/edit.py"
     open_doc(client, uri)
     bug = types.Diagnostic(range=types.Range(types.Position(4, 11), types.Position(4, 12)),
