@@ -104,9 +104,10 @@ class CompletionConfig:
     Range: 0 to 65536."""
 
     prefetch_on_accept: bool = True
-    """When the editor reports an accepted suggestion, compute the completion at the cursor after
-    it at once, so the next suggestion comes from the type-through cache without a model wait
-    (the local model only; a real request goes first)."""
+    """Compute the completion that follows a suggestion ahead: while it is shown (as if it were
+    accepted) and when the editor reports the accept, so that after an accept the next
+    suggestion comes from the type-through cache without a model wait. Low priority (any real
+    request goes first); the local model only."""
 
 
 @dataclass

@@ -159,3 +159,14 @@ def test_put_get_and_forget_from_two_threads_never_fail():
     finally:
         sys.setswitchinterval(interval)
     assert errors == []
+
+
+def test_an_empty_answer_is_kept_only_when_asked_and_answers_its_exact_place():
+    cache = ResultCache()
+    cache.put("a", "x = ", "\n", "")
+    assert cache.get("a", "x = ", "\n") is None  # not kept by default
+    cache.put("a", "x = ", "\n", "", empty=True)
+    assert cache.get("a", "x = ", "\n") == ""
+    assert cache.get("a", "x = 1", "\n") is None  # typed on: nothing known there
+    cache.put("a", "x = ", "\n", "1 + 2")
+    assert cache.get("a", "x = 1", "\n") == " + 2"

@@ -3,6 +3,8 @@
 After a completion ``C`` was shown at (prefix ``P``, suffix ``S``), a request at prefix
 ``P + t`` with the same suffix, where ``t`` is a prefix of ``C``, is answered with the rest of
 ``C`` at once. Exact repeats (``t == ""``) hit too, e.g. a client re-asking after a cursor blink.
+An empty answer is kept only when asked (``put(..., empty=True)``: the engine's look-ahead, which
+found there is nothing to suggest after an accept) and answers the exact place only.
 
 The event loop reads and forgets entries while the engine's worker adds them: every method
 holds the cache's lock (``put`` used to find its document's entries gone between two steps
@@ -41,8 +43,8 @@ class ResultCache:
         self.hits = 0
         self.misses = 0
 
-    def put(self, key: str, prefix: str, suffix: str, completion: str) -> None:
-        if not completion:
+    def put(self, key: str, prefix: str, suffix: str, completion: str, empty: bool = False) -> None:
+        if not completion and not empty:
             return
         entry = _Entry(len(prefix), prefix[-KEEP:], len(suffix), suffix[:KEEP], completion)
         with self._lock:
@@ -62,7 +64,7 @@ class ResultCache:
             if not entry.matches(prefix, suffix):
                 continue
             typed = prefix[entry.prefix_len:]
-            if entry.completion.startswith(typed) and len(typed) < len(entry.completion):
+            if entry.completion.startswith(typed) and (len(typed) < len(entry.completion) or not entry.completion):
                 if count:
                     with self._lock:
                         self.hits += 1

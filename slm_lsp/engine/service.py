@@ -881,9 +881,12 @@ class CompletionEngine:
             handle.fallback = result  # shown at once if the server fails
             self._send_remote(handle, lane, why)
             return None
-        if text:
+        # A look-ahead that found nothing to suggest says so too (the request after the accept
+        # then gets "nothing" at once), when the model finished rather than ran out of time.
+        empty = isinstance(handle, _Prefetch) and gen.stop_reason in ("eog", "stop")
+        if text or empty:
             prefix, suffix = split_at_cursor(req.text, req.line, req.column)
-            self.cache.put(req.document_key, prefix, suffix, text)
+            self.cache.put(req.document_key, prefix, suffix, text, empty=empty)
         return result
 
     # -- warm prompts ---------------------------------------------------------------------------

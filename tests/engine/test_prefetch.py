@@ -4,6 +4,7 @@ first and stops it; a newer prefetch replaces an older one. The tiny model, in p
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -166,3 +167,19 @@ def test_typing_through_a_cached_answer_leaves_the_prefetch_running(engine):
     assert engine.prefetch(ahead.request) is ahead  # the same place: the one under way
     gate.open()
     assert ahead.future.result(30).reason != "cancelled"
+
+
+def test_a_prefetch_that_finds_nothing_answers_nothing_at_once(engine):
+    original = engine.runner.generate
+
+    def nothing(prompt, **kw):  # the model's own run, ending before it wrote anything
+        return dataclasses.replace(original(prompt, **kw), text="", stop_reason="eog")
+
+    engine.runner.generate = nothing  # type: ignore[method-assign]
+    handle = engine.prefetch(req())
+    assert handle is not None and handle.future.result(30).text == ""
+    answer = engine.complete(req(), timeout=30)
+    assert answer.cached and answer.text == "" and answer.backend == "cache"
+    assert prefetch_counts(engine) == {"queued": 1, "empty": 1}
+    engine.runner.generate = original  # type: ignore[method-assign]
+    assert not engine.complete(req(col=10), timeout=30).cached  # another place: asked anew
