@@ -3,9 +3,11 @@
 
 Listing the actions costs nothing: the model runs only when the user picks one (resolve). The
 actions are offered when the loaded GGUF has a chat template (an instruct model) and the document's
-language has a parser to check the answer. An empty selection means the innermost function or
-class around the cursor. The answer comes back as a minimal line diff in a WorkspaceEdit; when it
-does not parse, or was cut or cancelled, the user gets a message (window/showMessage) and no edit.
+language has a parser to check the answer. An empty selection means the innermost function or class
+around the cursor; there the refactors are listed only when asked for (VS Code asks with trigger
+kind Automatic on every cursor move: the lightbulb would always be lit). The answer comes back as a
+minimal line diff in a WorkspaceEdit; when it does not parse, or was cut or cancelled, the user
+gets a message (window/showMessage) and no edit.
 
 "Rewrite selection…" needs an instruction, which LSP cannot ask for: its code action carries the
 editor's own command ``slm.rewriteSelection`` (``methods.COMMAND_REWRITE_SELECTION``), which asks
@@ -230,7 +232,10 @@ def register(server: SlmLanguageServer) -> None:
                     title=f"Fix: {diagnostic.message.splitlines()[0][:70]} (slm-lsp)",
                     kind=types.CodeActionKind.QuickFix, diagnostics=[diagnostic],
                     data=_data(doc, "fix", rng, [diagnostic])))
-        if wanted(types.CodeActionKind.RefactorRewrite):
+        # VS Code asks on every cursor move (trigger kind Automatic): without a selection the
+        # refactors wait for an explicit request (Ctrl+.), so the lightbulb is not always lit.
+        idle = rng.start == rng.end and params.context.trigger_kind == types.CodeActionTriggerKind.Automatic
+        if wanted(types.CodeActionKind.RefactorRewrite) and not idle:
             for action in ACTIONS.values():
                 if action.id in ("fix", "rewrite"):
                     continue

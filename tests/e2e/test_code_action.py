@@ -122,6 +122,21 @@ async def test_actions_are_listed_and_an_unparsable_answer_is_rejected(client: L
     assert sum("does not parse" in (e.message or "") for e in ends) == 2
 
 
+async def test_no_refactors_on_a_cursor_move(client: LanguageClient):
+    uri = "file:///work/cursor.py"
+    open_doc(client, uri)
+    at = types.Range(types.Position(4, 4), types.Position(4, 4))
+
+    async def listed(kind: types.CodeActionTriggerKind) -> list[str]:
+        result = await client.text_document_code_action_async(types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), range=at,
+            context=types.CodeActionContext(diagnostics=[], trigger_kind=kind)))
+        return [a.title for a in result or []]
+
+    assert await listed(types.CodeActionTriggerKind.Automatic) == []
+    assert "Add docstring (slm-lsp)" in await listed(types.CodeActionTriggerKind.Invoked)
+
+
 async def test_rewrite_without_instruction_and_bad_arguments(client: LanguageClient):
     uri = "file:///work/edit2.py"
     open_doc(client, uri)
