@@ -180,7 +180,6 @@ def run_refactor_bench(args: argparse.Namespace) -> int:
                 if fn is None or passes_tests(task, fn.source) == (action == "fix"):  # fix: it must fail first
                     counts["skipped"] += 1
                     continue
-                counts["n"] += 1
                 req = EditRequest(action, task["task_id"], fn.source, fn.start, fn.end, path="task.py",
                                   instruction=REWRITE_INSTRUCTION, diagnostics=fn.diagnostics)
                 t0 = time.perf_counter()
@@ -199,10 +198,13 @@ def run_refactor_bench(args: argparse.Namespace) -> int:
                     counts["did"] += did
                     counts["both"] += ok and did
                     outcome = f"{'pass' if ok else 'FAIL'}, {'did it' if did else 'did not'}"
+                counts["n"] += 1  # only now: an interrupted edit is not counted
                 counts["ms"] += int((time.perf_counter() - t0) * 1000)
                 if args.verbose:
                     print(f"  {task['task_id'].split('/')[2]:>4} {action:<10} {outcome}", flush=True)
             print(f"[{i}/{len(tasks)}] {time.perf_counter() - t_start:.0f} s", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C: the table of the edits done so far
+        print(f"interrupted after {time.perf_counter() - t_start:.0f} s", flush=True)
     finally:
         engine.close()
     print(f"\n{'action':<11} {'n':>4} {'parses':>8} {'passes':>8} {'did it':>8} {'both':>8} {'s/edit':>7}")
