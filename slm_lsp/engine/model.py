@@ -687,6 +687,11 @@ class LlamaRunner(VocabMethods):
                     break
                 draft = drafter.draft(chosen, min(k, max_tokens - len(chosen), PROMPT_BATCH - 1),
                                       cancelled) if drafter else []
+                if self.speculation.line_cut:
+                    # Most answers end at a line's end: tokens drafted past it are mostly wasted
+                    # work, and a block's next line is drafted in the next step anyway.
+                    ends = next((i for i, t in enumerate(draft) if b"\n" in self.piece(t)), len(draft))
+                    del draft[ends + 1:]
                 if not draft:
                     next_logits = self._decode([tok], pos, SEQ_GEN, cancelled)
                     assert next_logits is not None

@@ -52,6 +52,8 @@ class Speculation:
     ngram_max: int = 4
     draft_p_min: float = 0.5
     """The draft model stops proposing once its own top token is less likely than this."""
+    line_cut: bool = True
+    """Drafts end with their first line break."""
 
     @classmethod
     def of(cls, settings: Any) -> Speculation:
