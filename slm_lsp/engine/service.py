@@ -930,9 +930,12 @@ class CompletionEngine:
             return
         stopped = self._preempted()
         self._warmups["stopped" if stopped else "done"] += 1
-        log.info("warmed %s at %d:%d: %d prompt tokens evaluated in %.0f ms%s",
-                 request.document_key.rsplit("/", 1)[-1], request.line, request.column, evaluated,
-                 (time.perf_counter() - t0) * 1000, ", stopped by a request" if stopped else "")
+        name, ms = request.document_key.rsplit("/", 1)[-1], (time.perf_counter() - t0) * 1000
+        if stopped:  # (what it evaluated stays; the request that stopped it counts it as reused)
+            log.info("warmup of %s at %d:%d stopped by a request after %.0f ms", name, request.line, request.column, ms)
+        else:
+            log.info("warmed %s at %d:%d: %d prompt tokens evaluated in %.0f ms", name, request.line, request.column,
+                     evaluated, ms)
 
     def _idle(self) -> None:
         """(worker) Nothing waits: evaluate the far suffix afresh before typing drifts it past
