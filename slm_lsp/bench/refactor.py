@@ -187,7 +187,7 @@ def run_refactor_bench(args: argparse.Namespace) -> int:
                     res = engine.run_on_model(functools.partial(_edit, req)).result()
                 except EditError as exc:
                     counts["does not parse" if "parse" in str(exc) else "cut or empty"] += 1
-                    outcome = f"rejected: {exc}"
+                    outcome = f"rejected: {exc}" + (f"\n{exc.answer[:600]}" if args.verbose > 1 else "")
                 else:
                     counts["parses"] += 1
                     counts["tokens"] += res.n_generated
@@ -223,4 +223,5 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="move each picked function K problems on: another draw of the same size")
     p.add_argument("--actions", help=f"a comma list of {', '.join(ACTION_NAMES)} (default: all)")
     p.add_argument("--data", help="the single-line set's .jsonl(.gz) (default: shared/benchmarks/human-eval-infilling)")
-    p.add_argument("-v", "--verbose", action="store_true", help="print every edit's outcome")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="print every edit's outcome (-vv: and the answer of a refused one)")

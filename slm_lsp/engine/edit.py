@@ -84,6 +84,11 @@ _DEFINITIONS = ("function_definition", "function_declaration", "method_definitio
 class EditError(Exception):
     """An edit that cannot be offered; the message says why, for the user."""
 
+    def __init__(self, message: str, answer: str = "") -> None:
+        super().__init__(message)
+        self.answer = answer
+        """The model's reply, when it was refused (for benchmarks and logs)."""
+
 
 @dataclass
 class EditRequest:
@@ -330,13 +335,13 @@ def run_edit(runner: Any, req: EditRequest, cancelled: Callable[[], bool],
         raise EditError("the edit was cancelled")
     answer = extract_code(generation.text)
     if answer is None:
-        raise EditError(f"the model's answer was cut at {generation.n_generated} tokens")
+        raise EditError(f"the model's answer was cut at {generation.n_generated} tokens", generation.text)
     if not answer.strip():
-        raise EditError("the model answered with no code")
+        raise EditError("the model answered with no code", generation.text)
     new_text = reindent(answer, indent)
     before = "".join(lines)
     after = "".join(lines[:req.start_line]) + new_text + "".join(lines[req.end_line:])
     if parse_errors(lang, after) > parse_errors(lang, before):
-        raise EditError(f"the model's edit does not parse as {lang}: nothing was changed")
+        raise EditError(f"the model's edit does not parse as {lang}: nothing was changed", generation.text)
     return EditResult(line_edits(old, new_text, req.start_line), new_text, generation.n_generated, ms,
                       generation.stop_reason)
