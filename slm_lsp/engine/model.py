@@ -35,7 +35,7 @@ import numpy as np
 from .fim import FimTemplate, detect_template
 from .modelfile import ModelFileError, ModelLoadError, check_adapter, read_gguf
 from .prompt import Prompt
-from .speculative import Drafter, DraftModel, PromptLookup, Speculation, check_same_vocab
+from .speculative import DraftBudget, Drafter, DraftModel, PromptLookup, Speculation, check_same_vocab
 
 log = logging.getLogger(__name__)
 
@@ -324,6 +324,8 @@ class LlamaRunner(VocabMethods):
         """How ``generate`` drafts tokens to verify in one batch (off: one token per decode)."""
         self.draft: LlamaRunner | None = None
         """The draft model (``speculation.mode`` draft), owned by this runner."""
+        self.draft_budgets: dict[str, DraftBudget] = {}
+        """Per speculation mode: whether its drafts pay here (timings of past answers)."""
 
     def is_eog(self, token: int) -> bool:
         """The answer ends here: an end-of-generation token, a stop token of the template, or any
@@ -655,6 +657,8 @@ class LlamaRunner(VocabMethods):
         chosen: list[int] = []
         """Every token chosen, the end-of-generation one too; all but the last are in SEQ_GEN."""
         drafted = accepted = 0
+        budget = self.draft_budgets.setdefault(self.speculation.mode, DraftBudget())
+        adaptive = self.speculation.adaptive
         k = self.speculation.draft_tokens
         """Draft length: each checked token costs a little compute (on a CPU running one thread, most
         of a plain step), so drafts shrink after a miss and grow back after full matches."""
@@ -685,8 +689,9 @@ class LlamaRunner(VocabMethods):
                 tok = int(np.argmax(logits))
                 if take(tok, logits):
                     break
+                t_step = time.perf_counter()
                 draft = drafter.draft(chosen, min(k, max_tokens - len(chosen), PROMPT_BATCH - 1),
-                                      cancelled) if drafter else []
+                                      cancelled) if drafter and (not adaptive or budget.worth_it()) else []
                 if self.speculation.line_cut:
                     # Most answers end at a line's end: tokens drafted past it are mostly wasted
                     # work, and a block's next line is drafted in the next step anyway.
@@ -696,6 +701,8 @@ class LlamaRunner(VocabMethods):
                     next_logits = self._decode([tok], pos, SEQ_GEN, cancelled)
                     assert next_logits is not None
                     logits, pos = next_logits, pos + 1
+                    if drafter:
+                        budget.plain_step((time.perf_counter() - t_step) * 1000)
                     continue
                 # One batch: the chosen token and the draft after it. Row i holds the model's
                 # logits after batch token i, so its choice there checks draft token i.
@@ -712,6 +719,7 @@ class LlamaRunner(VocabMethods):
                         done = True
                         break
                 accepted += ok
+                budget.checked((time.perf_counter() - t_step) * 1000, len(draft), ok)
                 k = min(k + 2, self.speculation.draft_tokens) if ok == len(draft) else ok + 1
                 logits = rows[ok]
                 if ok < len(draft) and not done:

@@ -54,12 +54,57 @@ class Speculation:
     """The draft model stops proposing once its own top token is less likely than this."""
     line_cut: bool = True
     """Drafts end with their first line break."""
+    adaptive: bool = True
+    """Skip drafts while they cost more than they save (``DraftBudget``)."""
 
     @classmethod
     def of(cls, settings: Any) -> Speculation:
         """From the config's ``speculative`` section (``config.SpeculativeConfig``)."""
         return cls(settings.mode, settings.draft_tokens, settings.ngram_min, settings.ngram_max,
                    settings.draft_p_min)
+
+
+class DraftBudget:
+    """Whether drafting pays on this machine: what a drafted token costs (drafting it and checking
+    it in the batch, beyond the plain step the batch replaces) against what it saves when it is
+    accepted (a plain step), from running averages of the runner's own timings. Where it does not
+    pay (one busy CPU thread: checking a token costs most of a plain step), drafts are skipped
+    but for one in ``PROBE_EVERY`` steps, which keeps the averages current."""
+
+    WEIGHT = 0.2
+    PROBE_EVERY = 8
+
+    def __init__(self) -> None:
+        self.step_ms: float | None = None
+        """A plain one-token step."""
+        self.token_ms: float | None = None
+        """One drafted token: its share of the drafting and of the batch beyond a plain step."""
+        self.accept = 0.5
+        """The share of drafted tokens accepted."""
+        self._skipped = 0
+
+    def worth_it(self) -> bool:
+        if self.step_ms is None or self.token_ms is None or self.accept * self.step_ms >= self.token_ms:
+            return True
+        self._skipped += 1
+        if self._skipped >= self.PROBE_EVERY:
+            self._skipped = 0
+            return True
+        return False
+
+    @staticmethod
+    def _average(old: float | None, new: float, weight: float) -> float:
+        return new if old is None else (1 - weight) * old + weight * new
+
+    def plain_step(self, ms: float) -> None:
+        self.step_ms = self._average(self.step_ms, ms, self.WEIGHT)
+
+    def checked(self, ms: float, drafted: int, accepted: int) -> None:
+        """A draft of ``drafted`` tokens took ``ms`` to draft and check; ``accepted`` were right."""
+        if self.step_ms is None or drafted <= 0:
+            return
+        self.token_ms = self._average(self.token_ms, max(0.0, ms - self.step_ms) / drafted, self.WEIGHT)
+        self.accept = self._average(self.accept, accepted / drafted, min(1.0, self.WEIGHT * drafted / 2))
 
 
 class Drafter(Protocol):

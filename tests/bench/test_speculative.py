@@ -45,7 +45,7 @@ def test_bench_typing_compares_each_mode_on_the_same_requests(tmp_path: Path):
     for row in rows.values():
         assert row[-1] == f"{n}/{n}", out.stdout
     accepted, drafted = map(int, rows["draft"][-2].split("/"))
-    assert accepted == drafted > 0  # the model drafting for itself
+    assert accepted == drafted  # the model drafting for itself (how often: DraftBudget decides, by timings)
 
 
 def test_bench_humaneval_compares_each_mode(tmp_path: Path):

@@ -9,14 +9,14 @@ import pytest
 from slm_lsp.engine.model import SEQ_GEN, LlamaRunner, ModelLoadError
 from slm_lsp.engine.prompt import PromptBuilder
 from slm_lsp.engine.shaping import CompletionShaper
-from slm_lsp.engine.speculative import PromptLookup, Speculation
+from slm_lsp.engine.speculative import DraftBudget, PromptLookup, Speculation
 from tests.conftest import CORRUPT_MODEL, REAL_MODEL, TINY_MODEL
 
 PREFIX = "import os\n\n\ndef load(path):\n    with open(path) as fh:\n        data = fh.read()\n    return "
 SUFFIX = "\n\n\ndef save(path, data):\n    with open(path, 'w') as fh:\n        fh.write(data)\n" * 3
-MODES = (Speculation(mode="off"),
-         Speculation(mode="lookup", draft_tokens=8, ngram_min=1, ngram_max=3),
-         Speculation(mode="draft", draft_tokens=6, draft_p_min=0.0))
+MODES = (Speculation(mode="off"),  # (adaptive off: every draft is checked, whatever it costs here)
+         Speculation(mode="lookup", draft_tokens=8, ngram_min=1, ngram_max=3, adaptive=False),
+         Speculation(mode="draft", draft_tokens=6, draft_p_min=0.0, adaptive=False))
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,27 @@ def test_prompt_lookup_copies_what_followed_the_latest_longest_match():
     # A draft never runs past what is known, and k bounds it.
     assert PromptLookup([1, 2, 3], ngram_min=1).draft([2], 5) == [3, 2]
     assert PromptLookup([1, 2, 3, 4, 5], ngram_min=1).draft([1], 2) == [2, 3]
+
+
+def test_drafts_are_skipped_where_they_cost_more_than_they_save():
+    # A busy CPU thread: a plain step 180 ms, each drafted token 100 ms more, 40% of them right.
+    cpu = DraftBudget()
+    assert cpu.worth_it()  # nothing known yet: try
+    for _ in range(20):
+        cpu.plain_step(180.0)
+        cpu.checked(80.0 + 100.0 * 6, drafted=5, accepted=2)
+    decisions = [cpu.worth_it() for _ in range(32)]
+    assert decisions.count(True) == 32 // DraftBudget.PROBE_EVERY  # only the probes
+    # A GPU: a batch costs about a plain step; the same 40% pays.
+    gpu = DraftBudget()
+    for _ in range(20):
+        gpu.plain_step(10.0)
+        gpu.checked(12.0, drafted=5, accepted=2)
+    assert all(gpu.worth_it() for _ in range(32))
+    # Drafts that turn right again win the CPU back.
+    for _ in range(20):
+        cpu.checked(180.0 + 100.0 * 5, drafted=5, accepted=5)
+    assert all(cpu.worth_it() for _ in range(8))
 
 
 @pytest.mark.parametrize("max_tokens", [1, 7, 40])
@@ -157,8 +178,8 @@ def test_real_model_speculation_is_token_for_token_plain_greedy():
         builder = PromptBuilder(target.template, target, 512, 128, target.bos)
         prompt = builder.layout(REAL_PREFIX, REAL_SUFFIX)
         shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, 4)
-        modes = (Speculation(mode="off"), Speculation(mode="lookup", draft_tokens=8),
-                 Speculation(mode="draft", draft_tokens=4))
+        modes = (Speculation(mode="off"), Speculation(mode="lookup", draft_tokens=8, adaptive=False),
+                 Speculation(mode="draft", draft_tokens=4, adaptive=False))
         got = {}
         for spec in modes:
             target.speculation = spec
