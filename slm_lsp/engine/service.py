@@ -360,6 +360,8 @@ class CompletionEngine:
         runner.speculation = Speculation.of(cfg.speculative)
         if _draft_model(cfg):
             self._open_draft(runner, cfg)
+        elif cfg.speculative.mode == "draft":
+            log.error("speculative.mode is draft but speculative.draft_model is empty: no drafts")
         log.info("model %s loaded in %.1f s (template %s, %d GPU layers, %d threads)", runner.name,
                  time.perf_counter() - t0, runner.template.name, runner.n_gpu_layers, runner.threads)
         if not runner.template.is_fim:
