@@ -416,7 +416,7 @@ def plot_session(records: list[SessionRequest], stretches: list[Stretch], docs: 
     matplotlib.use("Agg")  # no display
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 3.6), dpi=90)
+    fig, ax = plt.subplots(figsize=(10, 3.6), dpi=90)
     for cause, colour in CAUSE_COLOURS.items():
         rs = [r for r in records if r.cause == cause]
         if rs:
@@ -434,7 +434,7 @@ def plot_session(records: list[SessionRequest], stretches: list[Stretch], docs: 
     ax.set_xlabel("session time (s)")
     ax.set_ylabel("latency (s)")
     ax.text(0.01, 0.02, title, fontsize=7, transform=ax.transAxes)
-    ax.legend(fontsize=7, ncol=4, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: it hid slow points
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
