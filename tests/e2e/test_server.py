@@ -200,7 +200,8 @@ async def test_cancel_stops_the_generation(long_client: LanguageClient):
     long_client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id=msg_id))
     with pytest.raises((JsonRpcException, asyncio.CancelledError)):
         await asyncio.wait_for(task, 30)
-    stopped = await log_line(r"completion cancel.py cancelled: generation stopped after (\d+) of at most (\d+) tokens")
+    stopped = await log_line(r"completion cancel.py \(\w+\) cancelled: "
+                             r"generation stopped after (\d+) of at most (\d+) tokens")
     assert int(stopped.group(2)) == MAX_TOKENS and int(stopped.group(1)) < MAX_TOKENS
     # still alive
     open_doc(long_client, "x = 1\ny = ", uri="file:///work/after.py")
