@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import re
 import sys
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from ..engine.router import SIGNAL_OFF
 from . import percentile
+from .humaneval import sign_test
 
 MEAN_THRESHOLDS = (SIGNAL_OFF, -1.0, -0.8, -0.6, -0.5, -0.4, -0.35, -0.3, -0.25, -0.2, -0.15, -0.1, -0.05)
 MIN_THRESHOLDS = (SIGNAL_OFF, -6.0, -5.0, -4.0, -3.0, -2.5, -2.0, -1.5, -1.0)
@@ -158,17 +158,6 @@ def outcome(tasks: list[Task], setting: Setting | None, route: str = "auto") -> 
         else:
             latencies.append(task.local_ms + task.remote_ms)
     return Outcome(len(tasks), passed, sent, won, lost, percentile(latencies, 50), percentile(latencies, 95))
-
-
-def sign_test(won: int, lost: int) -> float:
-    """Two-sided exact sign test: the chance of a split at least this uneven if wins and losses
-    were equally likely."""
-    n = won + lost
-    if n == 0:
-        return 1.0
-    k = min(won, lost)
-    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
 
 
 def settings_grid() -> list[Setting]:
