@@ -273,6 +273,29 @@ class SpeculativeConfig:
 
 
 @dataclass
+class NextEditConfig:
+    enabled: bool = True
+    """Next-edit suggestions (``slm/nextEdit``, and inline completions that replace a range): after
+    an edit, the local model rewrites the lines around the cursor the way the next edit would, or
+    suggests nothing. Needs an instruct model (a chat template) or an adapter trained for next edits."""
+
+    region_lines: int = bounded(20, 4, 80)
+    """Lines of the editable region around the cursor (a third above it, the rest below): the
+    model rewrites all of them, so its answer grows with them. Range: 4 to 80."""
+
+    max_edits: int = bounded(6, 0, 32)
+    """Recent edits (as diffs, newest kept, across files) shown to the model. Range: 0 to 32."""
+
+    max_tokens: int = bounded(1024, 16, 4096)
+    """Most tokens generated for one suggestion; the limit used is the region's size in tokens
+    plus a margin, when that is smaller. Range: 16 to 4096."""
+
+    time_budget_ms: int = bounded(20000, 100, 120000)
+    """Generation time for one suggestion; an answer not finished by then is dropped (a cut
+    region is no edit). Range: 100 to 120000."""
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     """The GGUF model and how llama.cpp runs it."""
@@ -288,6 +311,9 @@ class Config:
 
     speculative: SpeculativeConfig = field(default_factory=SpeculativeConfig)
     """Speculative decoding of the local model (prompt lookup or a draft model)."""
+
+    next_edit: NextEditConfig = field(default_factory=NextEditConfig)
+    """Next-edit suggestions: the edit the recent edits call for, near the cursor."""
 
     log_level: str = "info"
     """Server log level: debug, info, warning or error."""

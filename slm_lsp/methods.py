@@ -36,6 +36,12 @@ COMMAND_REWRITE_SELECTION = "slm.rewriteSelection"
 ``[{"uri", "version", "range", "action"}]``: the editor asks the user for an instruction and sends
 ``COMMAND_EDIT`` with these arguments and ``"instruction"``."""
 
+NEXT_EDIT_REQUEST = "slm/nextEdit"
+"""Client → server request: ``{"textDocument": {"uri"}, "position": {"line", "character"}}`` →
+``null`` (no edit likely) or ``{"range": Range, "newText": str, "cause": str}``: replace ``range``
+(anywhere in the editable region around ``position``, in the negotiated position encoding) with
+``newText``; ``cause`` says what it follows, for the editor to show (``features/next_edit.py``)."""
+
 CONFIG_SECTION = "slm"
 """The workspace/configuration section the server asks for."""
 

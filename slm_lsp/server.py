@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .features.accept import AcceptTracker
     from .features.context import WorkspaceContext
     from .features.documents import DocumentStore
+    from .features.next_edit import NextEdits
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,8 @@ class SlmLanguageServer(LanguageServer):
     """The open documents (set by ``features.documents``)."""
     accepts: "AcceptTracker"
     """Accepted suggestions waiting for their edit (set by ``features.accept``)."""
+    next_edits: "NextEdits"
+    """The edit history and the next-edit suggestions (set by ``features.next_edit``)."""
 
     def __init__(self, cli_settings: dict[str, Any] | None = None) -> None:
         super().__init__("slm-lsp", __version__, protocol_cls=SlmProtocol,

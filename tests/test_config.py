@@ -12,6 +12,7 @@ from slm_lsp.config import (
     Config,
     ContextConfig,
     ModelConfig,
+    NextEditConfig,
     RemoteConfig,
     SpeculativeConfig,
     bounds,
@@ -308,6 +309,7 @@ def test_describe_documents_every_field():
                 + [f"context.{f.name}" for f in dataclasses.fields(ContextConfig)]
                 + [f"remote.{f.name}" for f in dataclasses.fields(RemoteConfig)]
                 + [f"speculative.{f.name}" for f in dataclasses.fields(SpeculativeConfig)]
+                + [f"next_edit.{f.name}" for f in dataclasses.fields(NextEditConfig)]
                 + ["log_level"])
     assert names == expected
     for name, _default, doc in rows:

@@ -34,6 +34,7 @@ import numpy as np
 
 from .fim import FimTemplate, detect_template
 from .modelfile import ModelFileError, ModelLoadError, check_adapter, read_gguf
+from .next_edit import trained_for_next_edit
 from .prompt import Prompt
 from .speculative import DraftBudget, Drafter, DraftModel, PromptLookup, Speculation, check_same_vocab
 
@@ -320,6 +321,9 @@ class LlamaRunner(VocabMethods):
         self._fresh_drift = 0
         self._adapter = None
         self.adapter_path: str | None = None
+        self.next_edit_prompt = False
+        """The adapter was trained for next edits (``"next_edit": true`` in its ``template.json``):
+        next-edit requests send ``engine.next_edit.render_prompt`` raw, not the chat prompt."""
         self.speculation = Speculation()
         """How ``generate`` drafts tokens to verify in one batch (off: one token per decode)."""
         self.draft: LlamaRunner | None = None
@@ -378,6 +382,8 @@ class LlamaRunner(VocabMethods):
             lc.llama_adapter_lora_free(self._adapter)
         self._adapter, self.adapter_path = new, (str(path) if path else None)
         self.template, self.stop_ids = template, self._stop_ids(template)
+        self.next_edit_prompt = bool(path) and trained_for_next_edit(
+            Path(str(path)).expanduser().with_name(ADAPTER_TEMPLATE))
         self.reset_cache()
 
     def set_draft(self, draft: LlamaRunner | None) -> None:

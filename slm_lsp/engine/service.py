@@ -622,24 +622,35 @@ class CompletionEngine:
             done.set_exception(ModelLoadError("the engine is closed"))
         return done
 
-    def run_on_model(self, work: Callable[[LlamaRunner, Callable[[], bool]], Any]) -> Future[Any]:
+    def run_on_model(self, work: Callable[[LlamaRunner, Callable[[], bool]], Any], *, key: str = "\x00run_on_model",
+                     preemptible: bool = False) -> Future[Any]:
         """Run ``work(runner, stopped)`` in the worker thread, queued behind the requests before
         it (an edit's generation, ``engine/edit.py``); ``stopped()`` turns true when the engine
-        closes. The KV cache then holds its prompt: the document's cells are saved first."""
+        closes, and with ``preemptible`` also as soon as a completion request waits (a next-edit
+        suggestion gives way to typing). The KV cache then holds its prompt, kept as the
+        document ``key``'s: the document's cells are saved first."""
         done: Future[Any] = Future()
+
+        def stopped() -> bool:
+            return self._closed or (preemptible and self._request_waiting())
 
         def job() -> None:
             try:
                 if self.runner is None:
                     raise ModelLoadError("no local model is loaded")
-                self._use_document(self.runner, "\x00run_on_model")
-                _settle(done, work(self.runner, lambda: self._closed))
+                self._use_document(self.runner, key)
+                _settle(done, work(self.runner, stopped))
             except Exception as exc:
                 _settle(done, error=exc)
 
         if not self._enqueue(job):
             done.set_exception(ModelLoadError("the engine is closed"))
         return done
+
+    def _request_waiting(self) -> bool:
+        """Whether a completion request (not a prefetch) waits for the worker."""
+        with self._lock:
+            return any(isinstance(job, RequestHandle) and not isinstance(job, _Prefetch) for job in self._jobs)
 
     # -- requests ---------------------------------------------------------------------------
     def language_enabled(self, language_id: str) -> bool:

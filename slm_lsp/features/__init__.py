@@ -1,6 +1,17 @@
 """LSP features: thin adapters from LSP params to a plain engine call. One module per method."""
 
-from . import accept, code_action, commands, completion, context, documents, inline_completion, lifecycle, loop_stall
+from . import (
+    accept,
+    code_action,
+    commands,
+    completion,
+    context,
+    documents,
+    inline_completion,
+    lifecycle,
+    loop_stall,
+    next_edit,
+)
 
 FEATURES = [
     lifecycle.register,
@@ -11,5 +22,6 @@ FEATURES = [
     completion.register,
     commands.register,
     code_action.register,
+    next_edit.register,
     loop_stall.register,
 ]

@@ -265,6 +265,7 @@ def register(server: "SlmLanguageServer") -> None:
     def did_open(params: types.DidOpenTextDocumentParams) -> None:
         doc = ls.documents.open(params.text_document, _encoding(ls))
         ls.context.buffer_opened(doc)
+        ls.next_edits.opened(doc)
         warmups.opened(doc)
 
     def did_change(params: types.DidChangeTextDocumentParams) -> None:
@@ -277,6 +278,7 @@ def register(server: "SlmLanguageServer") -> None:
             line = doc.apply(change)
         doc.version = params.text_document.version
         ls.context.buffer_changed(doc, line)
+        ls.next_edits.changed(doc)  # the recent edits, as diffs
         ls.accepts.changed(doc.uri)  # an accept may wait for this edit
         if line is not None:  # the cursor is where the last edit ended: warm there if it jumped
             warmups.edited(doc, *edit_end(doc, params.content_changes[-1], line))
@@ -290,6 +292,7 @@ def register(server: "SlmLanguageServer") -> None:
         ls.context.provider.forget(uri)
         if doc is not None:
             ls.context.buffer_closed(doc)
+            ls.next_edits.closed(doc)
 
     # In place of pygls's own document sync (see the module docstring). Registered as built-in
     # features, so the capabilities still announce open/close and incremental changes.

@@ -1,21 +1,43 @@
-"""The next-edit format (``engine/next_edit.py``): prompts, targets and the strict answer parser."""
+"""engine/next_edit.py: the format (prompts, targets, the strict answer parser), the minimal replacement
+and its checks, and run_next_edit on real (tiny) models, preempted on the engine's worker."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
 import pytest
 
+from slm_lsp.config import merge_config
+from slm_lsp.engine.model import LlamaRunner
 from slm_lsp.engine.next_edit import (
+    ADAPTER_KEY,
     ANSWER_HEADER,
     CURSOR,
     NO_EDIT,
+    PROSE_CHARS,
     REGION_END,
     REGION_START,
     NextEditInput,
+    NextEditRequest,
+    build_input,
     chat_messages,
+    editable_region,
+    implausible,
+    minimal_replacement,
     parse_output,
+    region_position,
     render_prompt,
     render_target,
+    run_next_edit,
+    trained_for_next_edit,
 )
+from slm_lsp.engine.requests import CompletionRequest
+from slm_lsp.engine.service import CompletionEngine
+from tests.tiny_model import build_tiny_gguf
 
 REGION = "def tally(items):\n    count = 0\n    for item in items:\n        total += item\n    return total\n"
 EDIT = "--- a/app.py\n+++ b/app.py\n@@ -2 +2 @@\n-    total = 0\n+    count = 0\n"
@@ -100,3 +122,150 @@ def test_chat_messages_carry_the_same_body_and_the_answer_format() -> None:
     body = render_prompt(make_input(context="CTX")).removesuffix(ANSWER_HEADER)
     assert messages[1]["content"].startswith(body)
     assert ANSWER_HEADER not in messages[1]["content"]
+
+
+# -- the engine's side ---------------------------------------------------------------------------
+
+CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+DOC = "import os\n\n\n" + REGION + "\n\nprint(tally([1, 2]))\n"
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_gguf(tmp_path_factory.mktemp("chat") / "tiny-chat.gguf", chat_template=CHATML)
+
+
+def request(**kw: object) -> NextEditRequest:
+    args: dict[str, object] = {"document_key": "file:///r/app.py", "text": DOC, "line": 4, "column": 13,
+                               "path": "app.py", "edits": [EDIT], "language_id": "python", "region_lines": 8,
+                               "max_tokens": 256}
+    args.update(kw)
+    return NextEditRequest(**args)  # type: ignore[arg-type]
+
+
+def test_editable_region_is_a_third_above_the_cursor() -> None:
+    assert editable_region(100, 50, 21) == (43, 64)
+    assert editable_region(100, 2, 21) == (0, 21)
+    assert editable_region(100, 99, 21) == (79, 100)
+    assert editable_region(5, 3, 21) == (0, 5)
+
+
+@pytest.mark.parametrize("old, new, expected", [
+    ("a = total + 1\n", "a = count + 1\n", (4, 9, "count")),
+    ("f(a)\n", "f(a, b)\n", (3, 3, ", b")),
+    ("x = 1\ny = 2\nz = 3\n", "x = 1\nz = 3\n", (6, 12, "")),
+    ("abc", "abc", (3, 3, "")),
+])
+def test_minimal_replacement_leaves_out_the_common_head_and_tail(old: str, new: str,
+                                                                 expected: tuple[int, int, str]) -> None:
+    start, end, text = minimal_replacement(old, new)
+    assert (start, end, text) == expected
+    assert old[:start] + text + old[end:] == new
+
+
+def test_edits_that_rewrite_or_delete_most_of_the_region_are_implausible() -> None:
+    assert implausible(REGION, RENAMED, *minimal_replacement(REGION, RENAMED)) is None
+    gutted = "def tally(items):\n    pass\n"
+    assert "deletes most" in (implausible(REGION, gutted, *minimal_replacement(REGION, gutted)) or "")
+    rewritten = "".join(line.replace("    ", "\t") + "# x\n" for line in REGION.splitlines())
+    assert "rewrites most" in (implausible(REGION, rewritten, *minimal_replacement(REGION, rewritten)) or "")
+    grown = REGION + "".join(f"    extra{i} = {i}\n" for i in range(8))
+    assert "adds more lines" in (implausible(REGION, grown, *minimal_replacement(REGION, grown)) or "")
+
+
+def test_region_positions_are_document_lines_and_columns() -> None:
+    lines = ["ab\n", "cd\r\n", "ef"]
+    assert region_position(lines, 10, 0) == (10, 0)
+    assert region_position(lines, 10, 2) == (10, 2)  # the end of the first line, before its line end
+    assert region_position(lines, 10, 3) == (11, 0)
+    assert region_position(lines, 10, 7) == (12, 0)  # after "\r\n"
+    assert region_position(lines, 10, 9) == (12, 2)
+
+
+def test_build_input_marks_the_cursor_and_keeps_the_newest_edits() -> None:
+    inp, (first, last) = build_input(request(edits=["x" * 3000, "y" * 1500, EDIT]), DOC.splitlines(True))
+    assert (first, last) == (2, 10)
+    assert inp.region == "".join(DOC.splitlines(True)[2:10])
+    assert inp.region[inp.cursor - 13:inp.cursor] == "    count = 0"
+    assert inp.edits == ["y" * 1500, EDIT]  # the oldest did not fit MAX_EDITS_CHARS
+
+
+def test_the_adapter_flag_is_read_from_template_json(tmp_path: Path) -> None:
+    file = tmp_path / "template.json"
+    assert not trained_for_next_edit(file)  # none
+    file.write_text(json.dumps({"name": "qwen2.5-coder", ADAPTER_KEY: True}))
+    assert trained_for_next_edit(file)
+    file.write_text(json.dumps({"name": "qwen2.5-coder", ADAPTER_KEY: "yes"}))
+    assert not trained_for_next_edit(file)
+    file.write_text("{not json")
+    assert not trained_for_next_edit(file)
+
+
+def test_a_base_model_without_an_adapter_gets_no_next_edit(tiny_model: Path) -> None:
+    runner = LlamaRunner(str(tiny_model), threads=1, n_ctx=1024)
+    try:
+        result = run_next_edit(runner, request(), lambda: False)
+    finally:
+        runner.close()
+    assert (result.edit, result.reason, result.mode, result.n_generated) == (None, "no-template", "chat", 0)
+
+
+def test_an_answer_that_is_not_a_region_stops_early_and_is_no_edit(tiny_chat_model: Path) -> None:
+    # The tiny model writes identifier-like words and never a marker: prose, stopped after PROSE_CHARS.
+    runner = LlamaRunner(str(tiny_chat_model), threads=1, n_ctx=2048)
+    try:
+        result = run_next_edit(runner, request(), lambda: False)
+        assert (result.edit, result.reason, result.mode, result.stop_reason) == (None, "unusable", "chat", "stop")
+        assert PROSE_CHARS < len(result.answer) < PROSE_CHARS + 40
+        assert result.region == (2, 10)
+        runner.next_edit_prompt = True  # as an adapter's "next_edit": true sets it: the raw prompt
+        raw = run_next_edit(runner, request(), lambda: False)
+        assert (raw.reason, raw.mode) == ("unusable", "adapter")
+        assert raw.n_prompt != result.n_prompt
+    finally:
+        runner.close()
+
+
+def test_a_cancelled_suggestion_stops_before_answering(tiny_chat_model: Path) -> None:
+    runner = LlamaRunner(str(tiny_chat_model), threads=1, n_ctx=2048)
+    try:
+        result = run_next_edit(runner, request(), lambda: True)
+    finally:
+        runner.close()
+    assert (result.edit, result.reason, result.n_generated) == (None, "cancelled", 0)
+
+
+def test_a_prompt_over_the_context_window_drops_the_repo_context_first(tiny_chat_model: Path) -> None:
+    runner = LlamaRunner(str(tiny_chat_model), threads=1, n_ctx=1024)
+    try:
+        result = run_next_edit(runner, request(context="def helper():\n    pass\n" * 400), lambda: False)
+    finally:
+        runner.close()
+    assert result.reason == "unusable"
+    assert result.n_prompt + 64 < 1024
+
+
+def test_a_completion_request_preempts_a_suggestion_on_the_worker(tiny_chat_model: Path) -> None:
+    engine = CompletionEngine(merge_config({"model": {"threads": 1, "n_ctx": 2048}}).config, probe_files=False)
+    engine.load(str(tiny_chat_model)).result(60)
+    started = threading.Event()
+
+    def work(runner: LlamaRunner, stopped: Callable[[], bool]) -> bool:
+        started.set()
+        deadline = time.monotonic() + 30
+        while not stopped() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return stopped()
+
+    try:
+        suggestion = engine.run_on_model(work, key="\x00next_edit", preemptible=True)
+        assert started.wait(30)
+        completion = engine.submit(CompletionRequest(document_key="k", text=DOC, line=4, column=13))
+        assert suggestion.result(30) is True  # stopped by the waiting request, not by its deadline
+        assert completion.future.result(60).reason != "cancelled"
+        # Without preemptible, only closing the engine stops it.
+        plain = engine.run_on_model(lambda runner, stopped: [stopped() for _ in range(3)])
+        assert plain.result(30) == [False, False, False]
+    finally:
+        engine.close()
