@@ -332,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sample", "-n", dest="sample", type=int, metavar="N",
                    help="only N tasks, spread evenly over the set (default: all)")
     b.add_argument("--data", help="the set's .jsonl(.gz) (default: shared/benchmarks/human-eval-infilling)")
+    b.add_argument("--skip", type=int, default=0, metavar="K",
+                   help="leave out the first K tasks of the selection (finish a run that was stopped)")
     b.add_argument("--raw-max-tokens", type=int, metavar="N",
                    help="the raw model's token cap (default: completion.max_tokens on single, 256 on multi "
                         "and span, where it runs to its end-of-generation token)")

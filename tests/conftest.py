@@ -7,7 +7,9 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +19,10 @@ sys.path.insert(0, str(NETBLOCK))
 import sitecustomize  # noqa: E402,F401  (blocks the network in this process)
 
 from tests.tiny_model import build_tiny_gguf  # noqa: E402
+
+if TYPE_CHECKING:
+    from slm_lsp.engine.model import LlamaRunner
+    from slm_lsp.engine.service import CompletionEngine
 
 _TMP = Path(tempfile.mkdtemp(prefix="slm-lsp-tests-"))
 TEST_TMP = _TMP
@@ -62,3 +68,33 @@ def real_model() -> Path:
     path = Path(REAL_MODEL)
     assert path.is_file(), f"SLM_LSP_TEST_MODEL points at a missing file: {path}"
     return path
+
+
+TOTAL_TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
+"""A small document with a hole at line 3, column 18 (``result += |``): the engine tests' usual request."""
+
+PREFIX = "import os\n\n\ndef load(path):\n    with open(path) as fh:\n        data = fh.read()\n    return "
+SUFFIX = "\n\n\ndef save(path, data):\n    with open(path, 'w') as fh:\n        fh.write(data)\n" * 3
+"""A prefix and a long suffix for the runner's KV reuse tests."""
+
+
+def tiny_engine() -> Iterator[CompletionEngine]:
+    """A CompletionEngine on the tiny model with small budgets (one thread); for a fixture to yield from."""
+    from slm_lsp.config import merge_config
+    from slm_lsp.engine.service import CompletionEngine
+
+    cfg = merge_config({"model": {"threads": 1, "n_ctx": 1024},
+                        "completion": {"max_tokens": 10, "prefix_tokens": 256, "suffix_tokens": 64}}).config
+    engine = CompletionEngine(cfg)
+    engine.load(str(TINY_MODEL)).result(timeout=60)
+    yield engine
+    engine.close()
+
+
+def tiny_runner() -> Iterator[LlamaRunner]:
+    """A LlamaRunner on the tiny model (one thread, 2048 tokens); for a fixture to yield from."""
+    from slm_lsp.engine.model import LlamaRunner
+
+    runner = LlamaRunner(str(TINY_MODEL), threads=1, n_ctx=2048)
+    yield runner
+    runner.close()

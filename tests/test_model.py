@@ -7,17 +7,12 @@ import pytest
 
 from slm_lsp.engine.model import SEQ_GEN, LlamaRunner, ModelLoadError
 from slm_lsp.engine.prompt import PromptBuilder
-from tests.conftest import CORRUPT_MODEL, TINY_MODEL, TINY_MODEL_NO_FIM_METADATA
-
-PREFIX = "import os\n\n\ndef load(path):\n    with open(path) as fh:\n        data = fh.read()\n    return "
-SUFFIX = "\n\n\ndef save(path, data):\n    with open(path, 'w') as fh:\n        fh.write(data)\n" * 3
+from tests.conftest import CORRUPT_MODEL, PREFIX, SUFFIX, TINY_MODEL, TINY_MODEL_NO_FIM_METADATA, tiny_runner
 
 
 @pytest.fixture(scope="module")
 def runner():
-    r = LlamaRunner(str(TINY_MODEL), threads=1, n_ctx=2048)
-    yield r
-    r.close()
+    yield from tiny_runner()
 
 
 @pytest.fixture(scope="module")

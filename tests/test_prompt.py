@@ -441,6 +441,12 @@ def test_imports_and_scope_headers_when_the_prefix_is_cut(tok):
     other = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(
         PromptRequest(text, line, 8, path="ledger.dart", context_tokens=256))
     assert "class Ledger" not in tok.detokenize(other.head)
+    # An untitled buffer: the editor's languageId names the parser, so the headers come back.
+    untitled = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(
+        PromptRequest(text, line, 8, context_tokens=256, language_id="python"))
+    assert tok.detokenize(untitled.head).index(want) < tok.detokenize(untitled.head).index(untitled.prefix[:30])
+    unnamed = _builder(tok, prefix_tokens=128, suffix_tokens=0).build(PromptRequest(text, line, 8, context_tokens=256))
+    assert "class Ledger" not in tok.detokenize(unnamed.head)
 
 
 def test_imports_stay_within_their_share_of_the_context_budget(tok):

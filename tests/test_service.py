@@ -15,20 +15,15 @@ from slm_lsp.engine import probe as probe_module
 from slm_lsp.engine.model import ModelLoadError
 from slm_lsp.engine.prompt import ContextFile
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest, split_at_cursor
-from tests.conftest import CORRUPT_MODEL, TINY_MODEL
+from tests.conftest import CORRUPT_MODEL, TINY_MODEL, TOTAL_TEXT, tiny_engine
 from tests.test_modelfile import lora_adapter
 
-TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
+TEXT = TOTAL_TEXT
 
 
 @pytest.fixture
 def engine():
-    cfg = merge_config({"model": {"threads": 1, "n_ctx": 1024},
-                        "completion": {"max_tokens": 10, "prefix_tokens": 256, "suffix_tokens": 64}}).config
-    e = CompletionEngine(cfg)
-    e.load(str(TINY_MODEL)).result(timeout=60)
-    yield e
-    e.close()
+    yield from tiny_engine()
 
 
 def req(text=TEXT, line=3, col=18, key="file:///a.py", lang="python") -> CompletionRequest:

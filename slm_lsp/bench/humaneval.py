@@ -115,6 +115,32 @@ def hole(task: dict, set_name: str) -> Hole:
     return Hole(prompt + "\n" + suffix, prompt.count("\n"), 0, True)
 
 
+SUFFIX_ECHO_CHARS = 24
+"""How much of the suffix's start (leading whitespace dropped) a raw answer must write out, at a
+line start on whole-line sets, to count as having run past the hole."""
+
+
+def cut_at_suffix(answer: str, suffix: str, whole_lines: bool) -> str:
+    """The raw answer up to where it starts to write the suffix out again: the Instruct builds
+    seldom end a middle with their end-of-generation token and run on into the code after the
+    hole. A fairer raw baseline than the sets' own stop rule; the answer is unchanged when it
+    never repeats the suffix."""
+    head = suffix.lstrip()[:SUFFIX_ECHO_CHARS]
+    if len(head.strip()) < 8:  # too little suffix left to tell an echo from an answer
+        return answer
+    if not whole_lines:
+        at = answer.find(head)
+        return answer if at < 0 else answer[:at]
+    offset = 0
+    for line in answer.splitlines(keepends=True):
+        rest = answer[offset:].lstrip()
+        # The rest writes the suffix out, or is a cut-off start of it (the token cap hit).
+        if rest.startswith(head) or (len(rest.rstrip()) >= 8 and head.startswith(rest.rstrip())):
+            return answer[:offset]
+        offset += len(line)
+    return answer
+
+
 def normalise(code: str) -> str:
     """Whitespace-normalised code for exact match: each line stripped, blank lines dropped.
     On one line this is Qwen's HumanEval-FIM rule (``answer.strip() == canonical.strip()``,
@@ -166,7 +192,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
     config = result.config
     set_name = getattr(args, "set", "single") or "single"
     model_path = str(resolve_model(config.model.path))
-    tasks = load_tasks(find_data(args.data, set_name), args.sample)
+    tasks = load_tasks(find_data(args.data, set_name), args.sample)[getattr(args, "skip", 0) or 0:]
     engine = CompletionEngine(config)
     engine.load(model_path).result()
     status = engine.status()
@@ -181,6 +207,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
     if routed:
         print(f"route {status.route}: prompts go to the {status.remote}")
     server_ok = raw_ok = server_em = raw_em_n = wins = losses = 0
+    cut_ok = cut_em_n = cut_wins = cut_losses = 0  # the raw answer cut where it repeats the suffix (multi, span)
     server_tokens = raw_tokens = 0
     server_gen_ms = raw_gen_ms = 0.0
     server_ms: list[float] = []
@@ -218,6 +245,8 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         r_em: bool | None = None
         raw_text: str | None = None
         raw_gen = None
+        c_pass: bool | None = None
+        c_em: bool | None = None
         if with_raw:
             assert runner is not None
             tokens = plain_fim_prompt(runner.template, runner.tokenize, runner.special, task["prompt"],
@@ -241,6 +270,14 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             losses += r_pass and not s_pass
             raw_tokens += raw_gen.n_generated
             raw_gen_ms += raw_gen.gen_ms
+            if set_name != "single":
+                c_middle = where.middle(cut_at_suffix(raw_gen.text, task["suffix"], where.whole_lines))
+                c_pass = r_pass if c_middle == r_middle else passes(task, c_middle)
+                c_em = exact_match(c_middle, task["canonical_solution"])
+                cut_ok += c_pass
+                cut_em_n += c_em
+                cut_wins += s_pass and not c_pass
+                cut_losses += c_pass and not s_pass
         local_gen = res.generation if res.generation is not None and res.generation.backend == "local" else None
         mean, lowest = confidence(local_gen.logprobs) if local_gen is not None else (None, None)
         if args.verbose:
@@ -259,7 +296,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
                 "gen_ms": res.generation.gen_ms if res.generation is not None else None,
                 "evaluated": res.generation.n_evaluated if res.generation is not None else None,
                 "reused": res.generation.n_reused if res.generation is not None else None,
-                "raw_pass": r_pass, "raw_em": r_em, "raw_text": raw_text,
+                "raw_pass": r_pass, "raw_em": r_em, "raw_text": raw_text, "raw_cut_pass": c_pass, "raw_cut_em": c_em,
                 "raw_stop_reason": raw_gen.stop_reason if raw_gen is not None else None,
                 "raw_tokens": raw_gen.n_generated if raw_gen is not None else None,
                 "raw_gen_ms": raw_gen.gen_ms if raw_gen is not None else None,
@@ -288,6 +325,11 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
     if with_raw:
         print(f"paired vs raw: server won {wins}, lost {losses}, tied {n - wins - losses}; "
               f"difference {100 * (server_ok - raw_ok) / n:+.1f} points; sign test p = {sign_test(wins, losses):.3g}")
+        if set_name != "single":
+            print(f"raw cut where it repeats the suffix: pass@1 {cut_ok}/{n} = {100 * cut_ok / n:.1f}%, "
+                  f"exact match {cut_em_n}/{n} = {100 * cut_em_n / n:.1f}%; server won {cut_wins}, lost {cut_losses}; "
+                  f"difference {100 * (server_ok - cut_ok) / n:+.1f} points; "
+                  f"sign test p = {sign_test(cut_wins, cut_losses):.3g}")
     print(f"generated tokens/s: server {_tokens_per_s(server_tokens, server_gen_ms)}"
           + (f", raw {_tokens_per_s(raw_tokens, raw_gen_ms)}" if with_raw else "")
           + f"; tokens per answer: server {server_tokens / n:.1f}"

@@ -69,6 +69,9 @@ class PromptRequest:
     file_headers: bool = True
     """With a context budget: a cut prefix window gets the file's imports and the headers of its
     enclosing scopes back (taken from the context budget)."""
+    language_id: str = ""
+    """The editor's ``languageId``: names the parser language of a document whose path does not
+    (an untitled buffer, a script without an extension)."""
 
 
 @dataclass
@@ -221,7 +224,7 @@ class PromptBuilder:
         prefix = "".join(lines[start:line]) + before
         suffix = after + "".join(lines[line + 1:line + 1 + n_after]) if self.suffix_tokens else ""
         headers = ""
-        lang = language_of(req.path) if req.path else None
+        lang = language_of(req.path, req.language_id)
         if req.context_tokens is not None and req.file_headers and start > 0 and lang is not None:
             shape = self.outline(lines, start, line, lang)
             headers = self.import_header(lines, start, req.context_tokens // IMPORT_SHARE, shape) + scope_headers(

@@ -42,7 +42,7 @@ class CompletionRequest:
         marked private (for a prompt that leaves the machine)."""
         context = [f for f in self.context if not getattr(f, "private", False)] if drop_private else self.context
         return PromptRequest(self.text, self.line, self.column, self.repo_path or self.path, self.document_key,
-                             context, self.repo_name, context_tokens, self.file_headers)
+                             context, self.repo_name, context_tokens, self.file_headers, self.language_id)
 
 
 @dataclass

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 
 from slm_lsp import cli
-from slm_lsp.bench.humaneval import SETS, exact_match, find_data, hole, load_tasks, normalise, passes, sample, sign_test
+from slm_lsp.bench.humaneval import (
+    SETS,
+    cut_at_suffix,
+    exact_match,
+    find_data,
+    hole,
+    load_tasks,
+    normalise,
+    passes,
+    sample,
+    sign_test,
+)
 from tests.conftest import TINY_MODEL
 
 CHECK_ADD = "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"
@@ -107,6 +118,20 @@ def test_an_empty_answer_matches_only_an_empty_middle():
 
 
 # -- loading and sampling ------------------------------------------------------------------
+def test_a_raw_answer_is_cut_where_it_writes_the_suffix_out_again():
+    suffix = "\n    return total\n\n\ndef check(candidate):\n    assert candidate([]) == 0\n"
+    ran_on = "    total = sum(xs)\n    return total\n\n\ndef check(candidate):\n    assert cand"
+    assert cut_at_suffix(ran_on, suffix, whole_lines=True) == "    total = sum(xs)\n"
+    capped = "    total = sum(xs)\n    return total\n\n"  # the token cap hit inside the echo
+    assert cut_at_suffix(capped, suffix, whole_lines=True) == "    total = sum(xs)\n"
+    assert cut_at_suffix("    total = sum(xs)\n", suffix, whole_lines=True) == "    total = sum(xs)\n"
+    # A span: the echo may start mid-line.
+    assert cut_at_suffix("sum(xs))\n    return total\n\n\ndef check(c", ")\n    return total\n\n\ndef check(c",
+                         whole_lines=False) == "sum(xs)"
+    # Too little suffix left to tell an echo from an answer: unchanged.
+    assert cut_at_suffix("x)\n", ")\n", whole_lines=False) == "x)\n"
+
+
 def test_sample_spreads_n_tasks_evenly_and_defaults_to_all():
     tasks = [{"task_id": str(i)} for i in range(1033)]
     picked = sample(tasks, 400)
@@ -207,3 +232,18 @@ def test_bench_humaneval_runs_a_set_with_the_tiny_model(set_name: str, tmp_path:
     won = sum(r["pass"] and not r["raw_pass"] for r in rows)
     lost = sum(r["raw_pass"] and not r["pass"] for r in rows)
     assert f"paired vs raw: server won {won}, lost {lost}, tied {2 - won - lost}" in out
+    if set_name == "single":
+        assert "raw cut where it repeats the suffix" not in out and rows[0]["raw_cut_pass"] is None
+    else:
+        cut_ok = sum(r["raw_cut_pass"] for r in rows)
+        assert f"raw cut where it repeats the suffix: pass@1 {cut_ok}/2 = " in out
+
+
+def test_bench_humaneval_skip_leaves_out_the_first_tasks(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    data = write_set(tmp_path / "single.jsonl.gz", TASKS["single"])
+    jsonl = tmp_path / "out.jsonl"
+    code = cli.main(["bench", "humaneval", "--set", "single", "--data", str(data), "--skip", "1", "--no-raw",
+                     "--model", str(TINY_MODEL), "--threads", "1", "--jsonl", str(jsonl)])
+    assert code == 0
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert [r["task_id"] for r in rows] == [task["task_id"] for task in TASKS["single"][1:]]

@@ -11,19 +11,14 @@ import pytest
 
 from slm_lsp.config import merge_config
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest
-from tests.conftest import TINY_MODEL
+from tests.conftest import TOTAL_TEXT, tiny_engine
 
-TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
+TEXT = TOTAL_TEXT
 
 
 @pytest.fixture
 def engine():
-    cfg = merge_config({"model": {"threads": 1, "n_ctx": 1024},
-                        "completion": {"max_tokens": 10, "prefix_tokens": 256, "suffix_tokens": 64}}).config
-    e = CompletionEngine(cfg)
-    e.load(str(TINY_MODEL)).result(timeout=60)
-    yield e
-    e.close()
+    yield from tiny_engine()
 
 
 class Gate:

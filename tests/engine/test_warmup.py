@@ -14,10 +14,8 @@ from slm_lsp.engine.model import KvState, LlamaRunner, _common_prefix
 from slm_lsp.engine.prompt import PromptBuilder
 from slm_lsp.engine.service import CompletionEngine, CompletionRequest
 from slm_lsp.engine.warmup import DocumentStates, Seen, classify, first_window_end
-from tests.conftest import TINY_MODEL
+from tests.conftest import PREFIX, SUFFIX, TINY_MODEL, TOTAL_TEXT, tiny_runner
 
-PREFIX = "import os\n\n\ndef load(path):\n    with open(path) as fh:\n        data = fh.read()\n    return "
-SUFFIX = "\n\n\ndef save(path, data):\n    with open(path, 'w') as fh:\n        fh.write(data)\n" * 3
 OTHER_PREFIX = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n        "
 OTHER_SUFFIX = "\n\n    def pop(self):\n        return self.items.pop()\n" * 4
 never = lambda: False  # noqa: E731
@@ -63,9 +61,7 @@ def test_document_states_stay_within_their_limit_least_recently_used_out():
 # -- the runner: warm, save, restore ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def runner():
-    r = LlamaRunner(str(TINY_MODEL), threads=1, n_ctx=2048)
-    yield r
-    r.close()
+    yield from tiny_runner()
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +156,7 @@ def test_real_model_restored_state_answers_as_a_cold_prompt(real_model):
 
 
 # -- the engine: causes, warmups, documents ----------------------------------------------------------
-TEXT = "def total(items):\n    result = 0\n    for item in items:\n        result += \n    return result\n"
+TEXT = TOTAL_TEXT
 LONG = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(60))
 
 
