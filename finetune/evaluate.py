@@ -1,22 +1,34 @@
-"""Held-out evaluation, before and after training.
+"""Held-out evaluation, before and after training, and the publish gate.
 
 * ``heldout_loss``: mean cross-entropy per middle token on FIM examples from held-out files
   (torch; the adapter switched off gives "before").
-* ``line_tasks`` + ``completion_scores``: line completions on held-out files answered by the
+* ``line_tasks`` + ``complete_lines``: line completions on held-out files answered by the
   server's own ``CompletionEngine`` on the GGUF (with the exported adapter and its template for
   "after"), so the numbers are what an editor user gets. The cursor sits at a random point of
   a line (not inside a word), the rest of the line is removed and the following lines stay as
   the suffix; exact match and edit similarity compare the first completed line with the
-  removed text.
+  removed text. Each task is a different line, spread over the held-out files round-robin;
+  a share of them is drawn from lines whose removed text uses a name the training files
+  define (``repo_names``), the part of a completion a repository's adapter can teach.
+* ``compare_paired`` + ``decide``: the gate. Base and adapter answer the SAME tasks, so each
+  task gives a paired difference: exact-match wins and losses with the exact sign test, and
+  the mean edit-similarity difference with a paired bootstrap interval.
 """
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import random
+import re
+import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from slm_lsp.bench.humaneval import sign_test
 
 from .data import IGNORE_INDEX, Example, SourceFile, collate, line_span
 
@@ -29,6 +41,18 @@ class LineTask:
     line: int
     column: int
     target: str
+    own_names: bool = False
+    """The removed text uses a name that the repository's training files define."""
+
+
+@dataclass
+class LineOutcome:
+    """One task answered: what came back and how it scores against the removed text."""
+
+    completion: str
+    exact: bool
+    similarity: float
+    ms: float
 
 
 @dataclass
@@ -37,6 +61,12 @@ class CompletionScores:
     edit_similarity: float
     n: int
     mean_ms: float
+
+    @classmethod
+    def of(cls, outcomes: list[LineOutcome]) -> CompletionScores:
+        n = max(len(outcomes), 1)
+        return cls(sum(o.exact for o in outcomes) / n, sum(o.similarity for o in outcomes) / n, len(outcomes),
+                   sum(o.ms for o in outcomes) / n)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -64,26 +94,92 @@ def heldout_loss(model: Any, examples: list[Example], pad_id: int, batch_size: i
     return total / max(count, 1)
 
 
-def line_tasks(files: list[SourceFile], n: int, seed: int = 0, min_target: int = 6) -> list[LineTask]:
-    """``n`` line completion tasks spread over ``files`` (deterministic for a seed)."""
+# -- the repository's own names -----------------------------------------------------------------
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Definitions across the languages the index reads, at the start of a line (so that prose in
+# comments does not count): functions, classes, types, constants and variables (``def``/``class``,
+# ``function``/``const``/``let``, Go/Rust ``func``/``fn``/``struct``, Go methods' receivers
+# skipped), names assigned at the start of a line without indentation (module constants), and
+# attributes set on ``self``/``this`` (what ``self.`` completes to).
+DEFINITION = re.compile(
+    r"^[ \t]*(?:(?:export|pub(?:\([a-z]+\))?|async|static|default|public|private|protected)\s+)*"
+    r"(?:def|class|function|func|fn|struct|enum|trait|interface|type|const|let|var|val)\s+"
+    r"\*?(?:\([^)]*\)\s*)?([A-Za-z_][A-Za-z0-9_]*)"
+    r"|^([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=\n]*)?=(?!=)"
+    r"|\b(?:self|this)\.([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=\n]*)?=(?!=)", re.M)
+MIN_NAME_CHARS = 4
+"""Shorter names (``i``, ``df``, ``run``) say little about a codebase."""
+COMMON_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
+
+
+def repo_names(files: Iterable[SourceFile]) -> set[str]:
+    """The names ``files`` define (see ``DEFINITION``), less Python's builtins and keywords,
+    dunder names and names shorter than ``MIN_NAME_CHARS``."""
+    names: set[str] = set()
+    for f in files:
+        for m in DEFINITION.finditer(f.text):
+            names.add(m.group(1) or m.group(2) or m.group(3))
+    return {n for n in names if len(n) >= MIN_NAME_CHARS and n not in COMMON_NAMES and not n.startswith("__")}
+
+
+def uses_names(text: str, names: set[str]) -> bool:
+    return any(m.group() in names for m in IDENTIFIER.finditer(text))
+
+
+# -- tasks --------------------------------------------------------------------------------------
+def line_tasks(files: list[SourceFile], n: int, seed: int = 0, min_target: int = 6, *,
+               names: set[str] | None = None, own_names_fraction: float = 0.0) -> list[LineTask]:
+    """Up to ``n`` line completion tasks on different lines of ``files`` (deterministic for a
+    seed): round-robin over the files so that they spread over all of them, first
+    ``round(n * own_names_fraction)`` from lines that use one of ``names`` (the cursor placed
+    before it), then from any line. Fewer than ``n`` only when the files do not have that many lines
+    (non-blank, with at least ``min_target`` characters after the cursor)."""
     rng = random.Random(f"lines:{seed}")
+    names = names or set()
+    # (start of the removed text, end of the line, uses names) per file, in a seeded order
+    candidates: list[list[tuple[int, int, bool]]] = []
+    for f in files:
+        found: list[tuple[int, int, bool]] = []
+        offset = 0
+        for line in f.text.split("\n"):
+            # line_span cuts before the last two characters of what it is given: given the line
+            # less its last min_target - 2, every cut leaves at least min_target characters;
+            # given it up to 2 characters into the last of the repository's names it uses, the
+            # cut comes before that name, so the name is part of what the model completes.
+            named = [m.start() for m in IDENTIFIER.finditer(line) if m.group() in names]
+            span = line_span(line[:min([len(line) - min_target, *named[-1:]]) + 2], rng)
+            if span is not None and len(line[span[0]:].strip()) >= min_target:
+                found.append((offset + span[0], offset + len(line), bool(named)))
+            offset += len(line) + 1
+        rng.shuffle(found)
+        candidates.append(found)
+    order = list(range(len(files)))
+    rng.shuffle(order)
+    picked: list[tuple[int, tuple[int, int, bool]]] = []
+
+    def take(quota: int, want_names: bool) -> None:
+        while len(picked) < quota:
+            progressed = False
+            for i in order:
+                if len(picked) >= quota:
+                    break
+                pick = next((c for c in candidates[i] if c[2] or not want_names), None)
+                if pick is not None:
+                    candidates[i].remove(pick)
+                    picked.append((i, pick))
+                    progressed = True
+            if not progressed:
+                return
+
+    take(min(n, round(n * own_names_fraction)), want_names=True)
+    take(n, want_names=False)
     tasks: list[LineTask] = []
-    weights = [len(f.text) ** 0.5 for f in files]
-    for _ in range(n * 20):
-        if len(tasks) >= n or not files:
-            break
-        f = rng.choices(files, weights)[0]
-        span = line_span(f.text, rng)
-        if span is None:
-            continue
-        start, end = span
-        target = f.text[start:end]
-        if len(target.strip()) < min_target:
-            continue
-        doc = f.text[:start] + f.text[end:]
-        line = doc.count("\n", 0, start)
+    for i, (start, end, own) in sorted(picked):
+        source = files[i].text
+        doc = source[:start] + source[end:]
+        line_no = doc.count("\n", 0, start)
         column = start - (doc.rfind("\n", 0, start) + 1)
-        tasks.append(LineTask(f.path, doc, line, column, target))
+        tasks.append(LineTask(files[i].path, doc, line_no, column, source[start:end], own))
     return tasks
 
 
@@ -100,8 +196,14 @@ def edit_similarity(a: str, b: str) -> float:
     return 1.0 - prev[-1] / max(len(a), len(b))
 
 
-def completion_scores(gguf: Path, tasks: list[LineTask], *, adapter: Path | None = None, threads: int = 0,
-                      max_tokens: int = 48, prompt_tokens: int = 0) -> CompletionScores:
+def score_line(completion: str, target: str, ms: float = 0.0) -> LineOutcome:
+    """The first line of ``completion`` against the removed ``target`` (trailing blanks ignored)."""
+    got, want = completion.split("\n", 1)[0].rstrip(), target.rstrip()
+    return LineOutcome(got, got == want, edit_similarity(got, want), ms)
+
+
+def complete_lines(gguf: Path, tasks: list[LineTask], *, adapter: Path | None = None, threads: int = 0,
+                   max_tokens: int = 48, prompt_tokens: int = 0) -> list[LineOutcome]:
     """Run ``tasks`` through the server's completion engine (one line each); ``prompt_tokens``
     (split 3:1 between prefix and suffix) replaces the server's default budgets."""
     from slm_lsp.config import Config
@@ -118,17 +220,146 @@ def completion_scores(gguf: Path, tasks: list[LineTask], *, adapter: Path | None
     engine = CompletionEngine(config)
     try:
         engine.load(str(gguf)).result()
-        em = es = ms = 0.0
+        outcomes: list[LineOutcome] = []
         for i, task in enumerate(tasks):
             t0 = time.perf_counter()
             result = engine.complete(CompletionRequest(f"task-{i}", task.text, task.line, task.column,
                                                        path=task.path))
-            ms += (time.perf_counter() - t0) * 1000
-            got = result.text.split("\n", 1)[0].rstrip()
-            want = task.target.rstrip()
-            em += float(got == want)
-            es += edit_similarity(got, want)
-        n = max(len(tasks), 1)
-        return CompletionScores(em / n, es / n, len(tasks), ms / n)
+            outcomes.append(score_line(result.text, task.target, (time.perf_counter() - t0) * 1000))
+        return outcomes
     finally:
         engine.close()
+
+
+def completion_scores(gguf: Path, tasks: list[LineTask], **kw: Any) -> CompletionScores:
+    """``complete_lines``, summed up."""
+    return CompletionScores.of(complete_lines(gguf, tasks, **kw))
+
+
+# -- paired statistics --------------------------------------------------------------------------
+def bootstrap_interval(diffs: list[float], *, confidence: float = 0.95, resamples: int = 2000,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``diffs`` (paired differences: the tasks
+    are resampled, each with both of its answers). Deterministic for a seed; (-1, 1), the
+    widest a difference of two scores in [0, 1] can be, when there is nothing to resample."""
+    if not diffs:
+        return -1.0, 1.0
+    rng = random.Random(f"bootstrap:{seed}")
+    n = len(diffs)
+    means = sorted(sum(rng.choices(diffs, k=n)) / n for _ in range(resamples))
+    tail = (1 - confidence) / 2
+    low = means[max(0, int(tail * resamples))]
+    high = means[min(resamples - 1, int((1 - tail) * resamples))]
+    return low, high
+
+
+@dataclass
+class PairedComparison:
+    """Base vs adapter on the same ``n`` tasks. Differences are after minus before, in [-1, 1]."""
+
+    n: int
+    exact_before: float
+    exact_after: float
+    wins: int
+    """Tasks the adapter matches exactly and the base does not."""
+    losses: int
+    """Tasks the base matches exactly and the adapter does not."""
+    sign_p: float
+    """Two-sided exact sign test over wins and losses (ties carry no information)."""
+    exact_interval: tuple[float, float]
+    similarity_before: float
+    similarity_after: float
+    similarity_interval: tuple[float, float]
+    confidence: float
+
+    @property
+    def exact_diff(self) -> float:
+        return self.exact_after - self.exact_before
+
+    @property
+    def similarity_diff(self) -> float:
+        return self.similarity_after - self.similarity_before
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "exact_diff": self.exact_diff, "similarity_diff": self.similarity_diff}
+
+    def describe(self, indent: str = "  ") -> str:
+        pct = f"{self.confidence:.0%}"
+        lo, hi = self.exact_interval
+        slo, shi = self.similarity_interval
+        return (f"{indent}exact match     {100 * self.exact_before:5.1f}% -> {100 * self.exact_after:5.1f}%  "
+                f"{100 * self.exact_diff:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] {pct}; "
+                f"{self.wins} wins, {self.losses} losses, sign test p={self.sign_p:.3g}\n"
+                f"{indent}edit similarity {100 * self.similarity_before:5.1f}  -> {100 * self.similarity_after:5.1f}   "
+                f"{100 * self.similarity_diff:+.1f} points [{100 * slo:+.1f}, {100 * shi:+.1f}] {pct} "
+                f"(paired bootstrap)")
+
+
+def compare_paired(before: list[LineOutcome], after: list[LineOutcome], *, confidence: float = 0.95,
+                   resamples: int = 2000, seed: int = 0) -> PairedComparison:
+    """Base (``before``) and adapter (``after``) answers to the same tasks, in the same order."""
+    if len(before) != len(after):
+        raise ValueError(f"paired outcomes differ in length: {len(before)} before, {len(after)} after")
+    n = len(before)
+    wins = sum(a.exact and not b.exact for b, a in zip(before, after))
+    losses = sum(b.exact and not a.exact for b, a in zip(before, after))
+    exact = [float(a.exact) - float(b.exact) for b, a in zip(before, after)]
+    similarity = [a.similarity - b.similarity for b, a in zip(before, after)]
+
+    def mean(xs: list[float]) -> float:
+        return statistics.fmean(xs) if xs else 0.0
+
+    return PairedComparison(
+        n=n, exact_before=mean([float(o.exact) for o in before]), exact_after=mean([float(o.exact) for o in after]),
+        wins=wins, losses=losses, sign_p=sign_test(wins, losses),
+        exact_interval=bootstrap_interval(exact, confidence=confidence, resamples=resamples, seed=seed),
+        similarity_before=mean([o.similarity for o in before]), similarity_after=mean([o.similarity for o in after]),
+        similarity_interval=bootstrap_interval(similarity, confidence=confidence, resamples=resamples, seed=seed),
+        confidence=confidence)
+
+
+# -- the decision -------------------------------------------------------------------------------
+@dataclass
+class Decision:
+    publish: bool
+    metric: str
+    """The metric that decided: ``held-out loss``, ``exact match`` or ``edit similarity``."""
+    reason: str
+
+
+def decide(loss_before: float, loss_after: float, lines: PairedComparison | None, *, min_loss_gain: float,
+           max_similarity_drop: float, exact_match_alpha: float) -> Decision:
+    """Whether to publish the adapter, which metric decided and why.
+
+    1. The held-out loss must drop by ``min_loss_gain`` (cheap, and it sees every middle token).
+    2. Without line completions the loss decides alone.
+    3. Exact match vetoes only: an adapter that loses significantly more exact lines than it
+       wins (sign test p < ``exact_match_alpha``) is refused. It does not decide for the
+       adapter because at a few hundred lines only a few dozen differ in exact match, too few
+       for the sign test to see a gain of a few points.
+    4. Edit similarity decides: it scores every line, so its paired interval narrows with the
+       number of lines. The mean must not fall, and the lower end of its interval must stay
+       above ``-max_similarity_drop``: a set too small to rule out a larger loss refuses.
+    """
+    gain = loss_before - loss_after
+    loss = f"held-out loss {loss_before:.3f} -> {loss_after:.3f}"
+    if gain < min_loss_gain:
+        return Decision(False, "held-out loss", f"{loss}: gain {gain:.3f} < --min-loss-gain {min_loss_gain}")
+    if lines is None or lines.n == 0:
+        return Decision(True, "held-out loss", f"{loss} (gain {gain:.3f}); no line completions to check "
+                                               "(no GGUF, or --eval-lines 0)")
+    em = (f"exact match {100 * lines.exact_before:.1f}% -> {100 * lines.exact_after:.1f}% "
+          f"({lines.wins} wins, {lines.losses} losses, p={lines.sign_p:.3g})")
+    if lines.losses > lines.wins and lines.sign_p < exact_match_alpha:
+        return Decision(False, "exact match", f"{loss}, but {em}: significantly worse "
+                                              f"(p < --exact-match-alpha {exact_match_alpha})")
+    low, high = lines.similarity_interval
+    es = (f"edit similarity {100 * lines.similarity_diff:+.1f} points "
+          f"[{100 * low:+.1f}, {100 * high:+.1f}] {lines.confidence:.0%} on {lines.n} lines")
+    if lines.similarity_diff < 0:
+        return Decision(False, "edit similarity", f"{loss}, but {es} fell; {em}")
+    if low <= -max_similarity_drop:
+        return Decision(False, "edit similarity",
+                        f"{loss}, but {es}: the interval reaches below -{100 * max_similarity_drop:.1f} points "
+                        f"(--max-similarity-drop), too few lines or too much spread to rule out a loss; {em}")
+    return Decision(True, "edit similarity", f"{loss}, {es} stays above -{100 * max_similarity_drop:.1f} points; {em}")

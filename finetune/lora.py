@@ -23,6 +23,7 @@ are trained, so their gradients and optimizer state are small.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -37,8 +38,20 @@ from typing import Any
 from slm_lsp.engine.model import ADAPTER_TEMPLATE
 
 from .config import FinetuneConfig
-from .data import DataSettings, ExampleMaker, collate, count_by, load_files
-from .evaluate import completion_scores, heldout_loss, line_tasks
+from .data import DataSettings, ExampleMaker, MixedExamples, collate, count_by, load_files, load_general_corpus
+from .evaluate import (
+    CompletionScores,
+    Decision,
+    LineOutcome,
+    LineTask,
+    PairedComparison,
+    compare_paired,
+    complete_lines,
+    decide,
+    heldout_loss,
+    line_tasks,
+    repo_names,
+)
 
 ADAPTER = "adapter.gguf"
 PEFT_DIR = "peft"
@@ -111,7 +124,7 @@ def main(cfg: FinetuneConfig) -> int:
 
     # -- 2. base model, tokenizer, FIM template ---------------------------------------------
     t0 = time.perf_counter()
-    from .base import load_base
+    from .base import causal_lm_loss, load_base
 
     base = load_base(cfg.base, cfg.gguf, cfg.precision)
     base.model.to(accelerator.device)
@@ -119,12 +132,44 @@ def main(cfg: FinetuneConfig) -> int:
         f"template {base.template.name}")
     settings = DataSettings.from_config(cfg)
     repo_name = Path(cfg.repo).resolve().name
-    maker = ExampleMaker(files.train, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
-                         settings=settings, repo_name=repo_name, seed=cfg.seed)
+    maker: ExampleMaker | MixedExamples = ExampleMaker(files.train, base.template, base.tokenizer,
+                                                       end_token=base.end_token, bos=base.bos, settings=settings,
+                                                       repo_name=repo_name, seed=cfg.seed)
+    if cfg.general_corpus:
+        general = load_general_corpus(cfg.general_corpus, max_files=cfg.general_max_files,
+                                      max_file_bytes=cfg.max_file_bytes, seed=cfg.seed)
+        if not general.files:
+            raise FinetuneError(f"--general-corpus {cfg.general_corpus}: no files (dropped {dict(general.dropped)})")
+        say(f"finetune: general corpus {cfg.general_corpus}: {len(general.files)} files "
+            f"({', '.join(f'{k} {v}' for k, v in general.sources.most_common(5))}, ...), "
+            f"{cfg.general_fraction:.0%} of the examples; dropped {dict(general.dropped)}")
+        maker = MixedExamples(maker, ExampleMaker(general.files, base.template, base.tokenizer,
+                                                  end_token=base.end_token, bos=base.bos, settings=settings,
+                                                  repo_name="python", seed=cfg.seed + 2),
+                              cfg.general_fraction, cfg.seed)
     eval_maker = ExampleMaker(files.heldout, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
                               settings=settings, repo_name=repo_name, seed=cfg.seed + 1)
     eval_examples = eval_maker.examples(range(cfg.eval_examples))
-    tasks = line_tasks(files.heldout, cfg.eval_lines, cfg.seed) if base.gguf is not None else []
+    tasks = line_tasks(files.heldout, cfg.eval_lines, cfg.seed, names=repo_names(files.train),
+                       own_names_fraction=cfg.eval_own_names_fraction) if base.gguf is not None else []
+    if base.gguf is not None and cfg.eval_lines:
+        say(f"finetune: {len(tasks)} held-out lines for the gate from {len({t.path for t in tasks})} files, "
+            f"{sum(t.own_names for t in tasks)} using the repository's own names"
+            + (f" (fewer than --eval-lines {cfg.eval_lines}: the held-out files have no more)"
+               if len(tasks) < cfg.eval_lines else ""))
+    if cfg.task != "fim":  # next edits from the history before the held-out commits (finetune/next_edit.py)
+        from .next_edit import task_data
+
+        try:
+            data = task_data(cfg, base, repo_name, settings)
+        except ValueError as exc:
+            raise FinetuneError(str(exc)) from exc
+        maker, eval_examples = data.maker, data.eval_examples
+        # mixed: the FIM lines of the gate come from the files at the cut (the work tree holds
+        # the held-out commits' results); next-edit alone: the held-out loss decides.
+        tasks = line_tasks(data.fim_files.heldout, cfg.eval_lines, cfg.seed) \
+            if data.fim_files is not None and base.gguf is not None else []
+        say(f"finetune: --task {cfg.task}: {json.dumps(data.summary)}")
     pad_id = base.end_token
 
     # -- 3. evaluation before ---------------------------------------------------------------
@@ -133,12 +178,16 @@ def main(cfg: FinetuneConfig) -> int:
     if is_main:
         if cfg.resume and before_file.is_file():
             before = json.loads(before_file.read_text())
+            if len(before.get("lines", tasks)) != len(tasks):
+                raise FinetuneError(f"--resume: {before_file} holds {len(before['lines'])} evaluation lines, this run "
+                                    f"{len(tasks)}: resume with the --eval-lines of the first run")
         else:
             t0 = time.perf_counter()
             before = {"loss": heldout_loss(base.model, eval_examples, pad_id)}
             if tasks and base.gguf is not None:
-                before["completion"] = completion_scores(base.gguf, tasks, threads=threads,
-                                                         prompt_tokens=cfg.eval_prompt_tokens).as_dict()
+                _add_lines(before, complete_lines(base.gguf, tasks, threads=threads,
+                                                  prompt_tokens=cfg.eval_prompt_tokens))
+            before["seconds"] = round(time.perf_counter() - t0, 1)
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             _write_json(before_file, before)
             say(f"finetune: before: {_summary(before)} ({time.perf_counter() - t0:.0f} s)")
@@ -188,7 +237,7 @@ def main(cfg: FinetuneConfig) -> int:
                 sync = micro == cfg.grad_accum - 1
                 with nullcontext() if sync else accelerator.no_sync(model):  # DDP: all-reduce on the last only
                     with accelerator.autocast():
-                        loss = model(**batch).loss / cfg.grad_accum
+                        loss = causal_lm_loss(model, batch) / cfg.grad_accum
                     accelerator.backward(loss)
                 step_loss += float(loss.detach())
             grad_norm = accelerator.clip_grad_norm_(params, 1.0)  # of the averaged gradients
@@ -238,18 +287,26 @@ def main(cfg: FinetuneConfig) -> int:
                                 "adapter.slm_lsp.fim_template": base.template.to_json()})
     save_peft_dir(peft_model, staging / PEFT_DIR)
     base.template.save(staging / ADAPTER_TEMPLATE)
+    if cfg.task != "fim":  # the server then sends this adapter the raw next-edit prompt it learned
+        from .next_edit import mark_template
+
+        mark_template(staging / ADAPTER_TEMPLATE)
     t0 = time.perf_counter()
     after: dict[str, Any] = {"loss": heldout_loss(peft_model, eval_examples, pad_id)}
     if tasks and base.gguf is not None:
-        after["completion"] = completion_scores(base.gguf, tasks, adapter=staging / ADAPTER, threads=threads,
-                                                prompt_tokens=cfg.eval_prompt_tokens).as_dict()
-    say(f"finetune: after:  {_summary(after)} ({time.perf_counter() - t0:.0f} s)")
+        _add_lines(after, complete_lines(base.gguf, tasks, adapter=staging / ADAPTER, threads=threads,
+                                         prompt_tokens=cfg.eval_prompt_tokens))
+    after["seconds"] = round(time.perf_counter() - t0, 1)
+    say(f"finetune: after:  {_summary(after)} ({after['seconds']:.0f} s)")
 
     # -- 7. publish only what helps ---------------------------------------------------------
-    improved, why = judge(before, after, cfg)
+    decision, gate, gate_report = judge(before, after, tasks, cfg)
+    say(gate_report)
+    improved, why = decision.publish, decision.reason
     publish = improved or cfg.keep_anyway
     report = {
-        "before": before, "after": after, "improved": improved, "reason": why, "published": publish,
+        "before": before, "after": after, "improved": improved, "reason": why, "decided_by": decision.metric,
+        "gate": gate, "published": publish,
         "steps": step, "train_seconds": round(train_s, 1), "train_tokens_per_second": round(n_tokens / train_s, 1),
         "total_seconds": round(time.perf_counter() - t_start, 1),
         "train_loss_first_last_5": [_mean(history[:5]), _mean(history[-5:])],
@@ -267,13 +324,15 @@ def main(cfg: FinetuneConfig) -> int:
         for name in (ADAPTER_TEMPLATE, "config.json", "eval.json", ADAPTER):  # the adapter last
             move_no_clobber(staging / name, out / name)
         staging.rmdir()
-        say(f"finetune: {why}; published {out / ADAPTER} (use it: slm-lsp serve --adapter {out / ADAPTER}, or "
+        say(f"finetune: {'published' if improved else 'published anyway (--keep-anyway)'} (decided by "
+            f"{decision.metric}): {why}; {out / ADAPTER} (use it: slm-lsp serve --adapter {out / ADAPTER}, or "
             "workspace/executeCommand slm.loadAdapter)")
         return 0
     rejected = out / "rejected"
     shutil.rmtree(rejected, ignore_errors=True)
     staging.rename(rejected)
-    say(f"finetune: {why}; the adapter was NOT published (kept in {rejected}; --keep-anyway publishes it)")
+    say(f"finetune: NOT published (decided by {decision.metric}): {why}; the adapter is kept in {rejected} "
+        "(--keep-anyway publishes it)")
     return EXIT_NOT_PUBLISHED
 
 
@@ -286,19 +345,36 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def judge(before: dict[str, Any], after: dict[str, Any], cfg: FinetuneConfig) -> tuple[bool, str]:
-    """Whether the adapter measurably helps on the held-out files, and why (not)."""
-    gain = before["loss"] - after["loss"]
-    if gain < cfg.min_loss_gain:
-        return False, (f"held-out loss {before['loss']:.3f} -> {after['loss']:.3f} "
-                       f"(gain {gain:.3f} < {cfg.min_loss_gain})")
-    why = f"held-out loss {before['loss']:.3f} -> {after['loss']:.3f}"
-    if "completion" in before and "completion" in after:
-        es0, es1 = before["completion"]["edit_similarity"], after["completion"]["edit_similarity"]
-        if es1 < es0 - cfg.max_similarity_drop:
-            return False, f"{why}, but edit similarity dropped {es0:.3f} -> {es1:.3f}"
-        why += f", edit similarity {es0:.3f} -> {es1:.3f}"
-    return True, why
+def judge(before: dict[str, Any], after: dict[str, Any], tasks: list[LineTask],
+          cfg: FinetuneConfig) -> tuple[Decision, dict[str, Any], str]:
+    """The publish gate (``evaluate.decide``) on the per-line outcomes of base and adapter on
+    the same ``tasks``; also the report (all lines, and the subset using the repository's own
+    names) as JSON and as text with the uncertainty of each number."""
+    def paired(b: list[LineOutcome], a: list[LineOutcome]) -> PairedComparison:
+        return compare_paired(b, a, confidence=cfg.eval_confidence, resamples=cfg.eval_resamples, seed=cfg.seed)
+
+    gate: dict[str, Any] = {"loss": [before["loss"], after["loss"]], "lines_requested": cfg.eval_lines}
+    text = [f"finetune: gate: held-out loss {before['loss']:.4f} -> {after['loss']:.4f}"]
+    comparison = None
+    if "lines" in before and "lines" in after:
+        b = [LineOutcome(**o) for o in before["lines"]]
+        a = [LineOutcome(**o) for o in after["lines"]]
+        comparison = paired(b, a)
+        own = [i for i, t in enumerate(tasks) if t.own_names]
+        own_comparison = paired([b[i] for i in own], [a[i] for i in own])
+        gate.update(files=len({t.path for t in tasks}), all=comparison.as_dict(), own_names=own_comparison.as_dict())
+        text += [f"  all lines (n={comparison.n}, from {gate['files']} held-out files):", comparison.describe("    "),
+                 f"  lines using the repository's own names (n={own_comparison.n}):", own_comparison.describe("    ")]
+    decision = decide(before["loss"], after["loss"], comparison, min_loss_gain=cfg.min_loss_gain,
+                      max_similarity_drop=cfg.max_similarity_drop, exact_match_alpha=cfg.exact_match_alpha)
+    text.append(f"  decision: {'publish' if decision.publish else 'refuse'}, decided by {decision.metric}")
+    return decision, gate, "\n".join(text)
+
+
+def _add_lines(result: dict[str, Any], outcomes: list[LineOutcome]) -> None:
+    """The summary and the per-line outcomes (the gate pairs them; ``--resume`` keeps them)."""
+    result["completion"] = CompletionScores.of(outcomes).as_dict()
+    result["lines"] = [dataclasses.asdict(o) for o in outcomes]
 
 
 def lora_digest(model: Any) -> str:
