@@ -38,7 +38,7 @@ from typing import Any
 from slm_lsp.engine.model import ADAPTER_TEMPLATE
 
 from .config import FinetuneConfig
-from .data import DataSettings, ExampleMaker, MixedExamples, collate, count_by, load_files, load_general_corpus
+from .data import DataSettings, ExampleMaker, collate, count_by, load_files
 from .evaluate import (
     CompletionScores,
     Decision,
@@ -124,7 +124,7 @@ def main(cfg: FinetuneConfig) -> int:
 
     # -- 2. base model, tokenizer, FIM template ---------------------------------------------
     t0 = time.perf_counter()
-    from .base import causal_lm_loss, load_base
+    from .base import load_base
 
     base = load_base(cfg.base, cfg.gguf, cfg.precision)
     base.model.to(accelerator.device)
@@ -132,21 +132,8 @@ def main(cfg: FinetuneConfig) -> int:
         f"template {base.template.name}")
     settings = DataSettings.from_config(cfg)
     repo_name = Path(cfg.repo).resolve().name
-    maker: ExampleMaker | MixedExamples = ExampleMaker(files.train, base.template, base.tokenizer,
-                                                       end_token=base.end_token, bos=base.bos, settings=settings,
-                                                       repo_name=repo_name, seed=cfg.seed)
-    if cfg.general_corpus:
-        general = load_general_corpus(cfg.general_corpus, max_files=cfg.general_max_files,
-                                      max_file_bytes=cfg.max_file_bytes, seed=cfg.seed)
-        if not general.files:
-            raise FinetuneError(f"--general-corpus {cfg.general_corpus}: no files (dropped {dict(general.dropped)})")
-        say(f"finetune: general corpus {cfg.general_corpus}: {len(general.files)} files "
-            f"({', '.join(f'{k} {v}' for k, v in general.sources.most_common(5))}, ...), "
-            f"{cfg.general_fraction:.0%} of the examples; dropped {dict(general.dropped)}")
-        maker = MixedExamples(maker, ExampleMaker(general.files, base.template, base.tokenizer,
-                                                  end_token=base.end_token, bos=base.bos, settings=settings,
-                                                  repo_name="python", seed=cfg.seed + 2),
-                              cfg.general_fraction, cfg.seed)
+    maker = ExampleMaker(files.train, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
+                         settings=settings, repo_name=repo_name, seed=cfg.seed)
     eval_maker = ExampleMaker(files.heldout, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
                               settings=settings, repo_name=repo_name, seed=cfg.seed + 1)
     eval_examples = eval_maker.examples(range(cfg.eval_examples))
@@ -157,19 +144,6 @@ def main(cfg: FinetuneConfig) -> int:
             f"{sum(t.own_names for t in tasks)} using the repository's own names"
             + (f" (fewer than --eval-lines {cfg.eval_lines}: the held-out files have no more)"
                if len(tasks) < cfg.eval_lines else ""))
-    if cfg.task != "fim":  # next edits from the history before the held-out commits (finetune/next_edit.py)
-        from .next_edit import task_data
-
-        try:
-            data = task_data(cfg, base, repo_name, settings)
-        except ValueError as exc:
-            raise FinetuneError(str(exc)) from exc
-        maker, eval_examples = data.maker, data.eval_examples
-        # mixed: the FIM lines of the gate come from the files at the cut (the work tree holds
-        # the held-out commits' results); next-edit alone: the held-out loss decides.
-        tasks = line_tasks(data.fim_files.heldout, cfg.eval_lines, cfg.seed) \
-            if data.fim_files is not None and base.gguf is not None else []
-        say(f"finetune: --task {cfg.task}: {json.dumps(data.summary)}")
     pad_id = base.end_token
 
     # -- 3. evaluation before ---------------------------------------------------------------
@@ -237,7 +211,7 @@ def main(cfg: FinetuneConfig) -> int:
                 sync = micro == cfg.grad_accum - 1
                 with nullcontext() if sync else accelerator.no_sync(model):  # DDP: all-reduce on the last only
                     with accelerator.autocast():
-                        loss = causal_lm_loss(model, batch) / cfg.grad_accum
+                        loss = model(**batch).loss / cfg.grad_accum
                     accelerator.backward(loss)
                 step_loss += float(loss.detach())
             grad_norm = accelerator.clip_grad_norm_(params, 1.0)  # of the averaged gradients
@@ -287,10 +261,6 @@ def main(cfg: FinetuneConfig) -> int:
                                 "adapter.slm_lsp.fim_template": base.template.to_json()})
     save_peft_dir(peft_model, staging / PEFT_DIR)
     base.template.save(staging / ADAPTER_TEMPLATE)
-    if cfg.task != "fim":  # the server then sends this adapter the raw next-edit prompt it learned
-        from .next_edit import mark_template
-
-        mark_template(staging / ADAPTER_TEMPLATE)
     t0 = time.perf_counter()
     after: dict[str, Any] = {"loss": heldout_loss(peft_model, eval_examples, pad_id)}
     if tasks and base.gguf is not None:
