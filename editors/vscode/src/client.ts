@@ -30,8 +30,9 @@ import {
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
-import { COMMAND_ACCEPTED, CONFIG_SECTION, EXTENSION_COMMANDS, STATUS_NOTIFICATION } from './constants';
+import { COMMAND_ACCEPTED, CONFIG_SECTION, EXTENSION_COMMANDS, NEXT_EDIT_REQUEST, STATUS_NOTIFICATION } from './constants';
 import { ghostTexts, inlineCompletionParams, InlineCompletionRequestParams } from './inlineProtocol';
+import { NextEdit, nextEditFrom, nextEditParams, NextEditParams, rangedEdits } from './nextEditProtocol';
 import { PythonInterpreter } from './python';
 import { CrashRestarter, DEFAULT_RESTART_POLICY, formatDelay } from './restartPolicy';
 import {
@@ -67,6 +68,9 @@ const SKIPPED_FEATURES = new Set<string>(['textDocument/completion', 'workspace/
 
 /** `textDocument/inlineCompletion` with LSP 3.18's params (`InlineCompletionRequest.type` has the proposal's trigger kinds). */
 const INLINE_COMPLETION = new RequestType<InlineCompletionRequestParams, unknown, void>(InlineCompletionRequest.method);
+
+/** `slm/nextEdit` (nextEditProtocol.ts). */
+const NEXT_EDIT = new RequestType<NextEditParams, unknown, void>(NEXT_EDIT_REQUEST);
 
 class SlmLanguageClient extends LanguageClient {
   // Called from the base constructor for every built-in feature.
@@ -257,12 +261,16 @@ export class SlmClient implements vscode.Disposable {
     await this.start();
   }
 
-  /** `textDocument/inlineCompletion`, cancelled with `token` (VS Code cancels on the next keystroke). */
+  /**
+   * `textDocument/inlineCompletion`, cancelled with `token` (VS Code cancels on the next keystroke).
+   * Ranged items VS Code cannot show as ghost text (another line, several lines) go to `onNextEdit`.
+   */
   async inlineCompletion(
     document: vscode.TextDocument,
     position: vscode.Position,
     context: vscode.InlineCompletionContext,
     token: vscode.CancellationToken,
+    onNextEdit?: (edit: NextEdit) => void,
   ): Promise<vscode.InlineCompletionItem[] | undefined> {
     const client = this.client;
     if (!client || client.state !== State.Running) {
@@ -279,6 +287,10 @@ export class SlmClient implements vscode.Disposable {
     const result = await client.sendRequest(INLINE_COMPLETION, params, token);
     if (token.isCancellationRequested) {
       return undefined;
+    }
+    const edit = onNextEdit && rangedEdits(result, params.position)[0];
+    if (edit) {
+      onNextEdit(edit);
     }
     return ghostTexts(result, params.position).map((ghost) => {
       const text = ghost.snippet ? new vscode.SnippetString(ghost.text) : ghost.text;
@@ -309,6 +321,18 @@ export class SlmClient implements vscode.Disposable {
     } catch (err) {
       this.output.debug(`${COMMAND_ACCEPTED}: ${err instanceof Error ? err.message : String(err)}`);
     }
+  }
+
+  /** `slm/nextEdit` at `position`: the edit the server suggests, or undefined (none, or not running). */
+  async nextEdit(document: vscode.TextDocument, position: vscode.Position, token: vscode.CancellationToken): Promise<NextEdit | undefined> {
+    await this.starting;
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      throw new Error('the slm-lsp server is not running (see "slm-lsp: Show Log")');
+    }
+    const c2p = client.code2ProtocolConverter;
+    const result = await client.sendRequest(NEXT_EDIT, nextEditParams(c2p.asUri(document.uri), c2p.asPosition(position)), token);
+    return token.isCancellationRequested ? undefined : nextEditFrom(result);
   }
 
   /** `workspace/executeCommand` on the server. */

@@ -37,6 +37,13 @@ export const COMMAND_EDIT = 'slm.edit';
  */
 export const COMMAND_REWRITE_SELECTION = 'slm.rewriteSelection';
 
+/**
+ * Client → server request: `{textDocument: {uri}, position}` → `null` (no edit likely) or
+ * `{range, newText, cause}`: replace `range` (anywhere in the editable region around `position`)
+ * with `newText`. The "Next Edit" command sends it (nextEdit.ts).
+ */
+export const NEXT_EDIT_REQUEST = 'slm/nextEdit';
+
 /** The workspace/configuration section the server asks for (and the prefix of our settings). */
 export const CONFIG_SECTION = 'slm';
 
@@ -53,7 +60,13 @@ export const EXTENSION_COMMANDS = {
   showLog: 'slm.showLog',
   status: COMMAND_STATUS,
   rewriteSelection: COMMAND_REWRITE_SELECTION,
+  nextEdit: 'slm.nextEdit',
+  acceptNextEdit: 'slm.acceptNextEdit',
+  dismissNextEdit: 'slm.dismissNextEdit',
 } as const;
+
+/** The `when`-clause context key that is true while a next edit is shown (Tab and Escape bind to it). */
+export const NEXT_EDIT_VISIBLE_CONTEXT = 'slm.nextEditVisible';
 
 /** Models `slm-lsp pull` knows by name (slm_lsp/models.py CATALOG); the first is the default. */
 export const CATALOG_MODELS = ['llama-3.2-3b', 'qwen2.5-coder-0.5b', 'qwen2.5-coder-1.5b', 'qwen2.5-coder-7b'];

@@ -4,10 +4,12 @@
  *   status.ts    status-bar item             inline.ts         ghost text provider
  *   commands.ts  the commands                terminal.ts       pull / finetune in a terminal
  *   edit.ts      Rewrite Selection (instruction box → slm.edit)
+ *   nextEdit.ts  Next Edit (slm/nextEdit → a diff in the editor; Tab jumps, Tab applies)
  * Pure (no `vscode` import; the Node tests load them):
  *   settings.ts  settings → server, which command runs it
  *   interpreter.ts  the active interpreter, and whether it has slm-lsp
  *   inlineProtocol.ts  inline requests and answers    statusText.ts  status-bar state and text
+ *   nextEditProtocol.ts  slm/nextEdit requests and answers, what an edit changes
  *   debounce.ts  the debounce                constants.ts      names shared with the server
  *   restartPolicy.ts  when to restart a server that crashed, and what to tell the user
  */
@@ -18,6 +20,7 @@ import { Commands } from './commands';
 import { CONFIG_SECTION } from './constants';
 import { EditCommands } from './edit';
 import { InlineProvider } from './inline';
+import { NextEditController } from './nextEdit';
 import { PythonInterpreter } from './python';
 import { clientSettings } from './settings';
 import { StatusBar } from './status';
@@ -30,7 +33,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
   const python = new PythonInterpreter(output);
   client = new SlmClient(output, status, python);
   const settings = () => clientSettings(readSection());
-  const inline = new InlineProvider(client, status, settings, output);
+  const nextEdits = new NextEditController(client, output);
+  const inline = new InlineProvider(client, status, settings, output, nextEdits);
   const slm = client;
 
   context.subscriptions.push(
@@ -40,6 +44,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     vscode.languages.registerInlineCompletionItemProvider(DOCUMENT_SELECTOR, inline),
     ...new Commands(slm, status, output).register(),
     ...new EditCommands(slm, output).register(),
+    ...nextEdits.register(),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (!event.affectsConfiguration(CONFIG_SECTION)) {
         return;

@@ -4,11 +4,14 @@
  * cancellation token (a newer keystroke cancels it: `$/cancelRequest`, and the server stops
  * generating). Accepting is VS Code's own: Tab, Ctrl+Right (word), and "Accept Line". A whole
  * accept runs the item's `slm.accepted` command (client.ts): the server computes the next suggestion.
+ * A ranged item away from the cursor (a next edit) is shown by `NextEditController` instead.
  */
 
 import * as vscode from 'vscode';
 import { SlmClient } from './client';
 import { elapsedMs, settle } from './debounce';
+import type { NextEditController } from './nextEdit';
+import type { NextEdit } from './nextEditProtocol';
 import { ClientSettings, languageEnabled } from './settings';
 import { StatusBar } from './status';
 
@@ -18,6 +21,8 @@ export class InlineProvider implements vscode.InlineCompletionItemProvider {
     private readonly status: StatusBar,
     private readonly settings: () => ClientSettings,
     private readonly log: vscode.LogOutputChannel,
+    /** Shows the ranged items VS Code cannot show as ghost text (next edits). */
+    private readonly nextEdits?: NextEditController,
   ) {}
 
   async provideInlineCompletionItems(
@@ -38,7 +43,9 @@ export class InlineProvider implements vscode.InlineCompletionItemProvider {
     const start = performance.now();
     const done = this.status.requestStarted();
     try {
-      const result = await this.client.inlineCompletion(document, position, context, token);
+      const nextEdits = this.nextEdits;
+      const onNextEdit = nextEdits && ((edit: NextEdit) => nextEdits.offer(document, edit));
+      const result = await this.client.inlineCompletion(document, position, context, token, onNextEdit);
       done(token.isCancellationRequested ? undefined : elapsedMs(start));
       return result;
     } catch (err) {

@@ -248,6 +248,7 @@ function M.on_exit(code, signal, client_id, asked)
   restart_after_exit[client_id] = nil
   pcall(function()
     require("slm.suggestion").reset() -- its request went to the dead server
+    require("slm.next_edit").reset()
   end)
   if asked or not policy or leaving then
     status.on_exit(code, signal)

@@ -8,6 +8,15 @@ local M = {}
 ---@field dismiss string|string[]|false     hide it (until the next edit)
 ---@field suggest string|string[]|false     ask for a suggestion now
 
+---@class slm.NextEditKeymaps
+---@field accept string|string[]|false   jump to the next edit; pressed there, apply it (Normal and Insert mode)
+---@field dismiss string|string[]|false  hide it (Normal mode)
+
+---@class slm.NextEditOptions
+---@field enabled boolean                 ask for next edits after edits
+---@field debounce_ms integer             pause after an edit before the request
+---@field keymaps slm.NextEditKeymaps|false
+
 ---@class slm.Options
 ---@field cmd string[]                      the server command
 ---@field cmd_env table<string,string>|nil  extra environment for the server
@@ -20,6 +29,7 @@ local M = {}
 ---@field keymaps slm.Keymaps|false         insert-mode keys; false: none
 ---@field settings table                    server settings (initializationOptions and "slm" section)
 ---@field restart slm.RestartOptions|false   restarting a server that died on its own; false: never
+---@field next_edit slm.NextEditOptions|false  next-edit suggestions (slm/nextEdit); false: none
 
 ---@type slm.Options
 M.defaults = {
@@ -40,6 +50,15 @@ M.defaults = {
   },
   settings = {},
   restart = vim.deepcopy(require("slm.restart").defaults),
+  next_edit = {
+    enabled = true,
+    -- Longer than the completion's: an edit is rarely followed by a pause this long mid-word.
+    debounce_ms = 500,
+    keymaps = {
+      accept = "<Tab>",
+      dismiss = "<Esc>",
+    },
+  },
 }
 
 ---@type slm.Options
@@ -147,6 +166,34 @@ function M.validate(opts)
       end
     end
   end
+  M.validate_next_edit(opts.next_edit)
+end
+
+--- Validates the `next_edit` option (nil, false or a table).
+---@param value any
+function M.validate_next_edit(value)
+  check("next_edit", value, { "table", "boolean" }, true)
+  if value == true then
+    error("next_edit: expected a table or false, got true", 0)
+  end
+  if type(value) ~= "table" then
+    return
+  end
+  known_keys("next_edit", value, M.defaults.next_edit)
+  check("next_edit.enabled", value.enabled, "boolean", true)
+  check("next_edit.debounce_ms", value.debounce_ms, function(v)
+    return type(v) == "number" and v >= 0
+  end, true, "a number >= 0")
+  check("next_edit.keymaps", value.keymaps, { "table", "boolean" }, true)
+  if value.keymaps == true then
+    error("next_edit.keymaps: expected a table or false, got true", 0)
+  end
+  if type(value.keymaps) == "table" then
+    known_keys("next_edit.keymaps", value.keymaps, M.defaults.next_edit.keymaps)
+    for name in pairs(M.defaults.next_edit.keymaps) do
+      check("next_edit.keymaps." .. name, value.keymaps[name], keymap_value, true, "a key, a list of keys or false")
+    end
+  end
 end
 
 --- Validates and stores the options (merged over the defaults).
@@ -167,6 +214,15 @@ function M.set(opts)
   elseif type(opts.keymaps) == "table" then
     for name, value in pairs(opts.keymaps) do
       merged.keymaps[name] = vim.deepcopy(value)
+    end
+  end
+  if opts.next_edit == false then
+    merged.next_edit = false
+  elseif type(opts.next_edit) == "table" and opts.next_edit.keymaps == false then
+    merged.next_edit.keymaps = false
+  elseif type(opts.next_edit) == "table" and type(opts.next_edit.keymaps) == "table" then
+    for name, value in pairs(opts.next_edit.keymaps) do
+      merged.next_edit.keymaps[name] = vim.deepcopy(value)
     end
   end
   M.options = merged

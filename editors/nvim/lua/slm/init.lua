@@ -31,11 +31,12 @@ function M.enable()
   enabled = true
 end
 
---- Turns completions off: clears the ghost text and sends no more requests. The server keeps
+--- Turns completions off: clears the ghost text (and a next edit) and sends no more requests. The server keeps
 --- running (and the model loaded), so :SlmToggle is instant.
 function M.disable()
   enabled = false
   require("slm.suggestion").reset()
+  require("slm.next_edit").reset()
 end
 
 --- :SlmToggle
@@ -55,6 +56,7 @@ end
 
 local function create_autocmds()
   local suggestion = require("slm.suggestion")
+  local next_edit = require("slm.next_edit")
   local client = require("slm.client")
   local config = require("slm.config")
   local group = vim.api.nvim_create_augroup("slm", { clear = true })
@@ -94,6 +96,40 @@ local function create_autocmds()
       suggestion.reset()
     end,
   })
+  -- Next edits: asked for after an edit in Normal mode and on leaving Insert mode after typing
+  -- (and after an accepted completion, from suggestion.accept); any edit hides the one shown.
+  vim.api.nvim_create_autocmd("InsertEnter", {
+    group = group,
+    desc = "[slm] remember the text, to ask for a next edit on leaving only after typing",
+    callback = function(args)
+      next_edit.on_insert_enter(args.buf)
+    end,
+  })
+  vim.api.nvim_create_autocmd({ "TextChanged", "TextChangedI", "TextChangedP" }, {
+    group = group,
+    desc = "[slm] next edit: hide the one shown, ask again",
+    callback = function(args)
+      if attached(args.buf) then
+        next_edit.on_text_changed(args.buf, args.event ~= "TextChanged")
+      end
+    end,
+  })
+  vim.api.nvim_create_autocmd("InsertLeave", {
+    group = group,
+    desc = "[slm] next edit: hide the one shown, ask after typing",
+    callback = function(args)
+      if attached(args.buf) then
+        next_edit.on_insert_leave(args.buf)
+      end
+    end,
+  })
+  vim.api.nvim_create_autocmd("BufLeave", {
+    group = group,
+    desc = "[slm] next edit: hide it",
+    callback = function()
+      next_edit.reset()
+    end,
+  })
   vim.api.nvim_create_autocmd("VimLeavePre", {
     group = group,
     desc = "[slm] the server stops with Neovim: no restart",
@@ -106,6 +142,7 @@ local function create_autocmds()
     desc = "[slm] highlight groups",
     callback = function()
       vim.api.nvim_set_hl(0, suggestion.hl_group, { link = "Comment", default = true })
+      next_edit.set_highlights()
     end,
   })
 end
@@ -133,7 +170,9 @@ function M.setup(opts)
   enabled = true
   local suggestion = require("slm.suggestion")
   vim.api.nvim_set_hl(0, suggestion.hl_group, { link = "Comment", default = true })
-  require("slm.keymaps").setup(config.options.keymaps)
+  require("slm.next_edit").set_highlights()
+  local next_edit_options = config.options.next_edit
+  require("slm.keymaps").setup(config.options.keymaps, next_edit_options and next_edit_options.keymaps)
   create_autocmds()
   require("slm.client").attach_all()
   return true

@@ -30,6 +30,11 @@ M.COMMAND_EDIT = "slm.edit"
 --- action } }; the plugin asks for an instruction (vim.ui.input), then sends COMMAND_EDIT.
 M.COMMAND_REWRITE_SELECTION = "slm.rewriteSelection"
 
+--- Client → server request: { textDocument = { uri }, position } → nil (no edit likely) or
+--- { range, newText, cause }: replace range (anywhere in the editable region around position)
+--- with newText. The plugin asks after edits and shows the answer as a diff (slm.next_edit).
+M.NEXT_EDIT_REQUEST = "slm/nextEdit"
+
 --- The workspace/configuration section the server asks for.
 M.CONFIG_SECTION = "slm"
 

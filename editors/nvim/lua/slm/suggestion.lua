@@ -380,6 +380,7 @@ function M.accept(kind)
     if config.options.auto_trigger then
       accepted_at = { bufnr = g.bufnr, tick = api.nvim_buf_get_changedtick(g.bufnr), row = new_row, col = new_col }
     end
+    require("slm.next_edit").on_accepted()
   else
     M.stats.partial = M.stats.partial + 1
     local line = get_line(g.bufnr, new_row)
