@@ -38,6 +38,7 @@ runs on the engine's worker thread with the runner, as ``engine/edit.py``'s edit
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 import time
@@ -174,6 +175,13 @@ ANSWER_MARGIN = 32
 quarter of the region)."""
 PROSE_CHARS = 48
 """An answer that has not started with a marker after this many characters is prose: stopped."""
+LOOKUP_DRAFT_TOKENS = 8
+"""Tokens drafted from the prompt per model pass while the region is copied."""
+RESYNC_LINES = 2
+"""Lines of the region written again after a change that end the answer (``FirstChange``)."""
+LAST_LINE_SIMILARITY = 0.6
+"""A prefilled chat answer without its end marker ends right when its last line is this like the
+region's (``difflib`` ratio; "return count" for "return total" is 0.67) and it has as many lines."""
 MAX_CHANGED_FRACTION = 0.5
 """An edit that replaces more than this share of the region's lines, or leaves less than this
 share of its characters, is not a next edit but a rewrite: not offered."""
@@ -291,6 +299,82 @@ def _stop_at(text: str) -> int | None:
     return None
 
 
+def _stop_in_region(text: str) -> int | None:
+    """Where an answer that starts inside the region (the chat prompt's prefill) ends: after the
+    end marker or the no-edit marker, or at a closing code fence (instruct models close their
+    block with one instead of the marker)."""
+    if (i := text.find(REGION_END)) >= 0:
+        return i + len(REGION_END)
+    if (i := text.find(NO_EDIT)) >= 0:
+        return i + len(NO_EDIT)
+    if (i := text.find("\n```", 1)) >= 0 and not text.startswith("```"):
+        return i + 1
+    if text.startswith("```") and (i := text.find("\n```", text.find("\n") + 1)) >= 0:
+        return i + 1
+    return None
+
+
+class FirstChange:
+    """Stops an answer once its first change is over: the model has written lines unlike the
+    region's and then ``RESYNC_LINES`` lines of the region again (one not blank). The rest of the
+    region is the region's own (``finish``): the next edit is one change, and copying the lines
+    after it costs a model pass per token for nothing. ``text`` is what the model wrote inside
+    the region (after its start marker)."""
+
+    def __init__(self, region: str) -> None:
+        self.region = region.splitlines(True)
+        self.resumed: int | None = None
+        """The region line after which the answer is the region's again (set once stopped)."""
+
+    def stop_at(self, text: str) -> int | None:
+        done = text.split("\n")[:-1]  # the complete lines
+        n = len(done)
+        if n < RESYNC_LINES:
+            return None
+        lines = [line.rstrip("\r") for line in done]
+        region = [line.rstrip("\r\n") for line in self.region]
+        first = next((i for i, (a, b) in enumerate(zip(lines, region)) if a != b), None)
+        if first is None:
+            return None  # no change yet
+        tail = lines[n - RESYNC_LINES:]
+        if not any(line.strip() for line in tail):
+            return None
+        for j in range(first, len(region) - RESYNC_LINES + 1):
+            if region[j:j + RESYNC_LINES] == tail:
+                self.resumed = j + RESYNC_LINES
+                return sum(len(line) + 1 for line in done)
+        return None
+
+    def finish(self, written: str) -> str:
+        """The whole rewritten region: ``written`` (cut by ``stop_at``) and the region's rest."""
+        assert self.resumed is not None
+        return written + "".join(self.region[self.resumed:])
+
+
+def close_region(answer: str, region: str, finished: bool = True) -> str:
+    """The prefilled chat answer (the region's start marker, then what the model wrote) as
+    ``parse_output`` reads it. The model may end the region with the end of its turn or a closing
+    code fence instead of the end marker (``finished``): then the marker is put back, but only
+    when the region ends right: the answer's last line is the region's, or as many lines as the
+    region ends with a line like its last (a rename there); anything else was cut short. A code
+    fence opening the answer is dropped."""
+    body = answer[len(REGION_START) + 1:]
+    if body.startswith("```"):
+        body = body[body.find("\n") + 1:] if "\n" in body else ""
+    if REGION_END in body or NO_EDIT in body:
+        return REGION_START + "\n" + body
+    body = body.rstrip()
+    if body.endswith("```"):
+        body = body[:-3].rstrip()
+    want = [line.rstrip() for line in region.splitlines() if line.strip()] or [""]
+    got = [line.rstrip() for line in body.splitlines() if line.strip()] or [""]
+    ends_right = got[-1] == want[-1] or (
+        len(got) == len(want) and difflib.SequenceMatcher(None, got[-1], want[-1]).ratio() >= LAST_LINE_SIMILARITY)
+    if not finished or not ends_right:
+        return REGION_START + "\n" + body  # no end marker: parse_output refuses it
+    return REGION_START + "\n" + body + "\n" + REGION_END
+
+
 def build_input(req: NextEditRequest, lines: list[str]) -> tuple[NextEditInput, tuple[int, int]]:
     """The pure input for ``req`` (its document split into ``lines``) and the region's lines."""
     start, end = editable_region(len(lines), req.line, req.region_lines)
@@ -312,6 +396,7 @@ def run_next_edit(runner: Any, req: NextEditRequest, cancelled: Callable[[], boo
     minimal replacement, or no edit with the reason."""
     from .edit import apply_chat_template, chat_template, edit_language, parse_errors, split_lines, tokenize_chat
     from .prompt import Prompt
+    from .speculative import Speculation
 
     lines = split_lines(req.text)
     inp, (first, last) = build_input(req, lines)
@@ -325,7 +410,9 @@ def run_next_edit(runner: Any, req: NextEditRequest, cancelled: Callable[[], boo
             return list(runner.bos) + runner.tokenize(render_prompt(item))
         assert template is not None
         messages = [(m["role"], m["content"]) for m in chat_messages(item)]
-        return tokenize_chat(runner, apply_chat_template(template, messages))
+        # The answer is begun for the model: small instruct models otherwise reply with a code
+        # block of their own and no markers (Qwen2.5-Coder-0.5B did on every case tried).
+        return tokenize_chat(runner, apply_chat_template(template, messages) + REGION_START + "\n")
 
     region_tokens = len(runner.tokenize(inp.region))
     max_tokens = min(req.max_tokens, region_tokens + region_tokens // 4 + ANSWER_MARGIN)
@@ -338,23 +425,51 @@ def run_next_edit(runner: Any, req: NextEditRequest, cancelled: Callable[[], boo
             inp.edits = inp.edits[1:]
         tokens = tokens_for(inp)
     t0 = time.perf_counter()
-    gen = runner.generate(Prompt(tokens, [], [], [], "", ""), max_tokens=max_tokens, stop_at=_stop_at,
-                          cancelled=cancelled, time_budget_ms=req.time_budget_ms)
+    speculation = getattr(runner, "speculation", None)
+    if speculation is not None and speculation.mode == "off":
+        # The answer copies the region but for the edit: drafts looked up in the prompt are
+        # mostly right, and each accepted run of them saves that many model passes.
+        runner.speculation = Speculation("lookup", draft_tokens=LOOKUP_DRAFT_TOKENS, line_cut=False)
+    change = FirstChange(inp.region)
+    head = "" if mode == "adapter" else REGION_START + "\n"  # the chat answer is prefilled with it
+
+    def stop_at(text: str) -> int | None:
+        end = (_stop_at if mode == "adapter" else _stop_in_region)(text)
+        if end is not None:
+            return end
+        inside = head + text
+        if not inside.startswith(REGION_START + "\n"):
+            return None
+        end = change.stop_at(inside[len(REGION_START) + 1:])
+        return None if end is None else end + len(REGION_START) + 1 - len(head)
+
+    try:
+        gen = runner.generate(Prompt(tokens, [], [], [], "", ""), max_tokens=max_tokens, stop_at=stop_at,
+                              cancelled=cancelled, time_budget_ms=req.time_budget_ms)
+    finally:
+        if speculation is not None:
+            runner.speculation = speculation
     ms = (time.perf_counter() - t0) * 1000
-    result = NextEditResult(None, "", mode, (first, last), gen.text, len(tokens), gen.n_generated, ms,
+    if change.resumed is not None and gen.stop_reason == "stop":
+        answer = head + gen.text
+        answer = REGION_START + "\n" + change.finish(answer[len(REGION_START) + 1:]) + REGION_END
+    elif mode == "adapter":
+        answer = gen.text
+    else:
+        answer = close_region(head + gen.text, inp.region, gen.stop_reason in ("eog", "stop"))
+    result = NextEditResult(None, "", mode, (first, last), answer, len(tokens), gen.n_generated, ms,
                             gen.stop_reason)
     if gen.stop_reason == "cancelled":
         result.reason = "cancelled"
         return result
-    new_region = parse_output(gen.text, inp.region)
+    new_region = parse_output(answer, inp.region)
     if new_region is None:
-        answer = gen.text.strip()
-        if answer.endswith(NO_EDIT):
+        if NO_EDIT in answer:
             result.reason = "no-edit"
         elif REGION_END not in answer and gen.stop_reason in ("time", "length"):
             result.reason = f"cut ({gen.stop_reason})"
         else:  # well formed with the region as it was (it parses against another region), or not
-            result.reason = "unchanged" if parse_output(gen.text, "\x00") is not None else "unusable"
+            result.reason = "unchanged" if parse_output(answer, "\x00") is not None else "unusable"
         return result
     start, end, text = minimal_replacement(inp.region, new_region)
     why = implausible(inp.region, new_region, start, end, text)

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from ..server import SlmLanguageServer
 
 
+STALE = ("superseded", "cancelled", "disabled", "no-model", "error")
+"""Completion answers (their reasons' starts) that say nothing about this place: no next edit is
+asked for after them."""
+
+
 def register(server: "SlmLanguageServer") -> None:
     # pygls only advertises inlineCompletionProvider when it is given options.
     @server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
@@ -30,6 +35,8 @@ def register(server: "SlmLanguageServer") -> None:
         uri = params.text_document.uri
         answer = await run_completion(ls, uri, params.position)
         if answer is None or not answer.result.text:
+            if answer is not None and answer.result.reason.startswith(STALE):
+                return types.InlineCompletionList(items=[])
             return await next_edit_items(ls, uri, params.position)
         at, text = params.position, answer.result.text
         command = (accepted_command(params.text_document.uri, answer.version, at, text, answer.encoding)

@@ -16,15 +16,18 @@ from slm_lsp.engine.model import LlamaRunner
 from slm_lsp.engine.next_edit import (
     ADAPTER_KEY,
     ANSWER_HEADER,
+    ANSWER_MARGIN,
     CURSOR,
     NO_EDIT,
     PROSE_CHARS,
     REGION_END,
     REGION_START,
+    FirstChange,
     NextEditInput,
     NextEditRequest,
     build_input,
     chat_messages,
+    close_region,
     editable_region,
     implausible,
     minimal_replacement,
@@ -211,20 +214,43 @@ def test_a_base_model_without_an_adapter_gets_no_next_edit(tiny_model: Path) -> 
     assert (result.edit, result.reason, result.mode, result.n_generated) == (None, "no-template", "chat", 0)
 
 
-def test_an_answer_that_is_not_a_region_stops_early_and_is_no_edit(tiny_chat_model: Path) -> None:
-    # The tiny model writes identifier-like words and never a marker: prose, stopped after PROSE_CHARS.
+def test_answers_that_are_not_a_region_are_no_edit(tiny_chat_model: Path) -> None:
+    # The tiny model writes identifier-like words and never a marker nor an end of turn.
     runner = LlamaRunner(str(tiny_chat_model), threads=1, n_ctx=2048)
     try:
+        # The chat answer starts inside the region (prefilled): it runs to its token limit, the
+        # region's tokens and a margin, and is cut.
         result = run_next_edit(runner, request(), lambda: False)
-        assert (result.edit, result.reason, result.mode, result.stop_reason) == (None, "unusable", "chat", "stop")
-        assert PROSE_CHARS < len(result.answer) < PROSE_CHARS + 40
-        assert result.region == (2, 10)
-        runner.next_edit_prompt = True  # as an adapter's "next_edit": true sets it: the raw prompt
+        assert (result.edit, result.reason, result.mode, result.stop_reason) == (None, "cut (length)", "chat",
+                                                                                 "length")
+        region_tokens = len(runner.tokenize("".join(DOC.splitlines(True)[2:10])))
+        assert region_tokens < result.n_generated <= region_tokens * 5 // 4 + ANSWER_MARGIN
+        assert result.answer.startswith(REGION_START + "\n") and result.region == (2, 10)
+        # The raw prompt (an adapter's "next_edit": true sets the flag): no marker after
+        # PROSE_CHARS is prose, stopped there.
+        runner.next_edit_prompt = True
         raw = run_next_edit(runner, request(), lambda: False)
-        assert (raw.reason, raw.mode) == ("unusable", "adapter")
+        assert (raw.edit, raw.reason, raw.mode, raw.stop_reason) == (None, "unusable", "adapter", "stop")
+        assert PROSE_CHARS < len(raw.answer) < PROSE_CHARS + 40
         assert raw.n_prompt != result.n_prompt
     finally:
         runner.close()
+
+
+@pytest.mark.parametrize("written, expected", [
+    (RENAMED + REGION_END, RENAMED),                          # the marker
+    (RENAMED, RENAMED),                                       # the end of the turn after the last line
+    (RENAMED + "```\n", RENAMED),                             # a closing fence
+    ("```python\n" + RENAMED + "```", RENAMED),               # a whole code block
+    (RENAMED.rsplit("    return", 1)[0], None),               # cut before the region's last line
+    (RENAMED + "print(count)\n", None),                       # a line past the region's last
+    (RENAMED.replace("return count", "return len(items) > 0"), None),  # a last line unlike the region's
+    (NO_EDIT, None),
+])
+def test_a_prefilled_chat_answer_is_closed_only_when_it_ends_right(written: str, expected: str | None) -> None:
+    assert parse_output(close_region(REGION_START + "\n" + written, REGION), REGION) == expected
+    if REGION_END not in written:  # cut by the token limit, not ended by the model: never closed
+        assert parse_output(close_region(REGION_START + "\n" + written, REGION, finished=False), REGION) is None
 
 
 def test_a_cancelled_suggestion_stops_before_answering(tiny_chat_model: Path) -> None:
@@ -242,7 +268,7 @@ def test_a_prompt_over_the_context_window_drops_the_repo_context_first(tiny_chat
         result = run_next_edit(runner, request(context="def helper():\n    pass\n" * 400), lambda: False)
     finally:
         runner.close()
-    assert result.reason == "unusable"
+    assert result.reason == "cut (length)"
     assert result.n_prompt + 64 < 1024
 
 
@@ -269,3 +295,30 @@ def test_a_completion_request_preempts_a_suggestion_on_the_worker(tiny_chat_mode
         assert plain.result(30) == [False, False, False]
     finally:
         engine.close()
+
+
+LETTERS = "a\nb\nc\nd\ne\nf\n"
+
+
+@pytest.mark.parametrize("region, written, expected", [
+    (LETTERS, "a\nB\nc\nd\n", "a\nB\nc\nd\ne\nf\n"),        # a changed line, then two of the region's
+    (LETTERS, "a\nb\nNEW\nc\nd\n", "a\nb\nNEW\nc\nd\ne\nf\n"),  # an inserted line
+    (LETTERS, "a\nc\nd\n", "a\nc\nd\ne\nf\n"),               # a deleted line (b)
+    ("a\nb\n\nd\ne\n", "a\nB\n\nd\n", "a\nB\n\nd\ne\n"),   # a blank line and a line: one is not blank
+])
+def test_an_answer_stops_once_its_first_change_is_over(region: str, written: str, expected: str) -> None:
+    change = FirstChange(region)
+    cuts = [change.stop_at(written[:i]) for i in range(len(written) + 1)]
+    assert cuts[:-1] == [None] * len(written)  # not before the last line of the resync is complete
+    assert cuts[-1] == len(written)
+    assert change.finish(written) == expected
+
+
+def test_blank_lines_alone_do_not_resync_and_no_change_never_stops() -> None:
+    change = FirstChange("a\nb\n\n\nc\n")
+    assert all(change.stop_at("a\nB\n\n\n"[:i]) is None for i in range(9))
+    change = FirstChange(REGION)
+    assert all(change.stop_at(REGION[:i]) is None for i in range(len(REGION) + 1))
+    # REGION's rename on its line 3 resyncs only with its last line: written to the end.
+    continued = REGION.replace("        total", "        count")
+    assert all(change.stop_at(continued[:i]) is None for i in range(len(continued) + 1))

@@ -1,0 +1,134 @@
+"""Next-edit suggestions over LSP (features/next_edit.py): the ``slm/nextEdit`` request's round trip,
+its errors and its null result with a tiny instruct model (its answer is random words, never a
+region: no edit), and with the real Qwen (SLM_LSP_TEST_MODEL, or the 1.5B from
+SLM_LSP_TEST_MODEL_1_5B) a rename started on one line and continued by the suggestion, its range
+in UTF-16 units past a non-ASCII character, and the same edit as an inline completion item."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_lsp
+from lsprotocol import types
+from pygls.exceptions import JsonRpcException
+from pytest_lsp import ClientServerConfig, LanguageClient
+
+from slm_lsp import methods
+from tests.conftest import TINY_MODEL, server_command
+from tests.engine.test_next_edit import CHATML
+from tests.tiny_model import build_tiny_gguf
+
+TINY_CHAT_MODEL = build_tiny_gguf(Path(tempfile.mkdtemp(prefix="slm-next-edit-")) / "tiny-chat.gguf",
+                                  chat_template=CHATML)
+SOURCE = "def tally(items):\n    total = 0\n    for item in items:\n        total += item\n    return total\n"
+REAL = os.environ.get("SLM_LSP_TEST_MODEL_1_5B") or os.environ.get("SLM_LSP_TEST_MODEL", "")
+
+
+async def start(client: LanguageClient, options: dict[str, Any] | None = None) -> None:
+    await client.initialize_session(types.InitializeParams(
+        capabilities=types.ClientCapabilities(),
+        initialization_options={"context": {"enabled": False}, **(options or {})}))
+    for _ in range(1200):
+        status = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=methods.COMMAND_STATUS))
+        if status["state"] == "ready":
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the model did not load: {status}")
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--model", str(TINY_CHAT_MODEL))))
+async def client(lsp_client: LanguageClient):
+    await start(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--model", str(TINY_MODEL))))
+async def base_client(lsp_client: LanguageClient):
+    await start(lsp_client)
+    yield
+    await lsp_client.shutdown_session()
+
+
+def open_doc(client: LanguageClient, uri: str, text: str = SOURCE) -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+
+
+def replace(client: LanguageClient, uri: str, version: int, line: int, start: int, end: int, text: str) -> None:
+    client.text_document_did_change(types.DidChangeTextDocumentParams(
+        text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+        content_changes=[types.TextDocumentContentChangePartial(
+            range=types.Range(types.Position(line, start), types.Position(line, end)), text=text)]))
+
+
+async def next_edit(client: LanguageClient, uri: str, line: int, character: int, timeout: float = 120) -> Any:
+    return await asyncio.wait_for(client.protocol.send_request_async(methods.NEXT_EDIT_REQUEST, {
+        "textDocument": {"uri": uri}, "position": {"line": line, "character": character}}), timeout)
+
+
+def apply(text: str, result: dict[str, Any]) -> str:
+    """``text`` with the suggestion applied (ASCII lines: UTF-16 units are string indices)."""
+    lines = text.splitlines(True)
+    rng = result["range"]
+    start = sum(map(len, lines[:rng["start"]["line"]])) + rng["start"]["character"]
+    end = sum(map(len, lines[:rng["end"]["line"]])) + rng["end"]["character"]
+    return text[:start] + result["newText"] + text[end:]
+
+
+async def test_round_trip_answers_null_when_the_model_has_no_usable_edit(client: LanguageClient):
+    uri = "file:///work/tally.py"
+    open_doc(client, uri)
+    replace(client, uri, 2, 1, 4, 9, "count")  # total -> count on line 1
+    # The tiny model writes words, never a region between markers: no edit, as JSON null.
+    assert await next_edit(client, uri, 1, 9) is None
+    # The server still answers (the worker is free): a completion comes back.
+    items = await asyncio.wait_for(client.text_document_inline_completion_async(types.InlineCompletionParams(
+        text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(3, 8),
+        context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic))), 60)
+    assert items is not None and isinstance(items, types.InlineCompletionList)
+
+
+async def test_bad_params_and_unknown_documents_are_errors(client: LanguageClient):
+    with pytest.raises(JsonRpcException, match="uri"):
+        await asyncio.wait_for(client.protocol.send_request_async(methods.NEXT_EDIT_REQUEST, {"position": {}}), 30)
+    with pytest.raises(JsonRpcException, match="didOpen"):
+        await next_edit(client, "file:///work/never-opened.py", 0, 0)
+    open_doc(client, "file:///work/short.py", "x = 1\n")
+    with pytest.raises(JsonRpcException, match="past the end"):
+        await next_edit(client, "file:///work/short.py", 9, 0)
+
+
+async def test_a_base_model_suggests_nothing(base_client: LanguageClient):
+    uri = "file:///work/base.py"
+    open_doc(base_client, uri)
+    replace(base_client, uri, 2, 1, 4, 9, "count")
+    assert await next_edit(base_client, uri, 1, 9) is None
+
+
+@pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--model", REAL or str(TINY_MODEL))))
+async def real_client(lsp_client: LanguageClient):
+    await start(lsp_client, {"nextEdit": {"regionLines": 12}})
+    yield
+    await lsp_client.shutdown_session()
+
+
+@pytest.mark.skipif(not REAL, reason="set SLM_LSP_TEST_MODEL (or SLM_LSP_TEST_MODEL_1_5B) to a Qwen instruct GGUF")
+async def test_real_model_continues_a_rename(real_client: LanguageClient):
+    uri = "file:///work/tally.py"
+    open_doc(real_client, uri)
+    for i, (start, end, text) in enumerate([(4, 9, "c"), (5, 5, "o"), (6, 6, "u"), (7, 7, "n"), (8, 8, "t")]):
+        replace(real_client, uri, 2 + i, 1, start, end, text)  # "total" typed over with "count"
+    renamed = SOURCE.replace("    total = 0", "    count = 0")
+    result = await next_edit(real_client, uri, 1, 9, timeout=600)
+    assert result is not None, "no next edit after the rename of total on line 1"
+    after = apply(renamed, result)
+    assert "        count += item\n" in after, after
+    assert result["range"]["start"]["line"] >= 3  # the edit is the next use, not the line just edited
+    assert result["cause"] == "follows your edit at line 2"
