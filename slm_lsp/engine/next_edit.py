@@ -213,6 +213,9 @@ class NextEditRequest:
     region_lines: int = 20
     max_tokens: int = 1024
     time_budget_ms: float = 20000.0
+    first_change_only: bool = True
+    """Stop the answer once its first change is over (``FirstChange``): what an editor shows. An
+    evaluation against whole rewritten regions turns it off."""
 
 
 @dataclass(frozen=True)
@@ -438,7 +441,7 @@ def run_next_edit(runner: Any, req: NextEditRequest, cancelled: Callable[[], boo
         if end is not None:
             return end
         inside = head + text
-        if not inside.startswith(REGION_START + "\n"):
+        if not req.first_change_only or not inside.startswith(REGION_START + "\n"):
             return None
         end = change.stop_at(inside[len(REGION_START) + 1:])
         return None if end is None else end + len(REGION_START) + 1 - len(head)
