@@ -74,6 +74,10 @@ def byte_col(line: str, units: int) -> int:
 RENAMED = ["def area(radius):", "    return 3.14 * r * r", "", "", "def main():", "    print(area(2.0))"]
 RENAME_EDIT = {"range": lsp_range((1, 0), (1, 23)), "newText": "    return 3.14 * radius * radius",
                "cause": "next-edit"}
+# What the real Qwen2.5-Coder-0.5B answered to the rename (the server's minimal replacement starts
+# after the `r` it keeps): the plugin must still show whole words.
+MID_WORD_EDIT = {"range": lsp_range((1, 19), (1, 23)), "newText": "adius * radius",
+                 "cause": "follows your edit at line 1"}
 LOOP = ["def total(items):", "    result = 0", "    return result"]
 LOOP_EDIT = {"range": lsp_range((1, 0), (2, 0)),
              "newText": "    result = 0\n    for item in items:\n        result += item\n"}
@@ -83,6 +87,7 @@ NO_CHANGE = {"range": lsp_range((0, 0), (0, 3)), "newText": "def"}
 
 CASES: list[dict[str, Any]] = [
     {"name": "rename", "lines": RENAMED, "cursor": [1, 0], "edit": RENAME_EDIT, "keys": ["<Tab>", "<Tab>"]},
+    {"name": "mid_word", "lines": RENAMED, "cursor": [1, 0], "edit": MID_WORD_EDIT, "keys": ["<Tab>", "<Tab>"]},
     {"name": "lines_added", "lines": LOOP, "cursor": [1, 0], "edit": LOOP_EDIT, "keys": ["<Tab>", "<Tab>"]},
     {"name": "utf16", "lines": WIDE, "cursor": [2, 0], "edit": WIDE_EDIT, "keys": ["<Tab>", "<Tab>"]},
     {"name": "utf8_client", "lines": WIDE, "cursor": [2, 0], "encoding": "utf-8",
@@ -200,6 +205,15 @@ def test_a_rename_is_struck_through_and_shown_inline_then_tab_jumps_and_tab_appl
     assert not apply["visible"] and apply["marks"] == []
     assert apply["stats"]["applied"] == case["initial"]["stats"]["applied"] + 1
     assert apply["cursor"] == [2, len("    return 3.14 * radius * radius") - 1]  # on the last character added
+
+
+def test_a_range_cut_inside_a_word_shows_the_whole_words(report: dict[str, Any]) -> None:
+    case = cases(report)["mid_word"]
+    rename = cases(report)["rename"]
+    assert case["initial"]["marks"] == rename["initial"]["marks"]  # `r * r` struck, `radius * radius` after it
+    jump, apply = case["steps"]
+    assert jump["cursor"] == [2, 18]
+    assert apply["lines"] == apply_edit(RENAMED, MID_WORD_EDIT) == apply_edit(RENAMED, RENAME_EDIT)
 
 
 def test_lines_added_show_as_virtual_lines_where_they_go(report: dict[str, Any]) -> None:

@@ -105,7 +105,10 @@ export class NextEditController implements vscode.Disposable {
       return false;
     }
     // A range may end on the line after the last (the end of the document).
-    const hunk = editHunk(edit, document.getText(document.validateRange(range)));
+    const valid = document.validateRange(range);
+    const lineBefore = document.lineAt(valid.start.line).text.slice(0, valid.start.character);
+    const lineAfter = document.lineAt(valid.end.line).text.slice(valid.end.character);
+    const hunk = editHunk({ ...edit, range: { start: edit.range.start, end: { line: valid.end.line, character: valid.end.character } } }, document.getText(valid), lineBefore, lineAfter);
     if (!hunk) {
       return false;
     }

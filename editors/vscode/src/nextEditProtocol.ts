@@ -122,11 +122,21 @@ function isWordUnit(code: number): boolean {
  * when nothing changes. The text kept is cut only between words, so a rename shows the whole old
  * word removed and the whole new one added (and a surrogate pair is never split).
  */
-export function editHunk(edit: NextEdit, oldText: string): EditHunk | undefined {
-  const next = edit.newText;
-  if (oldText === next) {
+export function editHunk(edit: NextEdit, oldText: string, lineBefore = '', lineAfter = ''): EditHunk | undefined {
+  if (oldText === edit.newText) {
     return undefined;
   }
+  // A range that starts or ends inside a word (a minimal replacement may turn `r` into `radius`
+  // by adding `adius`) is widened to the whole word on both sides (`lineBefore`: its line before
+  // the range, `lineAfter`: after it); trimming below undoes that wherever no word is cut.
+  const head = /[A-Za-z0-9_\u0080-\uffff]*$/.exec(lineBefore)?.[0] ?? '';
+  const tail = /^[A-Za-z0-9_\u0080-\uffff]*/.exec(lineAfter)?.[0] ?? '';
+  if (head || tail) {
+    const start = { line: edit.range.start.line, character: edit.range.start.character - head.length };
+    const end = { line: edit.range.end.line, character: edit.range.end.character + tail.length };
+    return editHunk({ range: { start, end }, newText: head + edit.newText + tail }, head + oldText + tail);
+  }
+  const next = edit.newText;
   const limit = Math.min(oldText.length, next.length);
   let prefix = 0;
   while (prefix < limit && oldText.charCodeAt(prefix) === next.charCodeAt(prefix)) {

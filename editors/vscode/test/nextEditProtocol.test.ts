@@ -101,6 +101,18 @@ describe('what an edit changes', () => {
     assert.deepEqual(editHunk(cases[1], cases[1].old), { removed: range(1, 0, 2, 0), removedText: 'b = 2\n', added: '' });
   });
 
+  test("a range cut inside a word (the server's minimal replacement) shows the whole words", () => {
+    // `    return 3.14 * r * r`: the server replaces ` * r` after the first `r` with `adius * radius`.
+    const line = '    return 3.14 * r * r';
+    const edit = { range: range(1, 19, 1, 23), newText: 'adius * radius' };
+    const hunk = editHunk(edit, line.slice(19, 23), line.slice(0, 19), line.slice(23));
+    assert.deepEqual(hunk, { removed: range(1, 18, 1, 23), removedText: 'r * r', added: 'radius * radius' });
+    // Widening never changes what the edit does.
+    const text = `def area(radius):\n${line}\n`;
+    assert.equal(apply(text, hunk!.removed, hunk!.added), apply(text, edit.range, edit.newText));
+    assert.equal(apply(text, edit.range, edit.newText).split('\n')[1], '    return 3.14 * radius * radius');
+  });
+
   test('an edit that changes nothing has no hunk', () => {
     assert.equal(editHunk({ range: range(0, 0, 0, 3), newText: 'abc' }, 'abc'), undefined);
   });

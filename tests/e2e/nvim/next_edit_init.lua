@@ -85,7 +85,8 @@ local function configure()
     cmd = vim.json.decode(getenv("SLM_NVIM_SERVER_CMD")),
     debounce_ms = 100000, -- no ghost text in this test: completions never fire on their own
     next_edit = { debounce_ms = DEBOUNCE_MS },
-    settings = { context = { enabled = false }, completion = { maxTokens = 4 } },
+    -- A loaded CPU writes the real model's region slowly: the longest budget the server allows.
+    settings = { context = { enabled = false }, completion = { maxTokens = 4 }, next_edit = { time_budget_ms = 120000 } },
   })
   report.notifications = {}
 end

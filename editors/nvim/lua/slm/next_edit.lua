@@ -156,6 +156,20 @@ function M.hunk(bufnr, edit, encoding)
   if old == new then
     return nil
   end
+  -- A range that starts or ends inside a word (a server's minimal replacement may turn `r` into
+  -- `radius` by adding `adius`) is widened to the whole word on both sides, so that the word is
+  -- what is shown replaced. The text added to both is the same: trimming it below undoes the
+  -- widening wherever no word is cut.
+  local first_line = get_line(bufnr, row)
+  while col > 0 and is_word_byte(first_line:byte(col)) do
+    old, new = first_line:sub(col, col) .. old, first_line:sub(col, col) .. new
+    col = col - 1
+  end
+  local last_line = get_line(bufnr, end_row)
+  while end_col < #last_line and is_word_byte(last_line:byte(end_col + 1)) do
+    old, new = old .. last_line:sub(end_col + 1, end_col + 1), new .. last_line:sub(end_col + 1, end_col + 1)
+    end_col = end_col + 1
+  end
   -- Leave out what stays: the common beginning moves the start, the common end the end.
   local p = common_prefix(old, new)
   local q = common_suffix(old, new, p)
