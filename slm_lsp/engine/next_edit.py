@@ -71,6 +71,12 @@ SYSTEM = (
     f"clearly needed, reply with {NO_EDIT} alone. Reply with nothing else.")
 """The zero-shot instruction for instruct models (``chat_messages``)."""
 
+EXAMPLE = (
+    "Example. Recent edits:\n--- a/shop.py\n+++ b/shop.py\n@@ -1,2 +1,2 @@\n-def price(qty):\n+def price(quantity):\n"
+    f"     return qty * 3\nExcerpt:\n{REGION_START}\ndef price(quantity):{CURSOR}\n    return qty * 3\n{REGION_END}\n"
+    f"Reply:\n{REGION_START}\ndef price(quantity):\n    return quantity * 3\n{REGION_END}")
+"""One worked example after the instruction (a rename continued): small models copy the form."""
+
 
 @dataclass
 class NextEditInput:
@@ -158,7 +164,7 @@ def parse_output(text: str, region: str) -> str | None:
 def chat_messages(inp: NextEditInput) -> list[dict[str, str]]:
     """The zero-shot prompt for an instruct model (no next-edit finetune): the system message says
     what to do and how to answer; the user message holds what ``render_prompt`` holds."""
-    return [{"role": "system", "content": SYSTEM},
+    return [{"role": "system", "content": SYSTEM + ("\n\n" + EXAMPLE if EXAMPLE else "")},
             {"role": "user", "content": _body(inp) + "\nPredict the next edit."}]
 
 
