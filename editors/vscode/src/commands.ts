@@ -17,6 +17,8 @@ export class Commands {
     private readonly client: SlmClient,
     private readonly status: StatusBar,
     private readonly output: vscode.LogOutputChannel,
+    /** Run after an inline item was accepted (the next edit is asked for). */
+    private readonly onAccepted: () => void = () => undefined,
   ) {}
 
   register(): vscode.Disposable[] {
@@ -30,7 +32,10 @@ export class Commands {
       vscode.commands.registerCommand(c.showLog, () => this.output.show()),
       vscode.commands.registerCommand(c.status, () => this.showStatus()),
       // Not in the palette (package.json does not contribute it): VS Code runs it when an inline item is accepted.
-      vscode.commands.registerCommand(COMMAND_ACCEPTED, (...args: unknown[]) => this.client.accepted(args)),
+      vscode.commands.registerCommand(COMMAND_ACCEPTED, (...args: unknown[]) => {
+        this.onAccepted();
+        return this.client.accepted(args);
+      }),
     ];
   }
 

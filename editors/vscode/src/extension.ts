@@ -42,7 +42,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     status,
     python,
     vscode.languages.registerInlineCompletionItemProvider(DOCUMENT_SELECTOR, inline),
-    ...new Commands(slm, status, output).register(),
+    ...new Commands(slm, status, output, () => nextEdits.afterAccept()).register(),
     ...new EditCommands(slm, output).register(),
     ...nextEdits.register(),
     vscode.workspace.onDidChangeConfiguration(async (event) => {

@@ -7,13 +7,17 @@
  * it. **Escape** (`slm.dismissNextEdit`), any change to the document or another editor hides it.
  *
  * The inline completion provider hands over the ranged items VS Code cannot show as ghost text
- * (`offer`), so next edits that arrive with typing are shown the same way.
+ * (`offer`), so next edits that arrive with typing are shown the same way; after an accepted
+ * inline completion the next edit is asked for by itself (`afterAccept`).
  */
 
 import * as vscode from 'vscode';
 import type { SlmClient } from './client';
 import { EXTENSION_COMMANDS, NEXT_EDIT_VISIBLE_CONTEXT } from './constants';
 import { addedLabel, contains, editHunk, EditHunk, NextEdit } from './nextEditProtocol';
+
+/** The pause after an accepted completion before the next edit is asked for (the text may still change). */
+const AFTER_ACCEPT_MS = 500;
 
 interface Shown {
   editor: vscode.TextEditor;
@@ -25,6 +29,7 @@ interface Shown {
 export class NextEditController implements vscode.Disposable {
   private shown: Shown | undefined;
   private request: vscode.CancellationTokenSource | undefined;
+  private afterAcceptTimer: NodeJS.Timeout | undefined;
   private readonly removed = vscode.window.createTextEditorDecorationType({
     textDecoration: 'line-through',
     backgroundColor: new vscode.ThemeColor('diffEditor.removedTextBackground'),
@@ -57,8 +62,27 @@ export class NextEditController implements vscode.Disposable {
     ];
   }
 
-  /** `slm/nextEdit` at the active editor's cursor; shows the answer, or says there is none. */
-  async requestAtCursor(): Promise<void> {
+  /**
+   * An inline completion was accepted: the next edit is asked for once the text has stayed the
+   * same for `AFTER_ACCEPT_MS` (typing on cancels it), silently when there is none.
+   */
+  afterAccept(): void {
+    clearTimeout(this.afterAcceptTimer);
+    const editor = vscode.window.activeTextEditor;
+    if (!editor) {
+      return;
+    }
+    // The accepted text is in the document once VS Code runs the item's command.
+    const version = editor.document.version;
+    this.afterAcceptTimer = setTimeout(() => {
+      if (vscode.window.activeTextEditor === editor && editor.document.version === version && !this.shown) {
+        void this.requestAtCursor(true);
+      }
+    }, AFTER_ACCEPT_MS);
+  }
+
+  /** `slm/nextEdit` at the active editor's cursor; shows the answer, or (unless `quiet`) says there is none. */
+  async requestAtCursor(quiet = false): Promise<void> {
     const editor = vscode.window.activeTextEditor;
     if (!editor) {
       return;
@@ -72,11 +96,11 @@ export class NextEditController implements vscode.Disposable {
       if (source.token.isCancellationRequested || editor.document.version !== version) {
         return;
       }
-      if (!edit || !this.show(editor, edit)) {
+      if ((!edit || !this.show(editor, edit)) && !quiet) {
         vscode.window.setStatusBarMessage('slm-lsp: no next edit', 3000);
       }
     } catch (err) {
-      if (!source.token.isCancellationRequested) {
+      if (!source.token.isCancellationRequested && !quiet) {
         this.output.error(`slm/nextEdit failed: ${err instanceof Error ? err.message : String(err)}`);
         void vscode.window.showErrorMessage(`slm-lsp: next edit failed: ${err instanceof Error ? err.message : String(err)}`);
       }
@@ -177,6 +201,7 @@ export class NextEditController implements vscode.Disposable {
   }
 
   dispose(): void {
+    clearTimeout(this.afterAcceptTimer);
     this.dismiss();
     this.removed.dispose();
     this.added.dispose();
