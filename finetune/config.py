@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
 
+TASKS = ("fim", "next-edit", "mixed")
+# A next-edit example is a prompt with the edits and a 20-line region, then the region rewritten.
+TASK_DEFAULTS: dict[str, dict[str, int]] = {"next-edit": {"seq_len": 768}, "mixed": {"seq_len": 768}}
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
 
@@ -42,6 +45,20 @@ class FinetuneConfig:
     out: str = ""
     """Output directory: ``adapter.gguf``, ``template.json``, ``config.json``, ``eval.json``,
     ``checkpoints/``. A directory that already holds a published adapter is refused."""
+
+    task: str = "fim"
+    """What the adapter learns: ``fim`` (completion at the cursor, from the files), ``next-edit``
+    (next-edit suggestions, from the git history before the ``heldout_commits`` most recent
+    commits: ``finetune/next_edit.py``) or ``mixed`` (both in one adapter, ``next_edit_fraction``
+    of the examples next-edit ones). ``next-edit`` and ``mixed`` mark the adapter's
+    ``template.json`` with ``"next_edit": true`` and default ``seq_len`` to 768."""
+
+    heldout_commits: int = 20
+    """``--task next-edit|mixed``: the most recent commits never trained on (``slm-lsp eval
+    --task next-edit`` replays them with the same number). Range: 0 to 100000."""
+
+    next_edit_fraction: float = 0.5
+    """``--task mixed``: share of the training examples that are next-edit ones. Range: 0 to 1."""
 
     preset: str = "quick"
     """``quick``: a laptop CPU, minutes on a 0.5B model (attention-only LoRA, short sequences).
@@ -208,6 +225,9 @@ class FinetuneConfig:
         for name in ("warmup_steps", "eval_lines", "threads", "eval_prompt_tokens"):
             need(getattr(self, name) >= 0, name, "not negative")
         need(self.max_file_bytes >= 1024, "max_file_bytes", "at least 1024")
+        need(self.task in TASKS, "task", f"one of {', '.join(TASKS)}")
+        need(0 <= self.heldout_commits <= 100_000, "heldout_commits", "between 0 and 100000")
+        need(0.0 <= self.next_edit_fraction <= 1.0, "next_edit_fraction", "between 0 and 1")
         need(0.0 <= self.eval_own_names_fraction <= 1.0, "eval_own_names_fraction", "between 0 and 1")
         need(0.5 <= self.eval_confidence < 1.0, "eval_confidence", "in [0.5, 1)")
         need(100 <= self.eval_resamples <= 1_000_000, "eval_resamples", "between 100 and 1000000")
@@ -279,7 +299,8 @@ def from_args(args: argparse.Namespace | dict[str, Any]) -> FinetuneConfig:
     preset = given.get("preset", FinetuneConfig.preset)
     if preset not in PRESETS:
         raise ConfigError(f"--preset: one of {', '.join(PRESETS)}, got {preset!r}")
-    cfg = FinetuneConfig(**{**PRESETS[preset], **given})
+    task_defaults = TASK_DEFAULTS.get(str(given.get("task", FinetuneConfig.task)), {})
+    cfg = FinetuneConfig(**{**PRESETS[preset], **task_defaults, **given})
     cfg.validate()
     return cfg
 

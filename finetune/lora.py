@@ -144,6 +144,19 @@ def main(cfg: FinetuneConfig) -> int:
             f"{sum(t.own_names for t in tasks)} using the repository's own names"
             + (f" (fewer than --eval-lines {cfg.eval_lines}: the held-out files have no more)"
                if len(tasks) < cfg.eval_lines else ""))
+    if cfg.task != "fim":  # next edits from the history before the held-out commits (finetune/next_edit.py)
+        from .next_edit import task_data
+
+        try:
+            data = task_data(cfg, base, repo_name, settings)
+        except ValueError as exc:
+            raise FinetuneError(str(exc)) from exc
+        maker, eval_examples = data.maker, data.eval_examples
+        # mixed: the FIM lines of the gate come from the files at the cut (the work tree holds
+        # the held-out commits' results); next-edit alone: the held-out loss decides.
+        tasks = line_tasks(data.fim_files.heldout, cfg.eval_lines, cfg.seed) \
+            if data.fim_files is not None and base.gguf is not None else []
+        say(f"finetune: --task {cfg.task}: {json.dumps(data.summary)}")
     pad_id = base.end_token
 
     # -- 3. evaluation before ---------------------------------------------------------------
@@ -261,6 +274,10 @@ def main(cfg: FinetuneConfig) -> int:
                                 "adapter.slm_lsp.fim_template": base.template.to_json()})
     save_peft_dir(peft_model, staging / PEFT_DIR)
     base.template.save(staging / ADAPTER_TEMPLATE)
+    if cfg.task != "fim":  # the server then sends this adapter the raw next-edit prompt it learned
+        from .next_edit import mark_template
+
+        mark_template(staging / ADAPTER_TEMPLATE)
     t0 = time.perf_counter()
     after: dict[str, Any] = {"loss": heldout_loss(peft_model, eval_examples, pad_id)}
     if tasks and base.gguf is not None:

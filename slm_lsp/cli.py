@@ -259,6 +259,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.task == "next-edit":  # held-out commits replayed (bench/next_edit.py)
+        from .bench.next_edit import run_next_edit_eval
+
+        setup_logging(args.verbose)
+        logging.getLogger("slm_lsp").setLevel(logging.WARNING)
+        return run_next_edit_eval(args)
     from .bench.eval import run_eval
 
     setup_logging(args.verbose)
@@ -416,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jsonl", help="write every task's outcome here")
     p.add_argument("-v", "--verbose", action="store_true", help="print each task")
     _model_args(p)
+    p.add_argument("--task", choices=["infile-line", "next-edit"], default="infile-line",
+                   help="infile-line: line completion (the modes above); next-edit: next-edit suggestions "
+                        "replayed on the repository's most recent commits, -n steps (README: Next-edit: learning "
+                        "from history)")
+    from .bench.next_edit import add_arguments as next_edit_arguments
+
+    next_edit_arguments(p)
     _remote_args(p)
     p.set_defaults(func=cmd_eval)
 

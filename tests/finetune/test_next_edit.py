@@ -1,0 +1,203 @@
+"""Next-edit training data: the questions from older history, the tokenized examples (the tiny
+GGUF's llama.cpp tokenizer stands in for the model's), the cut before the held-out commits, the
+files a mixed run trains FIM on, and the adapter's template flag the server reads."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from finetune.config import TASK_DEFAULTS, ConfigError, FinetuneConfig, from_args
+from finetune.data import IGNORE_INDEX, DataSettings
+from finetune.history import HELDOUT_COMMITS, Commit, FileChange, Hunk, Step, mine, split_history
+from finetune.next_edit import (
+    MixedExampleMaker,
+    NextEditExampleMaker,
+    away_steps,
+    files_at,
+    jump_steps,
+    mark_template,
+    task_data,
+    training_steps,
+)
+from slm_lsp.engine.fim import FimTemplate
+from slm_lsp.engine.model import ADAPTER_TEMPLATE, LlamaRunner
+from slm_lsp.engine.next_edit import NextEditInput, render_prompt, render_target, trained_for_next_edit
+from tests.conftest import TINY_MODEL
+from tests.finetune.test_history import commit, git, numbered
+
+BODY = "def area(w, h):\n    return w * h\n\n\n" + numbered(80) + "\ndef perimeter(w, h):\n    return 2 * (w + h)\n"
+
+
+@pytest.fixture(scope="module")
+def runner():
+    r = LlamaRunner(str(TINY_MODEL), threads=1, n_ctx=512)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """Eight commits: each renames one variable at two nearby lines of geom.py (two hunks), the
+    last three touch a file the first five do not change in the same way."""
+    repo = tmp_path / "geom"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "Test")
+    git(repo, "config", "commit.gpgsign", "false")
+    text = BODY
+    commit(repo, {"geom.py": text, "other.py": "A = 1\n" * 30}, "create")
+    for i in range(7):
+        old, new = f"x{10 * i + 5} = {10 * i + 5}", f"y{10 * i + 5} = {10 * i + 5}"
+        text = text.replace(old + "\n", new + "\n").replace(f"x{10 * i + 7} = ", f"y{10 * i + 7} = ")
+        commit(repo, {"geom.py": text}, f"rename {i}")
+    commit(repo, {"other.py": "A = 2\n" + "A = 1\n" * 29}, "late change to other.py")
+    return repo
+
+
+def two_hunk_commit() -> Commit:
+    before = numbered(60)
+    hunks = [Hunk("a.py", 10, ["x10 = 10\n"], ["y10 = 10\n"]), Hunk("a.py", 12, ["x12 = 12\n"], ["y12 = 12\n"])]
+    return Commit("c1", 0, "rename", [FileChange("a.py", before, hunks)])
+
+
+def test_jump_questions_put_the_cursor_above_the_next_hunk() -> None:
+    [jump] = jump_steps(two_hunk_commit(), random.Random(0))
+    assert jump.kind == "jump" and jump.index == 1
+    # The region is the file after the first hunk; the answer applies the second one there.
+    assert "y10 = 10\n" in jump.region and "x12 = 12\n" in jump.region
+    assert jump.target == jump.region.replace("x12 = 12\n", "y12 = 12\n")
+    cursor_line = jump.region[:jump.cursor].count("\n") + jump.region_start
+    assert 9 <= cursor_line <= 11
+    assert jump.region[jump.cursor] == "\n"  # the end of a line
+    assert len(jump.edits) == 1 and "+y10 = 10\n" in jump.edits[0]
+
+
+def test_away_questions_are_far_from_every_change_and_expect_nothing() -> None:
+    for seed in range(20):
+        [away] = away_steps(two_hunk_commit(), random.Random(seed))
+        assert away.kind == "away" and away.target is None
+        assert "y10" not in away.region and "y12" not in away.region
+        assert away.region_start > 12 + 2 or away.region_start + away.region.count("\n") < 10
+        assert len(away.edits) == 2
+
+
+def test_training_steps_hold_replayed_jump_and_away_questions(repo: Path) -> None:
+    steps = training_steps(mine(repo), seed=0)
+    kinds = {s.kind for s in steps}
+    assert {"next", "last", "jump", "away"} <= kinds
+    for s in steps:
+        assert s.target is None or s.target != s.region
+        assert 0 <= s.cursor <= len(s.region)
+
+
+def test_example_is_the_server_prompt_then_the_answer_with_loss_on_the_answer(runner) -> None:
+    step = Step("c", "a.py", 0, ["--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x = 1\n+y = 1\n"], "y = 1\nz = x\n", 5, 0,
+                "y = 1\nz = y\n", "next")
+    end = runner.special("<|endoftext|>")
+    maker = NextEditExampleMaker([step], runner, end_token=end, bos=[], seq_len=512, seed=0)
+    ex = maker.make(step)
+    assert ex is not None
+    prompt = runner.tokenize(render_prompt(NextEditInput("a.py", step.edits, step.region, step.cursor)))
+    answer = runner.tokenize(render_target("y = 1\nz = y\n")) + [end]
+    assert ex.input_ids == prompt + answer
+    assert ex.labels == [IGNORE_INDEX] * len(prompt) + answer
+    assert ex.kind == "next-edit:next"
+    # A no-edit question learns the no-edit marker.
+    none = maker.make(Step("c", "a.py", 0, step.edits, step.region, 5, 0, None, "last"))
+    assert none is not None
+    assert none.input_ids[len(prompt):] == runner.tokenize(render_target(None)) + [end]
+    # Deterministic by index.
+    assert maker.example(3).input_ids == maker.example(3).input_ids
+
+
+def test_a_long_history_loses_its_oldest_edits_to_fit(runner) -> None:
+    edits = [f"--- a/a.py\n+++ b/a.py\n@@ -{i} +{i} @@\n-{'old ' * 20}\n+{'new ' * 20}\n" for i in range(3)]
+    step = Step("c", "a.py", 2, edits, "a = 1\n" * 5, 0, 0, None, "last")
+    end = runner.special("<|endoftext|>")
+    full = NextEditExampleMaker([step], runner, end_token=end, seq_len=4096).make(step)
+    assert full is not None
+    one_less = len(full.input_ids) - 1
+    cut = NextEditExampleMaker([step], runner, end_token=end, seq_len=one_less).make(step)
+    assert cut is not None and len(cut.input_ids) <= one_less
+    assert "@@ -0 +0 @@" not in runner.detokenize(cut.input_ids) and "@@ -2 +2 @@" in runner.detokenize(cut.input_ids)
+    assert NextEditExampleMaker([step], runner, end_token=end, seq_len=40).make(step) is None
+
+
+def test_task_data_never_trains_on_the_held_out_commits(repo: Path, runner) -> None:
+    cfg = FinetuneConfig(repo=str(repo), base="x", out="y", task="next-edit", heldout_commits=3,
+                         heldout_fraction=0.25, seq_len=1024, eval_examples=4)
+    base = SimpleNamespace(tokenizer=runner, end_token=runner.special("<|endoftext|>"), bos=[],
+                           template=runner.template)
+    data = task_data(cfg, base, "geom", DataSettings())
+    older, recent = split_history(mine(repo), 3)
+    held = {c.sha for c in recent}
+    trained = {s.commit for s in data.maker.steps}
+    assert trained and not trained & held
+    assert trained <= {c.sha for c in older}
+    assert data.summary["cut"] == older[-1].sha and data.summary["heldout_from"] == recent[0].sha
+    assert len(data.eval_examples) == 4 and data.fim_files is None
+    assert {e.kind.split(":")[0] for e in data.eval_examples} == {"next-edit"}
+    # The validation commits (the loss before and after) are older ones, none of them trained on.
+    assert data.summary["validation_commits"] >= 1
+    assert data.summary["train_commits"] + data.summary["validation_commits"] == len(older)
+
+
+def test_mixed_trains_fim_on_the_files_at_the_cut(repo: Path, runner, tmp_path: Path) -> None:
+    older, recent = split_history(mine(repo), 1)
+    dest = files_at(repo, older[-1].sha, tmp_path / "cut")
+    # The last commit (held out) changed other.py: its FIM files are the version before it.
+    assert (dest / "other.py").read_text() == "A = 1\n" * 30
+    assert (dest / "geom.py").read_text() == git(repo, "show", f"{older[-1].sha}:geom.py")
+    cfg = FinetuneConfig(repo=str(repo), base="x", out="y", task="mixed", heldout_commits=1, heldout_fraction=0.3,
+                         seq_len=1024, eval_examples=4, next_edit_fraction=0.5)
+    base = SimpleNamespace(tokenizer=runner, end_token=runner.special("<|endoftext|>"), bos=[],
+                           template=runner.template)
+    data = task_data(cfg, base, "geom", DataSettings(seq_len=256))
+    assert isinstance(data.maker, MixedExampleMaker) and data.fim_files is not None
+    kinds = [e.kind for e in data.maker.examples(range(40))]
+    share = sum(k.startswith("next-edit") for k in kinds) / len(kinds)
+    assert 0.25 < share < 0.75
+    assert sorted(e.kind.startswith("next-edit") for e in data.eval_examples) == [False, False, True, True]
+    assert {f.path for f in data.fim_files.train + data.fim_files.heldout} == {"geom.py", "other.py"}
+    assert any(f.text == "A = 1\n" * 30 for f in data.fim_files.train + data.fim_files.heldout)
+
+
+def test_task_data_refuses_a_history_that_is_all_held_out(repo: Path, runner) -> None:
+    cfg = FinetuneConfig(repo=str(repo), base="x", out="y", task="next-edit", heldout_commits=100)
+    base = SimpleNamespace(tokenizer=runner, end_token=0, bos=[], template=runner.template)
+    with pytest.raises(ValueError, match="held out"):
+        task_data(cfg, base, "geom", DataSettings())
+
+
+def test_the_adapter_template_says_it_knows_the_next_edit_format(tmp_path: Path) -> None:
+    path = tmp_path / ADAPTER_TEMPLATE
+    FimTemplate("qwen2.5-coder", "psm", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+                ("<|endoftext|>",)).save(path)
+    assert not trained_for_next_edit(path)
+    mark_template(path)
+    assert trained_for_next_edit(path)  # what the server reads
+    assert FimTemplate.load(path).prefix == "<|fim_prefix|>"  # still a FIM template
+    assert json.loads(path.read_text())["next_edit"] is True
+    assert path.stat().st_mode & 0o044 == 0o044
+
+
+def test_task_flags_and_their_defaults() -> None:
+    given = {"repo": "r", "base": "b", "out": "o"}
+    assert from_args(given).task == "fim" and from_args(given).seq_len == 256
+    cfg = from_args({**given, "task": "next-edit"})
+    assert cfg.seq_len == TASK_DEFAULTS["next-edit"]["seq_len"] == 768
+    assert from_args({**given, "task": "mixed", "seq_len": 512}).seq_len == 512
+    # The finetune cut and the evaluation's default agree.
+    assert FinetuneConfig().heldout_commits == HELDOUT_COMMITS
+    with pytest.raises(ConfigError, match="--task"):
+        from_args({**given, "task": "rewrite"})
+    with pytest.raises(ConfigError, match="--next-edit-fraction"):
+        from_args({**given, "task": "mixed", "next_edit_fraction": 1.5})
+    with pytest.raises(ConfigError, match="--heldout-commits"):
+        from_args({**given, "heldout_commits": -1})
