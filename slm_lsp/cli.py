@@ -265,8 +265,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
         setup_logging(args.verbose)
         logging.getLogger("slm_lsp").setLevel(logging.WARNING)
         return run_next_edit_eval(args)
-    from .bench.eval import run_eval
+    from .bench.eval import report, run_eval
 
+    if args.report:
+        report(args.report, args.pick_on)
+        return 0
+    if not args.repo:
+        print("slm-lsp eval: a repository, or --report RUN.jsonl", file=sys.stderr)
+        return 2
     setup_logging(args.verbose)
     logging.getLogger("slm_lsp").setLevel(logging.WARNING)
     return run_eval(args)
@@ -407,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("eval", help="line completion on a repository: in-file vs. repo context vs. Jaccard baseline")
-    p.add_argument("repo")
+    p.add_argument("repo", nargs="?", help="the repository (not with --report)")
     p.add_argument("-n", type=int, default=40, help="tasks (3/4 on lines using names imported from the repo)")
     p.add_argument("--mode", default="all", help="infile, repo, baseline, a comma list, both (infile,repo) or all")
     p.add_argument("--prefix-tokens", type=int, default=768, help="prefix budget")
@@ -420,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="time budget of each context source (0: the config's context.time_budget_ms)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jsonl", help="write every task's outcome here")
+    p.add_argument("--report", nargs="+", metavar="RUN.jsonl",
+                   help="no model: compare in-file and repo context over finished --jsonl runs (per repository and "
+                        "pooled, paired counts, what the context cost, a confidence check choosing between answers)")
+    p.add_argument("--pick-on", nargs="+", default=[], metavar="RUN.jsonl",
+                   help="with --report: runs on which the confidence check's margins are picked (not reported)")
     p.add_argument("-v", "--verbose", action="store_true", help="print each task")
     _model_args(p)
     p.add_argument("--task", choices=["infile-line", "next-edit"], default="infile-line",

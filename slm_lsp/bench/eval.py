@@ -28,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -235,11 +236,19 @@ def run_eval(args: argparse.Namespace) -> int:
                 print(f"  {mode:8s} {i:3d} {mark} {task.path}:{task.line + 1} {task.expected[:50]!r} -> "
                       f"{predicted[:50]!r} ({o.ms:.0f} ms, {o.evaluated} tok)", file=sys.stderr, flush=True)
             if out is not None:
-                out.write(json.dumps({"mode": mode, "path": task.path, "line": task.line, "cross_file": task.cross_file,
-                                      "expected": task.expected, "predicted": predicted, "exact": o.exact,
+                out.write(json.dumps({"repo": repo, "mode": mode, "path": task.path, "line": task.line,
+                                      "cross_file": task.cross_file, "expected": task.expected,
+                                      "predicted": predicted, "exact": o.exact,
                                       "es": o.similarity, "ms": o.ms, "evaluated": o.evaluated,
                                       "context_files": o.context_files, "backend": result.backend,
-                                      "route": result.route}) + "\n")
+                                      "route": result.route,
+                                      # the answer's token log-probabilities, to replay a confidence
+                                      # check between modes offline (empty from a team server)
+                                      "logprobs": [round(x, 4) for x in gen.logprobs] if gen else [],
+                                      # what the prompt kept of the context, to tell a line copied
+                                      # from it from one written after the file's own pattern
+                                      "context": [[f.path, f.text] for f in last] if mode != "infile" else []})
+                          + "\n")
                 out.flush()
     engine.close()
     print_table(outcomes, modes)
@@ -272,3 +281,186 @@ def print_table(outcomes: list[Outcome], modes: list[str]) -> None:
               f"{percentile(ms, 50):8.0f} {percentile(ms, 95):8.0f} {tok:10.0f}")
     print(f"(n={len([o for o in outcomes if o.mode == modes[0]])} tasks per mode; EM: exact match of the first "
           "line; ES: edit similarity; prompt tok: evaluated (not reused) prompt tokens)")
+
+
+# -- comparing two modes of finished runs (``slm-lsp eval --report RUN.jsonl ...``) --------------
+
+CONFIDENCE_SIGNALS = ("mean", "min")
+"""The answer's mean token log-probability, or its least likely token's."""
+
+
+def load_runs(paths: list[str]) -> list[dict]:
+    """Every row of the ``--jsonl`` files, each run labelled by its repository's folder name."""
+    rows: list[dict] = []
+    for path in paths:
+        with open(path) as fh:
+            for line in fh:
+                if line.strip():
+                    row = json.loads(line)
+                    row.setdefault("repo", os.path.basename(path))
+                    row["run"] = os.path.basename(row["repo"].rstrip("/"))
+                    rows.append(row)
+    return rows
+
+
+def pairs(rows: list[dict], a: str = "infile", b: str = "repo") -> list[tuple[dict, dict]]:
+    """(mode ``a``, mode ``b``) outcomes of the same task, in task order; tasks one mode lacks
+    (a run cut short) are left out."""
+    by_task: dict[tuple[str, str, int], dict[str, dict]] = {}
+    for r in rows:
+        by_task.setdefault((r["run"], r["path"], r["line"]), {})[r["mode"]] = r
+    return [(m[a], m[b]) for m in by_task.values() if a in m and b in m]
+
+
+@dataclass
+class Paired:
+    n: int
+    em_a: float
+    em_b: float
+    es_a: float
+    es_b: float
+    wins: int
+    """Tasks ``b`` got exactly right and ``a`` did not."""
+    losses: int
+    es_wins: int
+    """Tasks where ``b``'s edit similarity is higher."""
+    es_losses: int
+
+    @property
+    def ratio(self) -> float:
+        return self.em_b / self.em_a if self.em_a else float("inf")
+
+    @property
+    def p(self) -> float:
+        from .humaneval import sign_test
+
+        return sign_test(self.wins, self.losses)
+
+    @property
+    def es_p(self) -> float:
+        from .humaneval import sign_test
+
+        return sign_test(self.es_wins, self.es_losses)
+
+
+def paired(ps: list[tuple[dict, dict]]) -> Paired:
+    """Exact match and edit similarity (percent) of both sides, with paired win/loss counts."""
+    n = len(ps)
+
+    def pct(xs: list[float]) -> float:
+        return 100 * sum(xs) / n if n else float("nan")
+
+    return Paired(n, pct([a["exact"] for a, _ in ps]), pct([b["exact"] for _, b in ps]),
+                  pct([a["es"] for a, _ in ps]), pct([b["es"] for _, b in ps]),
+                  sum(b["exact"] and not a["exact"] for a, b in ps), sum(a["exact"] and not b["exact"] for a, b in ps),
+                  sum(b["es"] > a["es"] for a, b in ps), sum(a["es"] > b["es"] for a, b in ps))
+
+
+def _blanked_file(row: dict) -> str:
+    """The file as the task showed it (the hidden line blanked), read from the run's checkout."""
+    try:
+        with open(os.path.join(row["repo"], row["path"]), encoding="utf-8", errors="replace") as fh:
+            lines = fh.read().split("\n")
+    except OSError:
+        return ""
+    if 0 <= row["line"] < len(lines):
+        lines[row["line"]] = ""
+    return "\n".join(lines)
+
+
+DISTRACTIONS = ("copied a context line", "a name from the context", "another line of the file",
+                "empty", "other")
+
+
+def distraction(with_context: dict) -> str:
+    """Why an answer given with context may differ from the in-file one, judged by where it came
+    from: a line of a context piece word for word (that is not also in the file); a name that
+    only the context shows; a line of the file itself (another place's pattern); nothing; else
+    the model wrote something new from what both prompts share."""
+    predicted = with_context["predicted"].strip()
+    if not predicted:
+        return "empty"
+    own = _blanked_file(with_context)
+    own_lines = {x.strip() for x in own.split("\n")}
+    context_lines = {x.strip() for _, text in with_context.get("context", []) for x in text.split("\n")}
+    if predicted in context_lines and predicted not in own_lines:
+        return "copied a context line"
+    names = set(IDENT.findall(predicted))
+    context_names = {n for _, text in with_context.get("context", []) for n in IDENT.findall(text)}
+    if own and (names - set(IDENT.findall(own))) & context_names:
+        return "a name from the context"
+    if predicted in own_lines:
+        return "another line of the file"
+    return "other"
+
+
+def signal(row: dict, kind: str) -> float:
+    """The answer's confidence: the mean or least token log-probability (0 for a cached answer)."""
+    from ..engine.router import confidence
+
+    mean, lowest = confidence(row.get("logprobs") or [])
+    return mean if kind == "mean" else lowest
+
+
+def choose(a: dict, b: dict, kind: str, margin: float) -> dict:
+    """The with-context answer ``b``, unless the in-file answer ``a`` is surer by more than ``margin``."""
+    return a if signal(a, kind) - signal(b, kind) > margin else b
+
+
+def pick_margin(ps: list[tuple[dict, dict]], kind: str) -> float:
+    """The margin with the best exact match, then edit similarity, on ``ps`` (the smallest of equals)."""
+    candidates = sorted({0.0} | {round(signal(a, kind) - signal(b, kind), 4) for a, b in ps})
+    best = max(candidates, key=lambda m: (sum(choose(a, b, kind, m)["exact"] for a, b in ps),
+                                          sum(choose(a, b, kind, m)["es"] for a, b in ps), -abs(m)))
+    return best
+
+
+def report(paths: list[str], pick_on: list[str], a: str = "infile", b: str = "repo") -> None:
+    """Per repository and pooled: the two modes' exact match and edit similarity with paired
+    counts; the lines mode ``b`` lost, by cause; a confidence check choosing between the two
+    answers against the oracle (the better of the two, known only to the evaluation). Margins are
+    picked on the ``pick_on`` runs only and reported on the others."""
+    rows = load_runs(paths)
+    picking = load_runs(pick_on) if pick_on else []
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    groups = [(run, pairs([r for r in rows if r["run"] == run], a, b)) for run in runs]
+    groups.append(("pooled", pairs(rows, a, b)))
+
+    print(f"{'repo':24s} {'n':>3s} {a + ' EM':>10s} {b + ' EM':>9s} {'ratio':>6s} {a + ' ES':>10s} {b + ' ES':>9s} "
+          f"{'EM won/lost':>11s} {'p':>6s} {'ES up/down':>10s} {'p':>6s}")
+    for name, ps in groups:
+        s = paired(ps)
+        print(f"{name:24s} {s.n:3d} {s.em_a:10.1f} {s.em_b:9.1f} {s.ratio:5.2f}x {s.es_a:10.1f} {s.es_b:9.1f} "
+              f"{s.wins:5d}/{s.losses:<5d} {s.p:6.3f} {str(s.es_wins) + '/' + str(s.es_losses):>10s} {s.es_p:6.3f}")
+
+    print(f"\nlines {a} had right and {b} got wrong / tasks whose edit similarity fell, by cause:")
+    for name, ps in groups:
+        lost = [y for x, y in ps if x["exact"] and not y["exact"]]
+        fell = [y for x, y in ps if x["es"] > y["es"]]
+        causes = {c: (sum(distraction(y) == c for y in lost), sum(distraction(y) == c for y in fell))
+                  for c in DISTRACTIONS}
+        print(f"  {name:22s} lost {len(lost):3d}, fell {len(fell):3d}: "
+              + "; ".join(f"{c} {x}/{y}" for c, (x, y) in causes.items() if x or y))
+
+    pick_pairs = pairs(picking, a, b)
+    margins = {k: pick_margin(pick_pairs, k) if pick_pairs else 0.0 for k in CONFIDENCE_SIGNALS}
+    print(f"\nchoosing between the two answers (margins picked on "
+          f"{', '.join(dict.fromkeys(r['run'] for r in picking)) or 'nothing: 0'}):")
+    def check(kind: str, margin: float) -> Callable[[dict, dict], dict]:
+        return lambda x, y: choose(x, y, kind, margin)
+
+    rules: list[tuple[str, Callable[[dict, dict], dict]]] = [(a, lambda x, y: x), (b, lambda x, y: y)]
+    for k in CONFIDENCE_SIGNALS:
+        rules.append((f"surer by {k} (margin 0)", check(k, 0.0)))
+        if pick_pairs:
+            rules.append((f"surer by {k} (margin {margins[k]:g})", check(k, margins[k])))
+    rules.append(("oracle", lambda x, y: max((x, y), key=lambda r: (r["exact"], r["es"]))))
+    print(f"{'rule':30s} " + " ".join(f"{name[:16]:>16s}" for name, _ in groups)
+          + f"   (EM / ES, won/lost vs {b})")
+    for label, rule in rules:
+        cells = []
+        for _, ps in groups:
+            chosen = [(y, rule(x, y)) for x, y in ps]
+            s = paired(chosen)
+            cells.append(f"{s.em_b:4.1f}/{s.es_b:4.1f} {s.wins:2d}/{s.losses:<2d}")
+        print(f"{label:30s} " + " ".join(f"{c:>16s}" for c in cells))
