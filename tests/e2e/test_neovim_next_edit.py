@@ -156,11 +156,23 @@ def check_wire_step(step: dict[str, Any]) -> None:
 def test_edits_ask_the_real_server_for_the_next_edit(report: dict[str, Any]) -> None:
     assert report["filetype"] == "python"
     assert report["method"] == "slm/nextEdit"
-    assert [step["name"] for step in report["wire"]] == ["insert", "normal"]
-    for step in report["wire"]:
+    assert [step["name"] for step in report["wire"]] == ["insert", "normal", "accepted"]
+    for step in report["wire"][:2]:
         check_wire_step(step)
     assert report["wire"][0]["state"]["lines"][0] == "def area(radius):"  # what was typed reached the buffer
     assert report["quiet_requests"] == 0  # no edit, no request
+
+
+def test_an_accepted_completion_asks_for_the_next_edit(report: dict[str, Any]) -> None:
+    step = report["wire"][2]
+    # <Tab> accepted the ghost text (it comes before a next edit, and before a plain tab)...
+    assert step["ghost_shown"] is True and step["line"] == "    total = 0"  # after the autoindent of `O`
+    # ...and the next edit was asked for at the cursor after it, in Insert mode, after the debounce.
+    check_wire_step(step)
+    assert step["mode_at_answer"] == "i"
+    assert step["params"]["position"] == {"line": 1, "character": len("    total = 0")}
+    # Leaving Insert mode, where the text changed, asks once more.
+    assert step["after_leaving"]["requests"] == 2 and step["after_leaving"]["err"] is None
 
 
 def test_setup_refuses_invalid_next_edit_options(report: dict[str, Any]) -> None:

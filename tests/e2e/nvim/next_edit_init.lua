@@ -11,8 +11,8 @@
 --   SLM_NVIM_WIRE_MS     how long to wait for the server's answers (the real model is slow)
 --   SLM_NVIM_ONLY_RENAME 1: the rename only (the real model's answer to it is kept, and applied)
 --
--- Two parts. The wire: real edits typed with nvim_input (cw...<Esc>, then x in Normal mode) make
--- the plugin send slm/nextEdit after its debounce; every request and answer is recorded (a spy
+-- Two parts. The wire: real edits typed with nvim_input (cw...<Esc>, then x in Normal mode, then
+-- a completion accepted with <Tab>) make the plugin send slm/nextEdit after its debounce; every request and answer is recorded (a spy
 -- on require("slm.client").request), and what the plugin then shows. The rendering: each case
 -- loads its lines, shows its edit with require("slm.next_edit").show() (the result object the
 -- server would answer), records the extmarks, then presses its keys one by one (<Tab>, <Esc>, x,
@@ -210,6 +210,53 @@ local function edit_and_wait_answer(name, keys, wire_ms)
   })
 end
 
+--- A completion accepted with <Tab> in Insert mode: the ghost text goes in (it comes before the
+--- next edit), and the next edit is asked for after the debounce, still in Insert mode. Leaving
+--- Insert mode then asks once more (the text changed there).
+local function accept_and_wait_answers(wire_ms)
+  local suggestion = require("slm.suggestion")
+  api.nvim_win_set_cursor(0, { 2, 0 })
+  api.nvim_input("O")
+  wait_for("Insert mode", 5000, function()
+    return api.nvim_get_mode().mode == "i"
+  end)
+  local before = #requests
+  suggestion.show("total = 0")
+  local step = { name = "accepted", ghost_shown = suggestion.is_visible() }
+  local tick = api.nvim_buf_get_changedtick(0)
+  local typed_ms = vim.uv.now()
+  api.nvim_input("<Tab>")
+  wait_for("the accept", 5000, function()
+    return api.nvim_buf_get_changedtick(0) ~= tick
+  end)
+  local entry = wait_for("a slm/nextEdit request after the accept", 10000, function()
+    return requests[before + 1]
+  end)
+  wait_for("its answer", wire_ms, function()
+    return entry.answered
+  end)
+  local c = api.nvim_win_get_cursor(0)
+  step.line = api.nvim_get_current_line()
+  step.cursor = { c[1], c[2] }
+  step.mode_at_answer = api.nvim_get_mode().mode
+  step.requests = #requests - before
+  step.params = entry.params
+  step.uri = vim.uri_from_bufnr(0)
+  step.since_keys_ms = entry.sent_ms - typed_ms
+  step.err = entry.err
+  step.result = entry.result
+  step.state = state()
+  api.nvim_input("<Esc>")
+  local leave = wait_for("a slm/nextEdit request after leaving Insert mode", 10000, function()
+    return requests[before + 2]
+  end)
+  wait_for("its answer", wire_ms, function()
+    return leave.answered
+  end)
+  step.after_leaving = { requests = #requests - before, err = leave.err, params = leave.params }
+  table.insert(report.wire, step)
+end
+
 local function run_case(case)
   local bufnr = api.nvim_get_current_buf()
   next_edit.reset()
@@ -260,6 +307,7 @@ local function main()
   if os.getenv("SLM_NVIM_ONLY_RENAME") ~= "1" then
     api.nvim_win_set_cursor(0, { 2, 4 })
     edit_and_wait_answer("normal", "x", wire_ms)
+    accept_and_wait_answers(wire_ms)
   end
   -- Nothing more is asked for without an edit.
   local count = #requests
