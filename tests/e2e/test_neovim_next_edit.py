@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,19 @@ def test_an_accepted_completion_asks_for_the_next_edit(report: dict[str, Any]) -
     assert step["params"]["position"] == {"line": 1, "character": len("    total = 0")}
     # Leaving Insert mode, where the text changed, asks once more.
     assert step["after_leaving"]["requests"] == 2 and step["after_leaving"]["err"] is None
+
+
+def test_checkhealth_reports_next_edits(report: dict[str, Any]) -> None:
+    health = report["health"]
+    assert health["ok"], health["err"]
+    text = "\n".join(health["lines"])
+    assert (f"OK next edits: asked for {DEBOUNCE_MS} ms after an edit; <Tab> jumps to one and applies it, "
+            "<Esc> dismisses it") in text
+    counts = re.search(r"next edits: (\d+) asked, (\d+) shown, (\d+) applied", text)
+    assert counts, text
+    asked = sum(step["requests"] for step in report["wire"][:2]) + report["wire"][2]["after_leaving"]["requests"]
+    assert int(counts.group(1)) == asked and int(counts.group(3)) == 0
+    assert not [line for line in health["lines"] if "ERROR" in line or "WARNING" in line], text
 
 
 def test_setup_refuses_invalid_next_edit_options(report: dict[str, Any]) -> None:

@@ -313,6 +313,9 @@ local function main()
   local count = #requests
   sleep(3 * DEBOUNCE_MS)
   report.quiet_requests = #requests - count
+  local ok, err = pcall(vim.cmd, "checkhealth slm")
+  report.health = { ok = ok, err = ok and vim.NIL or tostring(err), lines = api.nvim_buf_get_lines(0, 0, -1, false) }
+  vim.cmd("tabclose")
   -- An edit the server suggested: two <Tab>s apply it.
   if next_edit.is_visible() then
     local applied = { edit = next_edit.get(), before = api.nvim_buf_get_lines(0, 0, -1, false), steps = {} }

@@ -35,6 +35,42 @@ local function check_setup()
   return true
 end
 
+local function keys(value)
+  if type(value) == "string" then
+    return value
+  end
+  return type(value) == "table" and #value > 0 and table.concat(value, ", ") or "no key"
+end
+
+local function check_next_edit()
+  local o = require("slm.config").options.next_edit
+  if not o then
+    health.info("next edits: off (next_edit = false)")
+    return
+  elseif not o.enabled then
+    health.info("next edits: off (next_edit.enabled = false)")
+    return
+  end
+  local km = o.keymaps or {}
+  health.ok(
+    ("next edits: asked for %d ms after an edit; %s jumps to one and applies it, %s dismisses it"):format(
+      o.debounce_ms,
+      keys(km.accept),
+      keys(km.dismiss)
+    )
+  )
+  local stats = require("slm.next_edit").stats
+  local counts = ("%d asked, %d shown, %d applied"):format(stats.requests, stats.shown, stats.applied)
+  if stats.errors > 0 then
+    health.warn(("next edits: %s, %d error answers"):format(counts, stats.errors), {
+      "The server may not know slm/nextEdit: update slm-lsp to the plugin's version",
+      "See :LspLog",
+    })
+  else
+    health.info("next edits: " .. counts)
+  end
+end
+
 local function check_command(opts)
   local exe = opts.cmd[1]
   local path = vim.fn.exepath(exe)
@@ -153,6 +189,7 @@ function M.check()
   if not check_setup() then
     return
   end
+  check_next_edit()
   local opts = require("slm.config").options
   check_command(opts)
   check_server()
