@@ -100,6 +100,8 @@ CASES: list[dict[str, Any]] = [
     {"name": "changed_meanwhile", "lines": RENAMED, "cursor": [1, 0], "edit": RENAME_EDIT,
      "keys": ["@modify", "<Tab>"]},
     {"name": "nothing_to_change", "lines": RENAMED, "cursor": [1, 0], "edit": NO_CHANGE, "keys": ["A", "<Tab>"]},
+    {"name": "out_of_view", "lines": [f"x{i} = {i}" for i in range(80)], "cursor": [1, 0],
+     "edit": {"range": lsp_range((60, 0), (60, 3)), "newText": "y60"}, "keys": ["<Tab>", "<Tab>"]},
     {"name": "outside_the_buffer", "lines": LOOP, "cursor": [1, 0],
      "edit": {"range": lsp_range((7, 0), (7, 0)), "newText": "x"}, "keys": []},
 ]
@@ -297,6 +299,18 @@ def test_an_edit_that_changes_nothing_is_not_shown_and_tab_stays_a_tab(report: d
     _append, tab = case["steps"]
     # A tab, or the spaces to the next 'softtabstop' stop (Python's ftplugin sets expandtab).
     assert tab["lines"][0] in (RENAMED[0] + "\t", RENAMED[0] + "   ")
+
+
+def test_an_edit_out_of_view_gets_a_hint_on_the_cursor_line_until_the_jump(report: dict[str, Any]) -> None:
+    case = cases(report)["out_of_view"]
+    hints = [m for m in case["initial"]["marks"] if m["pos"] == "eol"]
+    assert hints == [{"row": 0, "col": 0, "end_row": None, "end_col": None, "hl": None,
+                      "text": "  ↓ next edit: line 61 (<Tab>)", "text_hl": "SlmNextEditHint", "pos": "eol",
+                      "virt_lines": [], "above": False}]
+    jump, apply = case["steps"]
+    assert jump["cursor"] == [61, 0]
+    assert [m for m in jump["marks"] if m["pos"] == "eol"] == [] and jump["marks"]  # the hint went, the edit stays
+    assert apply["lines"][60] == "y60 = 60"
 
 
 def test_an_edit_outside_the_buffer_is_not_shown(report: dict[str, Any]) -> None:

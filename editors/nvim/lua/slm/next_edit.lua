@@ -2,7 +2,8 @@
 -- completion) the plugin asks the server where the next edit is likely (slm/nextEdit, on a
 -- debounce) and shows the answer as a diff at that place: the text it removes struck through
 -- (SlmNextEditDelete), the text it adds inline or, over several lines, as virtual lines below
--- (SlmNextEditInsert). The accept key (<Tab>) jumps there; pressed again, it applies the edit
+-- (SlmNextEditInsert); an edit out of view gets a hint at the end of the cursor's line
+-- (SlmNextEditHint). The accept key (<Tab>) jumps there; pressed again, it applies the edit
 -- (vim.lsp.util.apply_text_edits, in the client's position encoding). The dismiss key (<Esc>
 -- in Normal mode), leaving Insert mode, another buffer or any edit hides it.
 local client = require("slm.client")
@@ -15,6 +16,7 @@ local M = {}
 M.ns = api.nvim_create_namespace("slm_next_edit")
 M.hl_delete = "SlmNextEditDelete"
 M.hl_insert = "SlmNextEditInsert"
+M.hl_hint = "SlmNextEditHint"
 
 --- Counters, for tests and curiosity.
 M.stats = {
@@ -41,6 +43,7 @@ M.stats = {
 ---@field edit slm.NextEdit
 ---@field encoding string         position encoding of edit.range
 ---@field hunk slm.NextEditHunk   the part that changes, in bytes
+---@field hint integer|nil        the extmark that points to an edit out of view
 ---@field target integer[]|nil   where the jump put the cursor ({row, col}, 0-based; Normal mode
 ---                               cannot stand after the last character, so not always hunk.col)
 
@@ -323,6 +326,25 @@ function M.show(bufnr, edit, encoding)
   }
   M.stats.shown = M.stats.shown + 1
   render(shown)
+  -- An edit out of view: a hint at the end of the cursor's line says where it is.
+  if api.nvim_get_current_buf() == bufnr then
+    local first, last = vim.fn.line("w0") - 1, vim.fn.line("w$") - 1
+    if h.row < first or h.row > last then
+      local row = api.nvim_win_get_cursor(0)[1] - 1
+      local keys = options() and options().keymaps and options().keymaps.accept
+      local key = type(keys) == "table" and keys[1] or keys
+      local text = ("  %s next edit: line %d%s"):format(
+        h.row < first and "↑" or "↓",
+        h.row + 1,
+        type(key) == "string" and (" (" .. key .. ")") or ""
+      )
+      shown.hint = api.nvim_buf_set_extmark(bufnr, M.ns, row, 0, {
+        virt_text = { { text, M.hl_hint } },
+        virt_text_pos = "eol",
+        priority = 1100,
+      })
+    end
+  end
   return true
 end
 
@@ -494,6 +516,10 @@ function M.accept()
     api.nvim_win_set_cursor(0, { s.hunk.row + 1, s.hunk.col })
     local now = api.nvim_win_get_cursor(0)
     s.target = { now[1] - 1, now[2] }
+    if s.hint then
+      pcall(api.nvim_buf_del_extmark, s.bufnr, M.ns, s.hint)
+      s.hint = nil
+    end
     M.stats.jumped = M.stats.jumped + 1
     return true
   end
@@ -547,6 +573,7 @@ function M.set_highlights()
   local fg = ok and type(removed) == "table" and (removed.fg or removed.bg) or nil
   api.nvim_set_hl(0, M.hl_delete, { fg = fg, strikethrough = true, default = true })
   api.nvim_set_hl(0, M.hl_insert, { link = "DiffAdd", default = true })
+  api.nvim_set_hl(0, M.hl_hint, { link = "Comment", default = true })
 end
 
 return M
