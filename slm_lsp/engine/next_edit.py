@@ -49,7 +49,7 @@ from typing import Any
 
 __all__ = ["ADAPTER_KEY", "CURSOR", "NO_EDIT", "REGION_END", "REGION_START", "NextEditInput", "NextEditRequest",
            "NextEditResult", "Replacement", "chat_messages", "editable_region", "minimal_replacement", "parse_output",
-           "render_prompt", "render_target", "run_next_edit", "trained_for_next_edit"]
+           "render_prompt", "render_target", "reverts", "run_next_edit", "trained_for_next_edit"]
 
 CURSOR = "<|cursor|>"
 REGION_START = "<|region_start|>"
@@ -286,6 +286,21 @@ def implausible(region: str, new_region: str, start: int, end: int, text: str) -
     return None
 
 
+def reverts(region: str, new_region: str, diff: str) -> bool:
+    """Whether ``new_region`` takes back the edit ``diff`` (its added lines, present in ``region``,
+    are gone and its removed lines are back): the model "fixing" what the user just did."""
+    body = diff.splitlines()[2:]
+    added = [line[1:].strip() for line in body if line.startswith("+") and line[1:].strip()]
+    removed = [line[1:].strip() for line in body if line.startswith("-") and line[1:].strip()]
+    if not added and not removed:
+        return False
+    old_lines = {line.strip() for line in region.splitlines()}
+    new_lines = {line.strip() for line in new_region.splitlines()}
+    if not all(line in old_lines for line in added):
+        return False  # the edit is not (all) in this region
+    return all(line not in new_lines for line in added) and all(line in new_lines for line in removed)
+
+
 def region_position(lines: list[str], first: int, offset: int) -> tuple[int, int]:
     """(line, column) of character ``offset`` of the text of ``lines`` starting at line ``first``."""
     line = first
@@ -482,6 +497,8 @@ def run_next_edit(runner: Any, req: NextEditRequest, cancelled: Callable[[], boo
         return result
     start, end, text = minimal_replacement(inp.region, new_region)
     why = implausible(inp.region, new_region, start, end, text)
+    if why is None and inp.edits and reverts(inp.region, new_region, inp.edits[-1]):
+        why = "it takes back the last edit"
     if why is not None:
         result.reason = f"implausible: {why}"
         return result

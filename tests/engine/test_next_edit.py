@@ -35,6 +35,7 @@ from slm_lsp.engine.next_edit import (
     region_position,
     render_prompt,
     render_target,
+    reverts,
     run_next_edit,
     trained_for_next_edit,
 )
@@ -324,3 +325,11 @@ def test_blank_lines_alone_do_not_resync_and_no_change_never_stops() -> None:
     # REGION's rename on its line 3 resyncs only with its last line: written to the end.
     continued = REGION.replace("        total", "        count")
     assert all(change.stop_at(continued[:i]) is None for i in range(len(continued) + 1))
+
+
+def test_an_edit_that_takes_back_the_last_one_is_recognised() -> None:
+    undone = REGION.replace("count = 0", "total = 0")
+    assert reverts(REGION, undone, EDIT)  # count -> total again, where the user wrote total -> count
+    assert not reverts(REGION, RENAMED, EDIT)  # the rename continued
+    assert not reverts(RENAMED.replace("count = 0", "n = 0"), RENAMED, EDIT)  # the edit is not in the region
+    assert not reverts(REGION, undone, "--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n")
