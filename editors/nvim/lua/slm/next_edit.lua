@@ -226,7 +226,11 @@ local function render(s)
     -- those struck through, in the place they will take.
     add_virt_lines(vim.list_slice(h.lines, 1, #h.lines - 1))
     if h.end_row < api.nvim_buf_line_count(bufnr) then
-      api.nvim_buf_set_extmark(bufnr, M.ns, h.end_row, 0, { virt_lines = virt_lines, virt_lines_above = true, priority = 1100 })
+      api.nvim_buf_set_extmark(bufnr, M.ns, h.end_row, 0, {
+        virt_lines = virt_lines,
+        virt_lines_above = true,
+        priority = 1100,
+      })
     else
       api.nvim_buf_set_extmark(bufnr, M.ns, h.end_row - 1, 0, { virt_lines = virt_lines, priority = 1100 })
     end
@@ -356,7 +360,10 @@ local function edit_from(result)
   end
   local s, e = result.range.start, result.range["end"]
   for _, p in ipairs({ s, e }) do
-    if type(p) ~= "table" or type(p.line) ~= "number" or type(p.character) ~= "number" or p.line < 0 or p.character < 0 then
+    if type(p) ~= "table" or type(p.line) ~= "number" or type(p.character) ~= "number" then
+      return nil
+    end
+    if p.line < 0 or p.character < 0 then
       return nil
     end
   end
@@ -493,8 +500,8 @@ function M.on_accepted()
 end
 
 --- The accept key: jumps to the edit shown (the start of what it changes); when the cursor is
---- there already (the key was pressed twice), applies it. Returns false when there is nothing to do (the key then does what
---- it did before).
+--- there already (the key was pressed twice), applies it. Returns false when there is nothing
+--- to do (the key then does what it did before).
 ---@return boolean
 function M.accept()
   local s = shown
