@@ -102,6 +102,11 @@ CASES: list[dict[str, Any]] = [
     {"name": "nothing_to_change", "lines": RENAMED, "cursor": [1, 0], "edit": NO_CHANGE, "keys": ["A", "<Tab>"]},
     {"name": "out_of_view", "lines": [f"x{i} = {i}" for i in range(80)], "cursor": [1, 0],
      "edit": {"range": lsp_range((60, 0), (60, 3)), "newText": "y60"}, "keys": ["<Tab>", "<Tab>"]},
+    {"name": "inline_item", "lines": RENAMED, "cursor": [1, 17], "position": {"line": 0, "character": 17},
+     "inline": {"items": [{"insertText": RENAME_EDIT["newText"], "range": RENAME_EDIT["range"]}]},
+     "keys": ["<Tab>", "<Tab>"]},
+    {"name": "inline_ghost", "lines": RENAMED, "cursor": [1, 17], "position": {"line": 0, "character": 17},
+     "inline": {"items": [{"insertText": "  # r", "range": lsp_range((0, 17), (0, 17))}]}, "keys": []},
     {"name": "outside_the_buffer", "lines": LOOP, "cursor": [1, 0],
      "edit": {"range": lsp_range((7, 0), (7, 0)), "newText": "x"}, "keys": []},
 ]
@@ -311,6 +316,18 @@ def test_an_edit_out_of_view_gets_a_hint_on_the_cursor_line_until_the_jump(repor
     assert jump["cursor"] == [61, 0]
     assert [m for m in jump["marks"] if m["pos"] == "eol"] == [] and jump["marks"]  # the hint went, the edit stays
     assert apply["lines"][60] == "y60 = 60"
+
+
+def test_an_inline_item_away_from_the_cursor_is_shown_as_a_next_edit(report: dict[str, Any]) -> None:
+    case = cases(report)["inline_item"]
+    assert case["shown"] == "next_edit" and case["ghost"] is None
+    assert case["initial"]["marks"] == cases(report)["rename"]["initial"]["marks"]
+    jump, apply = case["steps"]
+    assert jump["cursor"] == [2, 18]
+    assert apply["lines"] == apply_edit(RENAMED, RENAME_EDIT)
+    # An item at the cursor is still ghost text, not a next edit.
+    ghost = cases(report)["inline_ghost"]
+    assert ghost["shown"] == "ghost" and ghost["ghost"] == "  # r" and not ghost["initial"]["visible"]
 
 
 def test_an_edit_outside_the_buffer_is_not_shown(report: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@
 --   SLM_NVIM_SERVER_CMD  the server command, a JSON array
 --   SLM_NVIM_PLUGIN_DIR  editors/nvim (prepended to 'runtimepath')
 --   SLM_NVIM_CASES       JSON list of rendering cases: { name, lines, cursor = {row, col} (1-based
---                        row, byte col), edit = { range, newText }, keys = { ... } }
+--                        row, byte col), edit = { range, newText }, keys = { ... } }; or, instead
+--                        of edit, inline (an inlineCompletion answer) and position (its request's)
 --   SLM_NVIM_WIRE_MS     how long to wait for the server's answers (the real model is slow)
 --   SLM_NVIM_ONLY_RENAME 1: the rename only (the real model's answer to it is kept, and applied)
 --
@@ -263,7 +264,20 @@ local function run_case(case)
   api.nvim_buf_set_lines(bufnr, 0, -1, false, case.lines)
   sleep(20) -- let TextChanged for set_lines pass (automatic requests are off)
   api.nvim_win_set_cursor(0, case.cursor)
-  local entry = { name = case.name, shown = next_edit.show(bufnr, case.edit, case.encoding) }
+  local entry = { name = case.name }
+  if case.inline then
+    -- An inline completion answer, handed to the plugin as if the server had sent it for a
+    -- request at the cursor: a ranged item away from the cursor becomes a next edit.
+    local suggestion = require("slm.suggestion")
+    config.options.next_edit.enabled = true
+    entry.shown = suggestion.on_result(case.inline, { position = case.position }, case.encoding or "utf-16", bufnr)
+      or vim.NIL
+    config.options.next_edit.enabled = false
+    entry.ghost = suggestion.get_text() or vim.NIL
+    suggestion.reset()
+  else
+    entry.shown = next_edit.show(bufnr, case.edit, case.encoding)
+  end
   entry.initial = state()
   entry.steps = {}
   for _, keys in ipairs(case.keys or {}) do

@@ -1,6 +1,7 @@
 -- Ghost text: textDocument/inlineCompletion on a debounce in insert mode, shown with extmarks
 -- (inline virtual text for the first line, virtual lines for the rest), accepted whole, by word
--- or by line, dismissed, and kept while the user types what it shows. Each accept tells the
+-- or by line, dismissed, and kept while the user types what it shows. An item whose range is
+-- away from the cursor (the server's next edit) goes to slm.next_edit. Each accept tells the
 -- server (slm/accepted), which computes the suggestion at the new cursor at once.
 local client = require("slm.client")
 local config = require("slm.config")
@@ -210,6 +211,49 @@ local function suggestion_from(result, params, encoding, bufnr)
   return text, replace
 end
 
+--- The first item of an inline completion answer whose range is not at the cursor (another
+--- line, or it starts after the cursor): a next edit, or nil.
+---@return slm.NextEdit|nil
+local function ranged_item(result, params)
+  local items = type(result) == "table" and (result.items or result) or {}
+  local item = type(items) == "table" and items[1] or nil
+  if type(item) ~= "table" or type(item.insertText) ~= "string" or type(item.range) ~= "table" then
+    return nil
+  end
+  local s, e, pos = item.range.start, item.range["end"], params.position
+  if type(s) ~= "table" or type(e) ~= "table" then
+    return nil
+  end
+  if s.line ~= pos.line or e.line ~= pos.line or s.character > pos.character then
+    return { range = item.range, newText = item.insertText, cause = "inline completion" }
+  end
+  return nil
+end
+
+--- Handles an inline completion answer for `params` (the request made at the cursor, which has
+--- not moved since): shows its text as ghost text; an item whose range is away from the cursor
+--- (the server's next edit) is shown as a next edit instead. Returns what it did: "ghost",
+--- "next_edit" or nil.
+---@param result any
+---@param params table the request's params
+---@param encoding string the client's position encoding
+---@param bufnr integer
+---@return string|nil
+function M.on_result(result, params, encoding, bufnr)
+  local text, replace = suggestion_from(result, params, encoding, bufnr)
+  if text then
+    M.show(text, replace)
+    return "ghost"
+  end
+  M.stats.empty = M.stats.empty + 1
+  local edit = ranged_item(result, params)
+  local next_edit = require("slm.next_edit")
+  if edit and next_edit.enabled() and next_edit.show(bufnr, edit, encoding) then
+    return "next_edit"
+  end
+  return nil
+end
+
 --- Sends textDocument/inlineCompletion for the cursor now (cancelling the one in flight).
 ---@param trigger_kind integer|nil 1: invoked, 2 (default): automatic
 function M.request(trigger_kind)
@@ -251,12 +295,7 @@ function M.request(trigger_kind)
       M.stats.stale = M.stats.stale + 1
       return
     end
-    local text, replace = suggestion_from(result, params, c.offset_encoding, bufnr)
-    if not text then
-      M.stats.empty = M.stats.empty + 1
-      return
-    end
-    M.show(text, replace)
+    M.on_result(result, params, c.offset_encoding, bufnr)
   end, bufnr)
   if id then
     M.stats.requests = M.stats.requests + 1
