@@ -23,7 +23,7 @@ import random
 import re
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -203,9 +203,11 @@ def score_line(completion: str, target: str, ms: float = 0.0) -> LineOutcome:
 
 
 def complete_lines(gguf: Path, tasks: list[LineTask], *, adapter: Path | None = None, threads: int = 0,
-                   max_tokens: int = 48, prompt_tokens: int = 0) -> list[LineOutcome]:
+                   max_tokens: int = 48, prompt_tokens: int = 0,
+                   progress: Callable[[int, list[LineOutcome]], None] | None = None) -> list[LineOutcome]:
     """Run ``tasks`` through the server's completion engine (one line each); ``prompt_tokens``
-    (split 3:1 between prefix and suffix) replaces the server's default budgets."""
+    (split 3:1 between prefix and suffix) replaces the server's default budgets. ``progress``
+    is called after each line with the number of tasks and the outcomes so far."""
     from slm_lsp.config import Config
     from slm_lsp.engine.service import CompletionEngine, CompletionRequest
 
@@ -226,6 +228,8 @@ def complete_lines(gguf: Path, tasks: list[LineTask], *, adapter: Path | None = 
             result = engine.complete(CompletionRequest(f"task-{i}", task.text, task.line, task.column,
                                                        path=task.path))
             outcomes.append(score_line(result.text, task.target, (time.perf_counter() - t0) * 1000))
+            if progress is not None:
+                progress(len(tasks), outcomes)
         return outcomes
     finally:
         engine.close()

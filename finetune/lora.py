@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
@@ -159,6 +160,15 @@ def main(cfg: FinetuneConfig) -> int:
         say(f"finetune: --task {cfg.task}: {json.dumps(data.summary)}")
     pad_id = base.end_token
 
+    def lines_done(when: str) -> Callable[[int, list[LineOutcome]], None]:
+        """Reports every 25 lines: the evaluation of a few hundred lines takes minutes."""
+        def report(total: int, outcomes: list[LineOutcome]) -> None:
+            if len(outcomes) % 25 == 0 or len(outcomes) == total:
+                done = CompletionScores.of(outcomes)
+                say(f"finetune: {when}: {done.n}/{total} lines, exact match {done.exact_match:.3f}, edit similarity "
+                    f"{done.edit_similarity:.3f}, {done.mean_ms / 1000:.1f} s a line")
+        return report
+
     # -- 3. evaluation before ---------------------------------------------------------------
     before_file = ckpt_dir / "eval_before.json"
     before: dict[str, Any] = {}
@@ -173,7 +183,7 @@ def main(cfg: FinetuneConfig) -> int:
             before = {"loss": heldout_loss(base.model, eval_examples, pad_id)}
             if tasks and base.gguf is not None:
                 _add_lines(before, complete_lines(base.gguf, tasks, threads=threads,
-                                                  prompt_tokens=cfg.eval_prompt_tokens))
+                                                  prompt_tokens=cfg.eval_prompt_tokens, progress=lines_done("before")))
             before["seconds"] = round(time.perf_counter() - t0, 1)
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             _write_json(before_file, before)
@@ -282,7 +292,7 @@ def main(cfg: FinetuneConfig) -> int:
     after: dict[str, Any] = {"loss": heldout_loss(peft_model, eval_examples, pad_id)}
     if tasks and base.gguf is not None:
         _add_lines(after, complete_lines(base.gguf, tasks, adapter=staging / ADAPTER, threads=threads,
-                                         prompt_tokens=cfg.eval_prompt_tokens))
+                                         prompt_tokens=cfg.eval_prompt_tokens, progress=lines_done("after")))
     after["seconds"] = round(time.perf_counter() - t0, 1)
     say(f"finetune: after:  {_summary(after)} ({after['seconds']:.0f} s)")
 
