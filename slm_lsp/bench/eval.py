@@ -179,8 +179,11 @@ def run_eval(args: argparse.Namespace) -> int:
     settings = cli.cli_settings(args)
     settings.setdefault("completion", {}).update({
         "prefix_tokens": args.prefix_tokens, "suffix_tokens": args.suffix_tokens, "max_tokens": 48,
-        "max_lines": 1, "time_budget_ms": 120000})
+        "max_lines": 1})
     config = merge_config(settings).config
+    # No time budget: a benchmark scores the model's line, not how busy the machine was (on 2
+    # shared cores a 1.5B answer cut at the setting's 60 s ceiling lost its last tokens).
+    config.completion.time_budget_ms = 10 ** 9
     modes = {"both": ["infile", "repo"], "all": ["infile", "repo", "baseline"]}.get(args.mode, args.mode.split(","))
     cache = Path(tempfile.mkdtemp(prefix="slm-eval-"))
     t0 = time.perf_counter()
@@ -241,7 +244,7 @@ def run_eval(args: argparse.Namespace) -> int:
                                       "predicted": predicted, "exact": o.exact,
                                       "es": o.similarity, "ms": o.ms, "evaluated": o.evaluated,
                                       "context_files": o.context_files, "backend": result.backend,
-                                      "route": result.route,
+                                      "route": result.route, "stop": gen.stop_reason if gen else "",
                                       # the answer's token log-probabilities, to replay a confidence
                                       # check between modes offline (empty from a team server)
                                       "logprobs": [round(x, 4) for x in gen.logprobs] if gen else [],
@@ -394,6 +397,11 @@ def distraction(with_context: dict) -> str:
     return "other"
 
 
+def in_context(row: dict) -> bool:
+    """The hidden line is a line of a context piece the prompt kept."""
+    return any(row["expected"] == x.strip() for _, text in row.get("context", []) for x in text.split("\n"))
+
+
 def signal(row: dict, kind: str) -> float:
     """The answer's confidence: the mean or least token log-probability (0 for a cached answer)."""
     from ..engine.router import confidence
@@ -432,6 +440,11 @@ def report(paths: list[str], pick_on: list[str], a: str = "infile", b: str = "re
         s = paired(ps)
         print(f"{name:24s} {s.n:3d} {s.em_a:10.1f} {s.em_b:9.1f} {s.ratio:5.2f}x {s.es_a:10.1f} {s.es_b:9.1f} "
               f"{s.wins:5d}/{s.losses:<5d} {s.p:6.3f} {str(s.es_wins) + '/' + str(s.es_losses):>10s} {s.es_p:6.3f}")
+
+    print(f"\nthe hidden line word for word in {b}'s kept context (it could be copied) / exact there:")
+    for name, ps in groups:
+        shown = [y for _, y in ps if in_context(y)]
+        print(f"  {name:22s} {len(shown):3d} of {len(ps):3d} / {sum(y['exact'] for y in shown):3d}")
 
     print(f"\nlines {a} had right and {b} got wrong / tasks whose edit similarity fell, by cause:")
     for name, ps in groups:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from slm_lsp.bench.eval import choose, distraction, paired, pairs, pick_margin
+from slm_lsp.bench.eval import choose, distraction, in_context, paired, pairs, pick_margin
 
 FIXTURE = Path(__file__).parent.parent / "data" / "context_repo"
 
@@ -52,6 +52,8 @@ def test_distraction_tells_a_copied_context_line_from_the_file_own_pattern(tmp_p
         == "another line of the file"
     assert distraction(row(str(tmp_path), "repo", 4, "total += 1", expected, [], ctx)) == "other"
     assert distraction(row(str(tmp_path), "repo", 4, "", expected, [], ctx)) == "empty"
+    assert not in_context(row(str(tmp_path), "repo", 4, "", expected, [], ctx))
+    assert in_context(row(str(tmp_path), "repo", 4, "", "log(total)", [], ctx))
 
 
 def test_confidence_check_keeps_the_context_answer_unless_the_infile_one_is_surer():
@@ -79,6 +81,8 @@ def test_eval_records_logprobs_and_kept_context_and_report_reads_them(tiny_model
     # One log-probability per generated token (the end token too), none above 0.
     assert any(r["logprobs"] for r in rows)
     assert all(all(x <= 0 for x in r["logprobs"]) for r in rows)
+    # Answers are never cut by the clock: the benchmark scores the model, not the machine's load.
+    assert {r["stop"] for r in rows} <= {"eog", "stop", "length", ""} and any(r["stop"] for r in rows)
     repo_rows = [r for r in rows if r["mode"] == "repo"]
     assert all(not r["context"] for r in rows if r["mode"] == "infile")
     assert any(r["context"] for r in repo_rows)
@@ -87,6 +91,6 @@ def test_eval_records_logprobs_and_kept_context_and_report_reads_them(tiny_model
     assert out.returncode == 0, out.stderr
     n = len(repo_rows)
     assert f"\ncontext_repo             {n:3d}" in out.stdout and f"\npooled                   {n:3d}" in out.stdout
-    for label in ("by cause", "surer by mean (margin 0)", "surer by min (margin", "oracle"):
+    for label in ("kept context", "by cause", "surer by mean (margin 0)", "surer by min (margin", "oracle"):
         assert label in out.stdout, label
     assert run("eval").returncode == 2
