@@ -327,9 +327,6 @@ local function main()
   local count = #requests
   sleep(3 * DEBOUNCE_MS)
   report.quiet_requests = #requests - count
-  local ok, err = pcall(vim.cmd, "checkhealth slm")
-  report.health = { ok = ok, err = ok and vim.NIL or tostring(err), lines = api.nvim_buf_get_lines(0, 0, -1, false) }
-  vim.cmd("tabclose")
   -- An edit the server suggested: two <Tab>s apply it.
   if next_edit.is_visible() then
     local applied = { edit = next_edit.get(), before = api.nvim_buf_get_lines(0, 0, -1, false), steps = {} }
@@ -340,6 +337,10 @@ local function main()
     end
     report.applied_answer = applied
   end
+  -- After the above: :checkhealth opens a tab, and leaving the buffer hides a next edit.
+  local ok, err = pcall(vim.cmd, "checkhealth slm")
+  report.health = { ok = ok, err = ok and vim.NIL or tostring(err), lines = api.nvim_buf_get_lines(0, 0, -1, false) }
+  vim.cmd("tabclose")
   -- The rendering, with results passed in: no automatic requests from here on.
   config.options.next_edit.enabled = false
   next_edit.reset()
