@@ -185,6 +185,10 @@ LOOKUP_DRAFT_TOKENS = 8
 """Tokens drafted from the prompt per model pass while the region is copied."""
 RESYNC_LINES = 2
 """Lines of the region written again after a change that end the answer (``FirstChange``)."""
+TAIL_SLACK = 2
+MAX_TAIL_CHANGED = 3
+"""A region ended early is completed with the region's rest (``complete_tail``) when it differs
+from the region's start in at most this many lines (a small edit, not a rewrite)."""
 LAST_LINE_SIMILARITY = 0.6
 """A prefilled chat answer without its end marker ends right when its last line is this like the
 region's (``difflib`` ratio; "return count" for "return total" is 0.67) and it has as many lines."""
@@ -375,6 +379,33 @@ class FirstChange:
         return written + "".join(self.region[self.resumed:])
 
 
+def complete_tail(body: str, region: str) -> str | None:
+    """``body``, a region rewritten only up to its change and ended there by the model (the 1.5B
+    often closes the region right after its edit), with the region's own rest after it; None when
+    ``body`` is not such a start: as long as the region, unchanged, or changed in more than
+    ``MAX_TAIL_CHANGED`` lines. Where the rest starts is the end of the region's start that
+    ``body`` differs least from (within ``TAIL_SLACK`` lines of its length: lines inserted or
+    deleted by the edit)."""
+    got = body.splitlines(True)
+    want = region.splitlines(True)
+    k = len(got)
+    if k == 0 or k >= len(want):
+        return None
+    plain = [line.rstrip("\r\n") for line in got]
+    best: tuple[tuple[int, int], int] | None = None
+    for j in range(max(1, k - TAIL_SLACK), min(len(want) - 1, k + TAIL_SLACK) + 1):
+        opcodes = difflib.SequenceMatcher(None, plain, [line.rstrip("\r\n") for line in want[:j]],
+                                          autojunk=False).get_opcodes()
+        changed = sum(max(i2 - i1, j2 - j1) for tag, i1, i2, j1, j2 in opcodes if tag != "equal")
+        if best is None or (changed, abs(j - k)) < best[0]:
+            best = ((changed, abs(j - k)), j)
+    assert best is not None
+    (changed, _), j = best
+    if changed == 0 or changed > MAX_TAIL_CHANGED:
+        return None
+    return (body if body.endswith("\n") else body + "\n") + "".join(want[j:])
+
+
 def close_region(answer: str, region: str, finished: bool = True) -> str:
     """The prefilled chat answer (the region's start marker, then what the model wrote) as
     ``parse_output`` reads it. The model may end the region with the end of its turn or a closing
@@ -394,9 +425,20 @@ def close_region(answer: str, region: str, finished: bool = True) -> str:
     got = [line.rstrip() for line in body.splitlines() if line.strip()] or [""]
     ends_right = got[-1] == want[-1] or (
         len(got) == len(want) and difflib.SequenceMatcher(None, got[-1], want[-1]).ratio() >= LAST_LINE_SIMILARITY)
+    if finished and not ends_right and (whole := complete_tail(body + "\n", region)) is not None:
+        return REGION_START + "\n" + whole + REGION_END  # ended right after its change
     if not finished or not ends_right:
         return REGION_START + "\n" + body  # no end marker: parse_output refuses it
     return REGION_START + "\n" + body + "\n" + REGION_END
+
+
+def complete_answer(answer: str, region: str) -> str:
+    """``answer`` with a region that its end marker closes right after the change completed by
+    the region's rest (``complete_tail``); otherwise as it is."""
+    if not answer.startswith(REGION_START + "\n") or (end := answer.find(REGION_END)) < 0:
+        return answer
+    whole = complete_tail(answer[len(REGION_START) + 1:end].replace(CURSOR, ""), region)
+    return answer if whole is None else REGION_START + "\n" + whole + answer[end:]
 
 
 def build_input(req: NextEditRequest, lines: list[str]) -> tuple[NextEditInput, tuple[int, int]]:
@@ -478,9 +520,10 @@ def run_next_edit(runner: Any, req: NextEditRequest, cancelled: Callable[[], boo
         answer = head + gen.text
         answer = REGION_START + "\n" + change.finish(answer[len(REGION_START) + 1:]) + REGION_END
     elif mode == "adapter":
-        answer = gen.text
+        answer = complete_answer(gen.text.strip(), inp.region)
     else:
-        answer = close_region(head + gen.text, inp.region, gen.stop_reason in ("eog", "stop"))
+        answer = complete_answer(close_region(head + gen.text, inp.region, gen.stop_reason in ("eog", "stop")),
+                                 inp.region)
     result = NextEditResult(None, "", mode, (first, last), answer, len(tokens), gen.n_generated, ms,
                             gen.stop_reason)
     if gen.stop_reason == "cancelled":

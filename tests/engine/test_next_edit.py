@@ -28,6 +28,8 @@ from slm_lsp.engine.next_edit import (
     build_input,
     chat_messages,
     close_region,
+    complete_answer,
+    complete_tail,
     editable_region,
     implausible,
     minimal_replacement,
@@ -243,7 +245,8 @@ def test_answers_that_are_not_a_region_are_no_edit(tiny_chat_model: Path) -> Non
     (RENAMED, RENAMED),                                       # the end of the turn after the last line
     (RENAMED + "```\n", RENAMED),                             # a closing fence
     ("```python\n" + RENAMED + "```", RENAMED),               # a whole code block
-    (RENAMED.rsplit("    return", 1)[0], None),               # cut before the region's last line
+    (RENAMED.rsplit("    return", 1)[0], REGION.replace("        total", "        count")),  # ended after its change
+    (REGION.rsplit("    return", 1)[0], None),                # ended early with no change
     (RENAMED + "print(count)\n", None),                       # a line past the region's last
     (RENAMED.replace("return count", "return len(items) > 0"), None),  # a last line unlike the region's
     (NO_EDIT, None),
@@ -333,3 +336,27 @@ def test_an_edit_that_takes_back_the_last_one_is_recognised() -> None:
     assert not reverts(REGION, RENAMED, EDIT)  # the rename continued
     assert not reverts(RENAMED.replace("count = 0", "n = 0"), RENAMED, EDIT)  # the edit is not in the region
     assert not reverts(REGION, undone, "--- a/app.py\n+++ b/app.py\n@@ -1 +1 @@\n")
+
+
+AREA = "def area(w, h):\n    return w * h\n\n\ndef box(w, h, d):\n    return area(w, h) * d\n"
+
+
+@pytest.mark.parametrize("body, expected", [
+    # the 1.5B's answer to a parameter renamed: the use below renamed, then the region closed
+    ("def area(width, h):\n    return width * h\n",
+     AREA.replace("(w, h):\n    return w", "(width, h):\n    return width")),
+    ('def area(width, h):\n    """Area."""\n    return w * h\n',  # a line inserted
+     AREA.replace("(w, h):\n", '(width, h):\n    """Area."""\n')),
+    ("def area(w, h):\n    return w * h\n", None),    # no change: nothing to complete
+    (AREA, None),                                     # as long as the region
+    ("x = 1\ny = 2\nz = 3\nw = 4\n", None),           # a rewrite, not an edit
+])
+def test_a_region_ended_right_after_its_change_gets_the_regions_rest(body: str, expected: str | None) -> None:
+    assert complete_tail(body, AREA) == expected
+
+
+def test_complete_answer_needs_the_end_marker() -> None:
+    body = "def area(width, h):" + CURSOR + "\n    return width * h\n"
+    assert parse_output(complete_answer(f"{REGION_START}\n{body}{REGION_END}", AREA), AREA) == AREA.replace(
+        "(w, h):\n    return w", "(width, h):\n    return width")
+    assert complete_answer(f"{REGION_START}\n{body}", AREA) == f"{REGION_START}\n{body}"  # cut: as it is
