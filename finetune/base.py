@@ -3,13 +3,28 @@ its tokenizer, the GGUF architecture the adapter is written for, and the FIM tem
 
 The template is chosen with the server's ``detect_template`` (from the GGUF metadata when the
 base is a GGUF file, so training and serving agree). A model without FIM tokens but with
-Llama 3's reserved special tokens gets them as FIM sentinels (``LLAMA3_RESERVED``): the LoRA
-run teaches it FIM, and ``template.json`` beside the adapter makes the server use them.
+reserved tokens gets some of them as FIM sentinels (``RESERVED_FIM``: Llama 3's
+``<|reserved_special_token_N|>``, Gemma's ``<unusedN>``): the LoRA run teaches it FIM, and
+``template.json`` beside the adapter makes the server use them.
+
+The sentinels' embedding rows stay as they are. llama.cpp applies a LoRA of ``token_embd`` to
+the input embedding, but a model with tied embeddings (Gemma 3, Llama 3.2 1B/3B) also uses
+``token_embd`` as its output matrix, and its output projection would then multiply by the
+embedding's LoRA pair with the wrong shapes: no GGUF adapter can move those rows for such a
+model. Nor do they need to move: the reserved rows of these models are not zero (Gemma 3 270M:
+norm 1.03 like every row, cosine about 0.7 between two ``<unusedN>``), so each sentinel is a
+distinct input vector that the attention and MLP LoRA learn to read. A middle ends with the
+model's own end-of-text token, whose output row is trained (an untrained sentinel as the end
+would have to be predicted through a row the adapter cannot change).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +44,15 @@ LLAMA3_RESERVED = FimTemplate(
     "<|reserved_special_token_12|>", ("<|end_of_text|>", "<|eot_id|>", "<|reserved_special_token_13|>",
                                       "<|reserved_special_token_14|>"),
     "<|reserved_special_token_13|>", "<|reserved_special_token_14|>")
+# Gemma (1 to 3) has no FIM tokens (CodeGemma's are not in the base vocabulary) and reserves
+# <unused0>..<unused98> and, in Gemma 3, <unused99>..<unused6241>: control tokens in llama.cpp
+# that no text tokenizes to. A middle ends with <eos>, as Gemma's own documents do.
+GEMMA_UNUSED = FimTemplate(
+    "gemma-unused-fim", PSM, "<unused0>", "<unused1>", "<unused2>", ("<eos>", "<end_of_turn>", "<unused3>",
+                                                                       "<unused4>"),
+    "<unused3>", "<unused4>")
+RESERVED_FIM = (LLAMA3_RESERVED, GEMMA_UNUSED)
+"""Reserved-token templates, tried in order when the model has no FIM tokens of its own."""
 
 META_KEYS = ("general.name", "general.basename", "tokenizer.ggml.add_bos_token", "tokenizer.ggml.bos_token_id",
              "tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.fim_mid_token_id",
@@ -68,21 +92,66 @@ def gguf_metadata(path: Path) -> dict[str, str]:
 
 
 def choose_template(metadata: dict[str, str], tok: HFTokenizer) -> FimTemplate:
+    """The model's own FIM template, else the first of ``RESERVED_FIM`` whose sentinels are all
+    in the vocabulary (its stop tokens cut to those present, the end-of-text one first), else
+    prefix-only."""
     template = detect_template(metadata, tok.token_text, tok.has_token)
-    if template == FALLBACK and all(tok.has_token(t) for t in (LLAMA3_RESERVED.prefix, LLAMA3_RESERVED.suffix,
-                                                               LLAMA3_RESERVED.middle, LLAMA3_RESERVED.file_sep)):
-        stop = tuple(t for t in LLAMA3_RESERVED.stop if tok.has_token(t))
-        return FimTemplate(LLAMA3_RESERVED.name, PSM, LLAMA3_RESERVED.prefix, LLAMA3_RESERVED.suffix,
-                           LLAMA3_RESERVED.middle, stop, LLAMA3_RESERVED.repo_name, LLAMA3_RESERVED.file_sep)
-    if template == FALLBACK:
-        log.warning("the model has no FIM tokens: training plain left-to-right completion")
+    if template != FALLBACK:
+        return template
+    for reserved in RESERVED_FIM:
+        sentinels = (reserved.prefix, reserved.suffix, reserved.middle, reserved.repo_name, reserved.file_sep)
+        stop = tuple(t for t in reserved.stop if tok.has_token(t))
+        if all(tok.has_token(t) for t in sentinels) and stop and stop[0] == reserved.stop[0]:
+            return dataclasses.replace(reserved, stop=stop)
+    log.warning("the model has no FIM tokens: training plain left-to-right completion")
     return template
+
+
+def tokenizer_cache_dir(gguf_path: Path) -> Path:
+    """Where the Hugging Face tokenizer converted from ``gguf_path`` is kept: one folder per
+    file name, size and modification time, so a changed file is converted again."""
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slm-lsp" / "tokenizers"
+    st = gguf_path.stat()
+    return root / f"{gguf_path.stem}-{st.st_size}-{int(st.st_mtime)}"
+
+
+def load_tokenizer(path: Path, model_dir: str, kwargs: dict[str, Any]) -> Any:
+    """The tokenizer of the base. transformers converts a GGUF's vocabulary anew on every load,
+    which takes minutes for a large one (Gemma 3: 262,144 tokens, 5 minutes on 2 busy cores):
+    the converted tokenizer is saved once and loaded from there next time (written to a
+    temporary folder and renamed, so a half-written one is never read)."""
+    from transformers import AutoTokenizer
+
+    if not path.is_file():
+        return AutoTokenizer.from_pretrained(model_dir, **kwargs)
+    cached = tokenizer_cache_dir(path)
+    if cached.is_dir():
+        try:
+            return AutoTokenizer.from_pretrained(str(cached))
+        except (OSError, ValueError) as exc:  # a cache from another transformers version: convert again
+            log.warning("cached tokenizer %s unreadable (%s): converting the GGUF's again", cached, exc)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, **kwargs)
+    tmp: Path | None = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=cached.name + ".", dir=_made(cached.parent)))
+        tokenizer.save_pretrained(str(tmp))
+        os.replace(tmp, cached)
+    except OSError as exc:  # a read-only cache, or another run saved it first: no harm
+        log.debug("tokenizer not cached in %s: %s", cached, exc)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return tokenizer
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def load_base(base: str, gguf_file: str = "", precision: str = "fp32") -> Base:
     """Load the base model and tokenizer, and work out the template and GGUF architecture."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     path = Path(base).expanduser()
@@ -95,7 +164,7 @@ def load_base(base: str, gguf_file: str = "", precision: str = "fp32") -> Base:
         kwargs, model_dir = {}, str(path)
     else:
         raise FileNotFoundError(f"--base: no such file or directory: {path}")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, **kwargs)
+    tokenizer = load_tokenizer(path, model_dir, kwargs)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, **kwargs)
     model.config.use_cache = False
     tok = HFTokenizer(tokenizer)
@@ -120,3 +189,22 @@ def load_base(base: str, gguf_file: str = "", precision: str = "fp32") -> Base:
         raise ValueError("the tokenizer has no end-of-text token to end a middle with")
     return Base(model, tok, template, int(end_token), [bos_id] if add_bos and bos_id >= 0 else [], arch, n_blocks,
                 server_gguf)
+
+
+def causal_lm_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """The mean next-token loss over the labelled positions of ``batch`` (``input_ids``,
+    ``attention_mask``, ``labels`` with -100 where no loss is taken), what ``model(**batch).loss``
+    gives, with the output matrix applied only where a label follows. FIM examples take the loss
+    on the middle alone (a tenth of the tokens); the rest of the logits are wasted work, and a
+    262k-token vocabulary (Gemma 3) makes the output matrix as costly as all the layers."""
+    import torch
+
+    labels = batch["labels"]
+    targets = labels[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().flatten()
+    if len(keep) == 0 or len(keep) * 2 > targets.shape[1]:  # most positions labelled: plain forward
+        return model(**batch).loss
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
+    kept_targets = targets[:, keep]
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), kept_targets.reshape(-1),
+                                             ignore_index=-100)

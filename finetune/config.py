@@ -20,6 +20,7 @@ from typing import Any, get_type_hints
 TASKS = ("fim", "next-edit", "mixed")
 # A next-edit example is a prompt with the edits and a 20-line region, then the region rewritten.
 TASK_DEFAULTS: dict[str, dict[str, int]] = {"next-edit": {"seq_len": 768}, "mixed": {"seq_len": 768}}
+GENERAL_CORPORA = ("stdlib", "site-packages")  # finetune.data.GENERAL_CORPORA (config imports no data code)
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
 
@@ -64,7 +65,9 @@ class FinetuneConfig:
     """``quick``: a laptop CPU, minutes on a 0.5B model (attention-only LoRA, short sequences).
     ``full``: GPUs, bf16, attention and MLP LoRA, longer sequences and more steps; on several
     GPUs run it under ``accelerate launch --config_file finetune/accelerate/ddp.yaml
-    --num_processes N -m slm_lsp finetune ...`` (README: Fine-tuning on several GPUs)."""
+    --num_processes N -m slm_lsp finetune ...`` (README: Fine-tuning on several GPUs).
+    ``teach-fim``: teach fill-in-the-middle to a base model without FIM tokens (its reserved
+    tokens become the sentinels), on the repository mixed with Python's standard library."""
 
     # -- data -------------------------------------------------------------------------------
     heldout_fraction: float = 0.1
@@ -93,6 +96,24 @@ class FinetuneConfig:
     loss_on: str = "middle"
     """``middle``: the loss is taken on the middle (and its end token) only; ``all``: on the
     whole sequence."""
+
+    whole_line_fraction: float = 0.0
+    """Share of node and line middles widened to whole lines, indentation included, leaving an
+    empty line with the cursor at column 0 (a new line the user opened; HumanEval's single- and
+    multi-line sets ask that way)."""
+
+    general_corpus: str = ""
+    """Also train on general code, comma-separated: ``stdlib`` (Python's standard library
+    source) and/or ``site-packages`` (installed packages under permissive licences only), tests
+    left out; empty: the repository alone. One repository can be too little code to teach a
+    general skill such as fill-in-the-middle to a base model without it."""
+
+    general_fraction: float = 0.5
+    """Share of the training examples drawn from ``general_corpus`` (the rest, and all
+    held-out files, are the repository's)."""
+
+    general_max_files: int = 2000
+    """Most files taken from ``general_corpus`` (a seeded sample)."""
 
     # -- LoRA -------------------------------------------------------------------------------
     lora_r: int = 8
@@ -134,6 +155,10 @@ class FinetuneConfig:
 
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass: less memory, about 30% slower."""
+
+    train_minutes: float = 0.0
+    """Stop training after this many minutes of steps, then evaluate and export what was learned
+    (0: run all ``steps``): bounds a run's cost on a slow or busy machine. Range: 0 to 100000."""
 
     save_every: int = 10
     """Save a checkpoint every this many steps (and on Ctrl-C)."""
@@ -225,6 +250,12 @@ class FinetuneConfig:
         for name in ("warmup_steps", "eval_lines", "threads", "eval_prompt_tokens"):
             need(getattr(self, name) >= 0, name, "not negative")
         need(self.max_file_bytes >= 1024, "max_file_bytes", "at least 1024")
+        need(0.0 <= self.whole_line_fraction <= 1.0, "whole_line_fraction", "between 0 and 1")
+        need(0.0 <= self.train_minutes <= 100_000, "train_minutes", "between 0 and 100000")
+        need(all(x.strip() in GENERAL_CORPORA for x in self.general_corpus.split(",") if x.strip()),
+             "general_corpus", f"empty or a comma-separated list of {', '.join(GENERAL_CORPORA)}")
+        need(0.0 <= self.general_fraction < 1.0, "general_fraction", "in [0, 1)")
+        need(1 <= self.general_max_files <= 1_000_000, "general_max_files", "between 1 and 1000000")
         need(self.task in TASKS, "task", f"one of {', '.join(TASKS)}")
         need(0 <= self.heldout_commits <= 100_000, "heldout_commits", "between 0 and 100000")
         need(0.0 <= self.next_edit_fraction <= 1.0, "next_edit_fraction", "between 0 and 1")
@@ -249,6 +280,19 @@ PRESETS: dict[str, dict[str, Any]] = {
              "steps": 1000, "batch_size": 8, "grad_accum": 2, "seq_len": 2048, "lr": 2e-4, "warmup_steps": 50,
              "save_every": 200, "eval_examples": 200, "eval_lines": 400, "gradient_checkpointing": True,
              "eval_prompt_tokens": 0},
+    # Teach fill-in-the-middle to a base model without it (Gemma 3 270M base, Llama 3.2): its
+    # reserved tokens become the sentinels (finetune/base.py), half the examples come from
+    # Python's standard library (one repository is too little code to learn a skill from), a
+    # third of the middles are whole lines from column 0, PSM only (the server's layout). LoRA
+    # r=16 on attention and MLP. Gemma 3 270M on 2 CPU cores shared with other jobs: 27 minutes
+    # (load 6.5, 60 steps of 2 x 192 tokens in 19, at most --train-minutes 22); README, "Teaching
+    # FIM to a base model without it". The held-out loss alone gates (line completions cost
+    # minutes on a busy CPU; bench humaneval measures the skill).
+    "teach-fim": {"target_modules": ATTENTION + MLP, "lora_r": 16, "lora_alpha": 32.0, "lr": 1e-3,
+                  "steps": 60, "batch_size": 1, "grad_accum": 2, "seq_len": 192, "warmup_steps": 4,
+                  "train_minutes": 22.0, "save_every": 10, "spm_fraction": 0.0, "context_fraction": 0.2,
+                  "node_fraction": 0.45, "line_fraction": 0.4, "whole_line_fraction": 0.35, "max_middle_lines": 6,
+                  "general_corpus": "stdlib", "general_fraction": 0.5, "eval_lines": 0, "eval_examples": 8},
 }
 
 

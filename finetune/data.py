@@ -12,6 +12,10 @@
   context format and PSM/SPM layout, with the tokenizer of the model being trained), so what
   the model learns is exactly what it is asked at serving time. Example ``i`` is a pure
   function of ``(seed, i)``: resuming, or sharding across processes, needs only the index.
+* General corpus (``--general-corpus stdlib,site-packages``): one repository may be too little
+  code to teach a general skill (FIM to a base model without it), so a share of the examples
+  (``--general-fraction``) comes from Python's standard library source and the installed
+  packages under permissive licences, tests left out. Held-out files are the repository's only.
 """
 
 from __future__ import annotations
@@ -142,6 +146,138 @@ def load_files(repo: Path, *, heldout_fraction: float = 0.1, max_file_bytes: int
     return FileSet(train, heldout, dropped)
 
 
+# -- a general corpus -----------------------------------------------------------------------------
+GENERAL_CORPORA = ("stdlib", "site-packages")
+"""``--general-corpus`` sources: Python's standard library source, and the installed packages
+whose licence is permissive (both are on every machine that runs finetune)."""
+
+TEST_DIRS = frozenset({"test", "tests", "testing", "idle_test", "unittests", "test_data", "testdata"})
+SKIPPED_STDLIB_DIRS = frozenset({
+    "site-packages", "dist-packages",  # installed packages: the site-packages source, with licence checks
+    "encodings",  # generated codec tables
+    "lib2to3", "ensurepip", "pydoc_data", "idlelib", "turtledemo", "tkinter"})
+"""Standard library folders that teach little code: generated tables, data, GUI demos."""
+
+PERMISSIVE = re.compile(r"\b(MIT|BSD|Apache|PSF|Python Software Foundation|ISC|Unlicense|0BSD|Zlib|CC0|HPND)\b",
+                        re.IGNORECASE)
+COPYLEFT = re.compile(r"GPL|MPL|Mozilla|\bEPL\b|Eclipse|CDDL|EUPL|SSPL|Commons Clause|proprietary", re.IGNORECASE)
+
+
+def is_test_path(rel: str) -> bool:
+    """A test file or a file in a test folder (tests teach assertions, not the library's code)."""
+    parts = rel.split("/")
+    name = parts[-1]
+    return (any(p in TEST_DIRS for p in parts[:-1]) or name.startswith("test_") or name.endswith("_test.py")
+            or name == "conftest.py")
+
+
+def permissive_licence(metadata: Any) -> str | None:
+    """The licence of a distribution when it is permissive (MIT, BSD, Apache, PSF, ISC, ...), from
+    ``License-Expression``, ``License`` or the ``License ::`` classifiers; None when it is
+    copyleft (GPL, LGPL, MPL, ...), unknown or absent: such code is never trained on."""
+    texts = [metadata.get("License-Expression") or "", (metadata.get("License") or "")[:300]]
+    texts += [c for c in (metadata.get_all("Classifier") or []) if c.startswith("License ::")]
+    text = " ".join(t for t in texts if t)
+    if not text or COPYLEFT.search(text) or not PERMISSIVE.search(text):
+        return None
+    return " ".join(text.split())[:80]
+
+
+@dataclass
+class GeneralCorpus:
+    files: list[SourceFile]
+    dropped: Counter[str] = field(default_factory=Counter)
+    """Why candidate files were left out: test, licence, huge, generated, duplicate, ..."""
+    sources: Counter[str] = field(default_factory=Counter)
+    """Files kept per source: ``stdlib`` or the distribution's name."""
+
+
+def general_candidates(source: str, dropped: Counter[str]) -> list[tuple[str, Path, str]]:
+    """``(relative path, file, source)`` of the Python files of ``source`` (``stdlib`` or
+    ``site-packages``), tests and skipped folders already left out (counted in ``dropped``)."""
+    import sysconfig
+
+    found: list[tuple[str, Path, str]] = []
+    if source == "stdlib":
+        root = Path(sysconfig.get_paths()["stdlib"])
+        for dirpath, dirs, names in os.walk(root):
+            rel_dir = Path(dirpath).relative_to(root).as_posix()
+            rel_dir = "" if rel_dir == "." else rel_dir + "/"
+            dirs[:] = sorted(d for d in dirs if d not in SKIPPED_STDLIB_DIRS and not d.startswith(("config-", "."))
+                             and d != "__pycache__")
+            for name in sorted(names):
+                if not name.endswith(".py"):
+                    continue
+                rel = rel_dir + name
+                if is_test_path(rel):
+                    dropped["test"] += 1
+                else:
+                    found.append((rel, Path(dirpath) / name, "stdlib"))
+        return found
+    if source != "site-packages":
+        raise ValueError(f"unknown general corpus {source!r}: one of {', '.join(GENERAL_CORPORA)}")
+    from importlib import metadata
+
+    roots = sorted({Path(sysconfig.get_paths()[k]).resolve() for k in ("purelib", "platlib")})
+    seen: set[str] = set()
+    for dist in metadata.distributions(path=[str(r) for r in roots]):
+        name = dist.metadata["Name"] or "?"
+        py = [f for f in dist.files or [] if str(f).endswith(".py")]
+        if name.lower() in seen or not py:
+            continue
+        seen.add(name.lower())
+        if permissive_licence(dist.metadata) is None:
+            dropped["licence"] += len(py)
+            continue
+        for f in py:
+            rel = Path(str(f)).as_posix()
+            full = Path(str(dist.locate_file(f))).resolve()
+            if rel.startswith("..") or not any(full.is_relative_to(r) for r in roots):
+                continue  # an editable install, scripts: not the package's source in site-packages
+            if is_test_path(rel):
+                dropped["test"] += 1
+            else:
+                found.append((rel, full, name))
+    return found
+
+
+def load_general_corpus(sources: str, *, max_files: int = 2000, max_file_bytes: int = 200_000,
+                        seed: int = 0) -> GeneralCorpus:
+    """Up to ``max_files`` Python files from the comma-separated ``sources`` (``stdlib``,
+    ``site-packages``), a seeded sample, filtered like a repository's files (generated, minified,
+    huge, tiny, duplicates dropped) and never tests or code under a licence that is not permissive."""
+    dropped: Counter[str] = Counter()
+    candidates: list[tuple[str, Path, str]] = []
+    for source in [x.strip() for x in sources.split(",") if x.strip()]:
+        candidates += general_candidates(source, dropped)
+    candidates.sort(key=lambda c: split_key(seed, f"{c[2]}/{c[0]}"))
+    corpus = GeneralCorpus([], dropped)
+    seen: set[str] = set()
+    for rel, full, source in candidates:
+        if len(corpus.files) >= max_files:
+            break
+        try:
+            size = full.stat().st_size
+            reason = name_skip_reason(rel) or ("huge" if size > max_file_bytes else None)
+            data = b"" if reason else full.read_bytes()
+        except OSError:
+            reason, data = "unreadable", b""
+        reason = reason or _drop_reason(rel, data, max_file_bytes)
+        if reason is None:
+            text = data.decode("utf-8").replace("\r\n", "\n")
+            digest = hashlib.sha1("\n".join(x.strip() for x in text.splitlines() if x.strip()).encode()).hexdigest()
+            if digest in seen:
+                reason = "duplicate"
+            else:
+                seen.add(digest)
+                corpus.files.append(SourceFile(rel, text))
+                corpus.sources[source] += 1
+        if reason is not None:
+            dropped[reason] += 1
+    corpus.files.sort(key=lambda f: f.path)
+    return corpus
+
+
 # -- spans --------------------------------------------------------------------------------------
 def _is_wanted(node: Any) -> bool:
     t = node.type
@@ -203,6 +339,20 @@ def random_span(text: str, rng: random.Random, max_lines: int, max_chars: int = 
     return (start, end) if end > start else None
 
 
+def whole_lines(text: str, span: tuple[int, int]) -> tuple[int, int] | None:
+    """``span`` widened to whole lines, from the line's first column (its indentation included)
+    to the end of its last line without the newline: the document keeps an empty line with the
+    cursor at column 0, as when the user opened a new line (HumanEval's single- and multi-line
+    sets ask that way). None when code other than blanks precedes or follows the span on its lines."""
+    start, end = span
+    line_start = text.rfind("\n", 0, start) + 1
+    line_end = text.find("\n", end)
+    line_end = len(text) if line_end < 0 else line_end
+    if text[line_start:start].strip() or text[end:line_end].strip():
+        return None
+    return line_start, line_end
+
+
 # -- examples -----------------------------------------------------------------------------------
 @dataclass
 class Example:
@@ -226,6 +376,7 @@ class DataSettings:
     context_fraction: float = 0.5
     max_middle_lines: int = 8
     loss_on: str = "middle"
+    whole_line_fraction: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> DataSettings:
@@ -279,6 +430,10 @@ class ExampleMaker:
             span, kind = random_span(f.text, rng, s.max_middle_lines), "random"
         if span is None:
             return None
+        if kind != "random" and rng.random() < s.whole_line_fraction:
+            if kind == "line":  # the whole line, not the rest of it
+                span = (f.text.rfind("\n", 0, span[0]) + 1, span[1])
+            span = whole_lines(f.text, span) or span
         spm = self.template.is_fim and rng.random() < s.spm_fraction
         use_context = rng.random() < s.context_fraction
         return self.make(f, span, kind=kind, spm=spm, context=self._context(f, rng) if use_context else [])
@@ -340,6 +495,23 @@ class ExampleMaker:
             return None
         labels = ([IGNORE_INDEX] * len(ids) if self.s.loss_on == "middle" else list(ids)) + mid_ids
         return Example(ids + mid_ids, labels, f.path, kind, template.layout, middle)
+
+
+class MixedExamples:
+    """Training examples from two makers: example ``i`` comes from ``general`` with probability
+    ``fraction``, else from ``own`` (the user's repository); like ``ExampleMaker``'s, a pure
+    function of the seed and ``i``, so resuming and sharding need only the index."""
+
+    def __init__(self, own: ExampleMaker | MixedExamples, general: ExampleMaker, fraction: float,
+                 seed: int = 0) -> None:
+        self.own, self.general, self.fraction, self.seed = own, general, fraction, seed
+
+    def example(self, index: int) -> Example:
+        pick = random.Random(f"{self.seed}:mix:{index}").random()
+        return (self.general if pick < self.fraction else self.own).example(index)
+
+    def examples(self, indices: Iterable[int]) -> list[Example]:
+        return [self.example(i) for i in indices]
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, list[list[int]]]:

@@ -35,7 +35,8 @@ import numpy as np
 PERMUTED_QK_ARCHS = {"llama"}
 # HF model_type -> GGUF architecture, for an HF-directory base (a GGUF base states its own).
 HF_TO_GGUF_ARCH = {"llama": "llama", "mistral": "llama", "qwen2": "qwen2", "qwen3": "qwen3",
-                   "starcoder2": "starcoder2", "gemma": "gemma", "gemma2": "gemma2"}
+                   "starcoder2": "starcoder2", "gemma": "gemma", "gemma2": "gemma2", "gemma3": "gemma3",
+                   "gemma3_text": "gemma3"}
 
 
 class ExportError(Exception):

@@ -39,7 +39,7 @@ from typing import Any
 from slm_lsp.engine.model import ADAPTER_TEMPLATE
 
 from .config import FinetuneConfig
-from .data import DataSettings, ExampleMaker, collate, count_by, load_files
+from .data import DataSettings, ExampleMaker, MixedExamples, collate, count_by, load_files, load_general_corpus
 from .evaluate import (
     CompletionScores,
     Decision,
@@ -125,7 +125,7 @@ def main(cfg: FinetuneConfig) -> int:
 
     # -- 2. base model, tokenizer, FIM template ---------------------------------------------
     t0 = time.perf_counter()
-    from .base import load_base
+    from .base import causal_lm_loss, load_base
 
     base = load_base(cfg.base, cfg.gguf, cfg.precision)
     base.model.to(accelerator.device)
@@ -133,8 +133,21 @@ def main(cfg: FinetuneConfig) -> int:
         f"template {base.template.name}")
     settings = DataSettings.from_config(cfg)
     repo_name = Path(cfg.repo).resolve().name
-    maker = ExampleMaker(files.train, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
-                         settings=settings, repo_name=repo_name, seed=cfg.seed)
+    maker: ExampleMaker | MixedExamples = ExampleMaker(files.train, base.template, base.tokenizer,
+                                                       end_token=base.end_token, bos=base.bos, settings=settings,
+                                                       repo_name=repo_name, seed=cfg.seed)
+    if cfg.general_corpus:
+        general = load_general_corpus(cfg.general_corpus, max_files=cfg.general_max_files,
+                                      max_file_bytes=cfg.max_file_bytes, seed=cfg.seed)
+        if not general.files:
+            raise FinetuneError(f"--general-corpus {cfg.general_corpus}: no files (dropped {dict(general.dropped)})")
+        say(f"finetune: general corpus {cfg.general_corpus}: {len(general.files)} files "
+            f"({', '.join(f'{k} {v}' for k, v in general.sources.most_common(5))}, ...), "
+            f"{cfg.general_fraction:.0%} of the examples; dropped {dict(general.dropped)}")
+        maker = MixedExamples(maker, ExampleMaker(general.files, base.template, base.tokenizer,
+                                                  end_token=base.end_token, bos=base.bos, settings=settings,
+                                                  repo_name="python", seed=cfg.seed + 2),
+                              cfg.general_fraction, cfg.seed)
     eval_maker = ExampleMaker(files.heldout, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
                               settings=settings, repo_name=repo_name, seed=cfg.seed + 1)
     eval_examples = eval_maker.examples(range(cfg.eval_examples))
@@ -234,7 +247,7 @@ def main(cfg: FinetuneConfig) -> int:
                 sync = micro == cfg.grad_accum - 1
                 with nullcontext() if sync else accelerator.no_sync(model):  # DDP: all-reduce on the last only
                     with accelerator.autocast():
-                        loss = model(**batch).loss / cfg.grad_accum
+                        loss = causal_lm_loss(model, batch) / cfg.grad_accum
                     accelerator.backward(loss)
                 step_loss += float(loss.detach())
             grad_norm = accelerator.clip_grad_norm_(params, 1.0)  # of the averaged gradients
@@ -255,6 +268,13 @@ def main(cfg: FinetuneConfig) -> int:
             bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{scheduler.get_last_lr()[0]:.1e}")
             if step % cfg.save_every == 0 and step < cfg.steps:
                 save(step)
+            if cfg.train_minutes:
+                out_of_time = float(time.perf_counter() - t_train > cfg.train_minutes * 60)
+                if world > 1:  # all processes stop at the same step (any one's clock decides)
+                    out_of_time = float(accelerator.reduce(torch.tensor(out_of_time, device=accelerator.device), "sum"))
+                if out_of_time:
+                    say(f"\nfinetune: --train-minutes {cfg.train_minutes:g} reached at step {step} of {cfg.steps}")
+                    break
     except KeyboardInterrupt:
         bar.close()
         save(step)

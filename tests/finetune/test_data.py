@@ -234,3 +234,120 @@ def test_cli_reports_a_bad_flag_by_name(capsys, tmp_path):
 
     assert main(["finetune", str(REPO), "--base", "m.gguf", "--out", str(tmp_path / "o"), "--lora-r", "0"]) == 2
     assert "--lora-r: at least 1" in capsys.readouterr().err
+
+
+# -- whole lines, the general corpus, mixing ------------------------------------------------------
+def test_whole_lines_widens_to_an_empty_line_at_column_0():
+    from finetune.data import whole_lines
+
+    text = "def f(x):\n    total = compute(x) + 1\n    return total\n"
+    stmt = text.index("total =")
+    assert whole_lines(text, (stmt, text.index("\n", stmt))) == (text.index("    total"), text.index("\n", stmt))
+    # An expression with code after it on its line stays as it is.
+    call = text.index("compute(x)")
+    assert whole_lines(text, (call, call + len("compute(x)"))) is None
+
+
+def test_whole_line_examples_leave_an_empty_line_with_the_cursor_at_column_0(runner, files):
+    maker = maker_for(runner, files.train, seq_len=512, whole_line_fraction=1.0, node_fraction=0.0,
+                      line_fraction=1.0, context_fraction=0.0, spm_fraction=0.0)
+    examples = maker.examples(range(20))
+    assert all(e.kind == "line" for e in examples)
+    texts = {f.path: f.text for f in files.train}
+    for e in examples:
+        lines = texts[e.path].split("\n")
+        assert e.middle in lines  # a whole line, its indentation included
+    assert any(e.middle.startswith(" ") for e in examples)
+    default = maker_for(runner, files.train, seq_len=512, node_fraction=0.0, line_fraction=1.0,
+                        context_fraction=0.0, spm_fraction=0.0).examples(range(20))
+    # The rest of a line never takes the indentation.
+    assert not any(e.middle[:1].isspace() and e.middle in texts[e.path].split("\n") for e in default)
+
+
+def test_stdlib_corpus_is_library_code_without_tests_or_huge_files():
+    import sysconfig
+
+    from finetune.data import SKIPPED_STDLIB_DIRS, is_test_path, load_general_corpus
+
+    corpus = load_general_corpus("stdlib", max_files=60, max_file_bytes=50_000, seed=0)
+    assert len(corpus.files) == 60 and corpus.sources == {"stdlib": 60}
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for f in corpus.files:
+        assert (stdlib / f.path).read_text(encoding="utf-8").replace("\r\n", "\n") == f.text  # paths as in the library
+        assert f.path.endswith(".py") and not is_test_path(f.path) and len(f.text.encode()) <= 50_000
+        assert not set(f.path.split("/")[:-1]) & SKIPPED_STDLIB_DIRS
+    if (stdlib / "test" / "test_json").is_dir():  # some distributions ship Python without its tests
+        assert corpus.dropped["test"] > 100  # Lib/test/ alone has hundreds
+    assert corpus.dropped["huge"] > 0  # 50 kB: e.g. typing.py, argparse.py
+    again = load_general_corpus("stdlib", max_files=60, max_file_bytes=50_000, seed=0)
+    assert [f.path for f in again.files] == [f.path for f in corpus.files]  # a seeded sample
+    other = load_general_corpus("stdlib", max_files=60, max_file_bytes=50_000, seed=1)
+    assert {f.path for f in other.files} != {f.path for f in corpus.files}
+
+
+def test_test_paths():
+    from finetune.data import is_test_path
+
+    assert is_test_path("test/test_json.py") and is_test_path("pkg/tests/helpers.py")
+    assert is_test_path("idlelib/idle_test/mock.py") and is_test_path("x/conftest.py")
+    assert is_test_path("pkg/foo_test.py") and not is_test_path("unittest/case.py")
+    assert not is_test_path("pkg/testing_utils_readme.py") and not is_test_path("contest.py")
+
+
+def test_only_permissive_licences_are_trained_on():
+    from email.message import Message
+
+    from finetune.data import permissive_licence
+
+    def meta(**fields: str | list[str]) -> Message:
+        m = Message()
+        for key, value in fields.items():
+            for v in value if isinstance(value, list) else [value]:
+                m[key.replace("_", "-")] = v
+        return m
+
+    assert permissive_licence(meta(License_Expression="MIT"))
+    assert permissive_licence(meta(License_Expression="Apache-2.0 OR BSD-3-Clause"))
+    assert permissive_licence(meta(Classifier=["License :: OSI Approved :: BSD License", "Typing :: Typed"]))
+    assert permissive_licence(meta(License="Python Software Foundation License"))
+    assert permissive_licence(meta(License_Expression="GPL-3.0-or-later")) is None
+    assert permissive_licence(meta(License_Expression="LGPL-2.1")) is None
+    assert permissive_licence(meta(License_Expression="MPL-2.0 AND MIT")) is None  # any copyleft part: out
+    mpl = "License :: OSI Approved :: Mozilla Public License 2.0 (MPL 2.0)"
+    assert permissive_licence(meta(Classifier=mpl)) is None
+    assert permissive_licence(meta(Name="nolicence")) is None  # unknown: out
+
+
+def test_site_packages_corpus_keeps_permissive_packages_only():
+    from importlib import metadata
+
+    from finetune.data import load_general_corpus, permissive_licence
+
+    corpus = load_general_corpus("site-packages", max_files=80, seed=0)
+    assert len(corpus.files) == 80
+    for name in corpus.sources:
+        assert permissive_licence(metadata.metadata(name)) is not None, name
+    assert all(not f.path.startswith("..") and "/tests/" not in f"/{f.path}" for f in corpus.files)
+
+
+def test_mixed_examples_draw_the_general_share(runner, files):
+    from finetune.data import MixedExamples, SourceFile
+
+    general = [SourceFile("json/fake.py", "import json\n\n\ndef dumps_sorted(obj):\n    "
+                          "return json.dumps(obj, sort_keys=True, indent=2)\n" * 3)]
+    own = maker_for(runner, files.train, seq_len=256)
+    mixed = MixedExamples(own, maker_for(runner, general, seq_len=256), 0.3, seed=0)
+    paths = [e.path for e in mixed.examples(range(200))]
+    assert 40 <= paths.count("json/fake.py") <= 80
+    assert [e.input_ids for e in mixed.examples(range(5))] == [e.input_ids for e in mixed.examples(range(5))]
+
+
+def test_teach_fim_preset_and_general_corpus_flags():
+    cfg = from_args({"repo": "r", "base": "gemma.gguf", "out": "o", "preset": "teach-fim"})
+    assert cfg.general_corpus == "stdlib" and 0 < cfg.general_fraction < 1 and cfg.spm_fraction == 0.0
+    assert "down_proj" in cfg.target_modules and cfg.whole_line_fraction > 0
+    assert from_args({"repo": "r", "base": "b", "out": "o", "general_corpus": "stdlib,site-packages"}).general_corpus
+    with pytest.raises(ConfigError, match="--general-corpus"):
+        from_args({"repo": "r", "base": "b", "out": "o", "general_corpus": "github"})
+    with pytest.raises(ConfigError, match="--general-fraction"):
+        from_args({"repo": "r", "base": "b", "out": "o", "general_fraction": 1.0})
