@@ -187,8 +187,9 @@ class FinetuneConfig:
     completion engine on the GGUF, before and after, each on a different line, spread over the
     held-out files; fewer when the held-out files do not have that many lines (the run says
     so). Both models answer the same lines: the publish gate compares them line by line.
-    0: skip (the held-out loss decides alone). Cost: two passes of these lines (0.5B, 512-token
-    prompts, 2 CPU cores: about 1 s a line a pass)."""
+    0: skip (the held-out loss decides alone). Cost: two passes of these lines; with the 0.5B
+    and 512-token prompts a line takes 6.6 CPU seconds (measured on one core), so 200 lines are
+    about 22 CPU minutes a pass (at best 11 minutes on 2 free cores)."""
 
     eval_own_names_fraction: float = 0.5
     """Share of the evaluation lines drawn from lines that use a name the training files
@@ -270,8 +271,10 @@ class FinetuneConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # Qwen2.5-Coder-0.5B on 2 CPU cores shared with other jobs: 23 minutes in all (load 1-3 min,
-    # 30 steps of 2 x 256 tokens at ~18 s, evaluation 2 x 2-7 min). The field defaults are this preset.
+    # Qwen2.5-Coder-0.5B on 2 CPU cores: load 1-3 min, 30 steps of 2 x 256 tokens at ~18 s, and the
+    # gate's 200 held-out lines twice at 6.6 CPU s a line (2 x 11 min at best on 2 free cores; fewer
+    # --eval-lines or a smaller --eval-prompt-tokens trade confidence for time). The field defaults
+    # are this preset.
     "quick": {"eval_prompt_tokens": 512},
     # A GPU, or several: accelerate launch --config_file finetune/accelerate/ddp.yaml --num_processes N
     # -m slm_lsp finetune REPO --base M --preset full --out DIR (DDP; each step then trains on
