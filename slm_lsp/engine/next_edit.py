@@ -181,6 +181,9 @@ ANSWER_MARGIN = 32
 quarter of the region)."""
 PROSE_CHARS = 48
 """An answer that has not started with a marker after this many characters is prose: stopped."""
+MAX_DELETED_LINES = 2
+"""An edit that only deletes more lines than this is not offered: small models drop lines while
+copying the region (Qwen2.5-Coder-0.5B deleted 5 lines of an untouched file)."""
 LOOKUP_DRAFT_TOKENS = 8
 """Tokens drafted from the prompt per model pass while the region is copied."""
 RESYNC_LINES = 2
@@ -287,6 +290,8 @@ def implausible(region: str, new_region: str, start: int, end: int, text: str) -
         return "it rewrites most of the region"
     if text.count("\n") > MAX_CHANGED_FRACTION * lines + 1:
         return "it adds more lines than half the region"
+    if not text.strip() and region[start:end].count("\n") > MAX_DELETED_LINES:
+        return "it only deletes lines"
     return None
 
 

@@ -178,6 +178,11 @@ def test_edits_that_rewrite_or_delete_most_of_the_region_are_implausible() -> No
     assert "rewrites most" in (implausible(REGION, rewritten, *minimal_replacement(REGION, rewritten)) or "")
     grown = REGION + "".join(f"    extra{i} = {i}\n" for i in range(8))
     assert "adds more lines" in (implausible(REGION, grown, *minimal_replacement(REGION, grown)) or "")
+    long = "".join(f"x{i} = {i}\n" for i in range(12))
+    dropped = long.replace("x4 = 4\nx5 = 5\nx6 = 6\n", "")
+    assert "only deletes" in (implausible(long, dropped, *minimal_replacement(long, dropped)) or "")
+    two = long.replace("x4 = 4\nx5 = 5\n", "")  # two lines (the unused ones after a change) may go
+    assert implausible(long, two, *minimal_replacement(long, two)) is None
 
 
 def test_region_positions_are_document_lines_and_columns() -> None:
