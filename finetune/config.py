@@ -202,6 +202,12 @@ class FinetuneConfig:
     eval_resamples: int = 2000
     """Bootstrap resamples of the paired per-line differences."""
 
+    eval_cache: str = ""
+    """A directory that keeps the base model's answers to the evaluation lines, keyed by the
+    GGUF file, the lines and the prompt budget: a second run on the same repository (another
+    learning rate, rank or step count) skips the base's pass, half the gate's cost (e.g.
+    ``~/.cache/slm-lsp/finetune-eval``). Empty: no cache."""
+
     eval_prompt_tokens: int = 0
     """Prompt budget of the line completion evaluation, split 3:1 between prefix and suffix
     (0: the server's defaults, ``completion.prefix_tokens`` + ``completion.suffix_tokens``)."""

@@ -18,7 +18,10 @@
 from __future__ import annotations
 
 import builtins
+import hashlib
+import json
 import keyword
+import os
 import random
 import re
 import statistics
@@ -233,6 +236,39 @@ def complete_lines(gguf: Path, tasks: list[LineTask], *, adapter: Path | None = 
         return outcomes
     finally:
         engine.close()
+
+
+def lines_key(gguf: Path, tasks: list[LineTask], *, max_tokens: int = 48, prompt_tokens: int = 0) -> str:
+    """What the base model's answers to ``tasks`` depend on: the GGUF file (path, size, modified
+    time), the prompt budget and each task (its document, cursor and removed text)."""
+    stat = Path(gguf).stat()
+    digest = hashlib.sha256(json.dumps([str(Path(gguf).resolve()), stat.st_size, stat.st_mtime_ns, max_tokens,
+                                        prompt_tokens]).encode())
+    for t in tasks:
+        digest.update(json.dumps([t.path, t.line, t.column, t.target]).encode())
+        digest.update(hashlib.sha256(t.text.encode()).digest())
+    return digest.hexdigest()
+
+
+def base_lines(cache: Path | None, gguf: Path, tasks: list[LineTask], *, max_tokens: int = 48,
+               prompt_tokens: int = 0, **kw: Any) -> tuple[list[LineOutcome], bool]:
+    """The base model's answers to ``tasks`` (``complete_lines`` without an adapter), kept in
+    ``cache`` under ``lines_key``: another run on the same repository (another lever, another
+    seed of training) skips the pass. Returns the outcomes and whether they came from the cache."""
+    key = lines_key(gguf, tasks, max_tokens=max_tokens, prompt_tokens=prompt_tokens)
+    path = cache / f"{key}.json" if cache is not None else None
+    if path is not None and path.is_file():
+        try:
+            return [LineOutcome(**o) for o in json.loads(path.read_text())], True
+        except (ValueError, TypeError):
+            pass  # a damaged entry is computed again and replaced
+    outcomes = complete_lines(gguf, tasks, max_tokens=max_tokens, prompt_tokens=prompt_tokens, **kw)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps([asdict(o) for o in outcomes]))
+        os.replace(tmp, path)
+    return outcomes, False
 
 
 def completion_scores(gguf: Path, tasks: list[LineTask], **kw: Any) -> CompletionScores:

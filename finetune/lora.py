@@ -46,6 +46,7 @@ from .evaluate import (
     LineOutcome,
     LineTask,
     PairedComparison,
+    base_lines,
     compare_paired,
     complete_lines,
     decide,
@@ -195,8 +196,13 @@ def main(cfg: FinetuneConfig) -> int:
             t0 = time.perf_counter()
             before = {"loss": heldout_loss(base.model, eval_examples, pad_id)}
             if tasks and base.gguf is not None:
-                _add_lines(before, complete_lines(base.gguf, tasks, threads=threads,
-                                                  prompt_tokens=cfg.eval_prompt_tokens, progress=lines_done("before")))
+                cache = Path(cfg.eval_cache).expanduser() if cfg.eval_cache else None
+                outcomes, cached = base_lines(cache, base.gguf, tasks, threads=threads,
+                                              prompt_tokens=cfg.eval_prompt_tokens, progress=lines_done("before"))
+                _add_lines(before, outcomes)
+                before["lines_from_cache"] = cached
+                if cached:
+                    say(f"finetune: before: the base's answers to these {len(tasks)} lines came from {cache}")
             before["seconds"] = round(time.perf_counter() - t0, 1)
             ckpt_dir.mkdir(parents=True, exist_ok=True)
             _write_json(before_file, before)

@@ -2,7 +2,7 @@
 the subset that uses the repository's own names, paired statistics (wins and losses with the
 exact sign test, bootstrap intervals) on known per-line outcomes, and the decision in both
 directions. Outcomes are scored by the real ``score_line``; the end-to-end pairing runs the tiny
-GGUF through the server's completion engine."""
+GGUF through the server's completion engine, and the cache of the base's answers."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from finetune.config import FinetuneConfig
 from finetune.data import SourceFile, load_files
 from finetune.evaluate import (
     LineOutcome,
+    base_lines,
     bootstrap_interval,
     compare_paired,
     complete_lines,
     decide,
     line_tasks,
+    lines_key,
     repo_names,
     score_line,
 )
@@ -29,6 +31,11 @@ from tests.conftest import TINY_MODEL
 
 REPO = Path(__file__).parent.parent / "data" / "finetune_repo"
 GATE = {"min_loss_gain": 0.01, "max_similarity_drop": 0.01, "exact_match_alpha": 0.05}
+
+
+def answers(outcomes: list[LineOutcome]) -> list[tuple[str, bool, float]]:
+    """What was answered and how it scored (not how long it took)."""
+    return [(o.completion, o.exact, o.similarity) for o in outcomes]
 
 
 def outcome(exact: bool, similarity: float) -> LineOutcome:
@@ -223,13 +230,27 @@ def test_judge_reports_all_lines_and_the_own_names_subset():
     assert "sign test p=" in text and "95%" in text and "own names" in text and "decided by edit similarity" in text
 
 
-# -- end to end on the tiny GGUF: the pairing lines up ------------------------------------------
-def test_base_against_itself_through_the_engine_is_all_ties():
+# -- end to end on the tiny GGUF: the pairing lines up, the base's answers are cached ------------
+def test_base_against_itself_through_the_engine_is_all_ties(tmp_path):
     files = load_files(REPO, heldout_fraction=0.3, seed=0)
     tasks = line_tasks(files.heldout, 12, seed=0, names=repo_names(files.train), own_names_fraction=0.5)
-    first = complete_lines(TINY_MODEL, tasks, threads=1, max_tokens=8)
+    cache = tmp_path / "cache"
+    first, from_cache = base_lines(cache, TINY_MODEL, tasks, threads=1, max_tokens=8)
     again = complete_lines(TINY_MODEL, tasks, threads=1, max_tokens=8)
-    assert len(first) == len(tasks) == 12
+    assert not from_cache and len(first) == len(tasks) == 12
     c = compare_paired(first, again)
     assert (c.wins, c.losses, c.sign_p, c.similarity_diff, c.similarity_interval) == (0, 0, 1.0, 0.0, (0.0, 0.0))
     assert all(o.similarity == score_line(o.completion, t.target).similarity for o, t in zip(first, tasks))
+    # a second run on the same lines, model and budget reads the base's answers back
+    assert base_lines(cache, TINY_MODEL, tasks, threads=1, max_tokens=8) == (first, True)
+    # other lines or another prompt budget are other answers
+    key = lines_key(TINY_MODEL, tasks, max_tokens=8)
+    assert lines_key(TINY_MODEL, tasks[:-1], max_tokens=8) != key
+    assert lines_key(TINY_MODEL, tasks, max_tokens=8, prompt_tokens=256) != key
+    fewer, from_cache = base_lines(cache, TINY_MODEL, tasks[:3], threads=1, max_tokens=8)
+    assert not from_cache and answers(fewer) == answers(first[:3]) and len(list(cache.iterdir())) == 2
+    # a damaged entry is computed again and replaced
+    (cache / f"{key}.json").write_text("{not json")
+    redone, from_cache = base_lines(cache, TINY_MODEL, tasks, threads=1, max_tokens=8)
+    assert not from_cache and answers(redone) == answers(first)
+    assert base_lines(cache, TINY_MODEL, tasks, threads=1, max_tokens=8) == (redone, True)
