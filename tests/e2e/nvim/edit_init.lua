@@ -7,19 +7,20 @@
 -- selection…" action's command (slm.rewriteSelection) with vim.ui.input answering. After each
 -- edit the report has vim.g.slm_last_edit and the buffer's lines.
 
-local OUT = assert(os.getenv("SLM_NVIM_OUT"), "SLM_NVIM_OUT is not set")
+local driver = dofile(vim.fs.dirname(debug.getinfo(1, "S").source:sub(2)) .. "/driver.lua")
+assert(os.getenv("SLM_NVIM_OUT"), "SLM_NVIM_OUT is not set")
 local report = { ok = false, notifications = {}, steps = {} }
-
-vim.notify = function(msg, level)
-  table.insert(report.notifications, { msg = tostring(msg), level = level })
-end
+local d = driver.new(report, "slm nvim edit e2e")
+d.capture_notifications({ "notifications" })
 
 local function finish(ok, err)
-  report.ok, report.error = ok, err and tostring(err) or nil
-  local f = assert(io.open(OUT, "w"))
-  f:write(vim.json.encode(report))
-  f:close()
-  vim.cmd(ok and "qall!" or "cquit 1")
+  if not ok then
+    d.fail(err)
+    return
+  end
+  report.ok = true
+  d.write_report()
+  vim.cmd("qall!")
 end
 
 vim.opt.rtp:prepend(assert(os.getenv("SLM_NVIM_PLUGIN_DIR")))

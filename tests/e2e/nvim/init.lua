@@ -19,26 +19,10 @@
 
 vim.cmd("filetype on")
 
-local OUT = os.getenv("SLM_NVIM_OUT")
+local driver = dofile(vim.fs.dirname(debug.getinfo(1, "S").source:sub(2)) .. "/driver.lua")
 local report = { ok = false, messages = {}, statuses = {} }
-
-local function write_report()
-  if not OUT then
-    io.stderr:write("SLM_NVIM_OUT is not set\n")
-    return
-  end
-  local f = assert(io.open(OUT, "w"))
-  f:write(vim.json.encode(report))
-  f:close()
-end
-
-local function fail(msg)
-  report.ok = false
-  report.error = tostring(msg)
-  pcall(write_report)
-  io.stderr:write("slm-lsp nvim e2e: " .. tostring(msg) .. "\n")
-  vim.cmd("cquit 1")
-end
+local d = driver.new(report, "slm-lsp nvim e2e")
+local write_report, fail = d.write_report, d.fail
 
 local function parse_cursor(name)
   local value = os.getenv(name) or ""

@@ -22,36 +22,15 @@
 -- Keys go in with nvim_input() from a coroutine that waits on timers, so Neovim's own loop runs
 -- the mappings and autocommands.
 
-local OUT = os.getenv("SLM_NVIM_OUT")
+local driver = dofile(vim.fs.dirname(debug.getinfo(1, "S").source:sub(2)) .. "/driver.lua")
 local api = vim.api
 local report = { ok = false, notifications = {}, wire = {}, cases = {} }
 local DEBOUNCE_MS = 200
 
-vim.notify = function(msg, level)
-  table.insert(report.notifications, { msg = tostring(msg), level = level })
-end
-
-local function write_report()
-  local f = assert(io.open(assert(OUT, "SLM_NVIM_OUT is not set"), "w"))
-  f:write(vim.json.encode(report))
-  f:close()
-end
-
-local function fail(msg)
-  report.ok = false
-  report.error = tostring(msg)
-  pcall(write_report)
-  io.stderr:write("slm nvim next-edit e2e: " .. tostring(msg) .. "\n")
-  vim.cmd("cquit 1")
-end
-
-local function getenv(name)
-  local value = os.getenv(name)
-  if value == nil or value == "" then
-    error(name .. " is not set", 0)
-  end
-  return value
-end
+local d = driver.new(report, "slm nvim next-edit e2e")
+local write_report, fail, sleep, wait_for = d.write_report, d.fail, d.sleep, d.wait_for
+local getenv = driver.getenv
+d.capture_notifications({ "notifications" })
 
 ---@type {method: string, params: table, sent_ms: integer, answered: boolean, err: any, result: any, answered_ms: integer|nil}[]
 local requests = {}
@@ -76,12 +55,11 @@ local function configure()
   end
   next_edit = require("slm.next_edit")
   config = require("slm.config")
-  report.invalid_setups = {}
-  for _, opts in ipairs({ { next_edit = { debounce_ms = -1 } }, { next_edit = { keymaps = { jump = "<Tab>" } } }, { next_edit = true } }) do
-    report.notifications = {}
-    local returned = require("slm").setup(opts)
-    table.insert(report.invalid_setups, { returned = returned, message = report.notifications[1] and report.notifications[1].msg or vim.NIL })
-  end
+  report.invalid_setups = d.invalid_setups({
+    { next_edit = { debounce_ms = -1 } },
+    { next_edit = { keymaps = { jump = "<Tab>" } } },
+    { next_edit = true },
+  })
   report.setup = require("slm").setup({
     cmd = vim.json.decode(getenv("SLM_NVIM_SERVER_CMD")),
     debounce_ms = 100000, -- no ghost text in this test: completions never fire on their own
@@ -92,38 +70,7 @@ local function configure()
   report.notifications = {}
 end
 
-local configured, configure_error = xpcall(configure, debug.traceback)
-if not configured then
-  fail(configure_error)
-end
-
-local main_co
-
-local function resume(...)
-  local ok, err = coroutine.resume(main_co, ...)
-  if not ok then
-    fail(debug.traceback(main_co, err))
-  end
-end
-
-local function sleep(ms)
-  vim.defer_fn(resume, ms)
-  coroutine.yield()
-end
-
-local function wait_for(what, timeout_ms, cond)
-  local start = vim.uv.now()
-  while true do
-    local value = cond()
-    if value then
-      return value
-    end
-    if vim.uv.now() - start > timeout_ms then
-      error("timed out after " .. timeout_ms .. " ms waiting for " .. what, 0)
-    end
-    sleep(10)
-  end
-end
+d.configure(configure)
 
 local function marks()
   local out = {}
@@ -176,6 +123,18 @@ local function ready()
   return type(answer) == "table" and answer.state == "ready"
 end
 
+--- Waits until the plugin has sent its `n`-th slm/nextEdit request (`what`) and had its answer;
+--- returns the request's entry.
+local function answered_request(n, what, wire_ms)
+  local entry = wait_for(what, 10000, function()
+    return requests[n]
+  end)
+  wait_for(what .. ": the answer", wire_ms, function()
+    return entry.answered
+  end)
+  return entry
+end
+
 --- Types `keys`, waits until Neovim took them all (and is in Normal mode when `normal`), and
 --- until the plugin has asked for the next edit and had its answer.
 local function edit_and_wait_answer(name, keys, wire_ms)
@@ -187,12 +146,7 @@ local function edit_and_wait_answer(name, keys, wire_ms)
     return api.nvim_buf_get_changedtick(0) ~= tick and api.nvim_get_mode().mode == "n"
   end)
   local done_ms = vim.uv.now()
-  local entry = wait_for(name .. ": a slm/nextEdit request", 10000, function()
-    return requests[before + 1]
-  end)
-  wait_for(name .. ": the answer", wire_ms, function()
-    return entry.answered
-  end)
+  local entry = answered_request(before + 1, name .. ": a slm/nextEdit request", wire_ms)
   sleep(50) -- the plugin's handler ran in the same callback; let it draw
   local c = api.nvim_win_get_cursor(0)
   table.insert(report.wire, {
@@ -230,12 +184,7 @@ local function accept_and_wait_answers(wire_ms)
   wait_for("the accept", 5000, function()
     return api.nvim_buf_get_changedtick(0) ~= tick
   end)
-  local entry = wait_for("a slm/nextEdit request after the accept", 10000, function()
-    return requests[before + 1]
-  end)
-  wait_for("its answer", wire_ms, function()
-    return entry.answered
-  end)
+  local entry = answered_request(before + 1, "a slm/nextEdit request after the accept", wire_ms)
   local c = api.nvim_win_get_cursor(0)
   step.line = api.nvim_get_current_line()
   step.cursor = { c[1], c[2] }
@@ -248,12 +197,7 @@ local function accept_and_wait_answers(wire_ms)
   step.result = entry.result
   step.state = state()
   api.nvim_input("<Esc>")
-  local leave = wait_for("a slm/nextEdit request after leaving Insert mode", 10000, function()
-    return requests[before + 2]
-  end)
-  wait_for("its answer", wire_ms, function()
-    return leave.answered
-  end)
+  local leave = answered_request(before + 2, "a slm/nextEdit request after leaving Insert mode", wire_ms)
   step.after_leaving = { requests = #requests - before, err = leave.err, params = leave.params }
   table.insert(report.wire, step)
 end
@@ -349,23 +293,14 @@ local function main()
   end
 end
 
-api.nvim_create_autocmd("VimEnter", {
-  once = true,
-  callback = function()
-    local wire_ms = tonumber(os.getenv("SLM_NVIM_WIRE_MS") or "") or 30000
-    vim.defer_fn(function()
-      fail("timed out")
-    end, 2 * wire_ms + 120000)
-    main_co = coroutine.create(function()
-      local ok, err = xpcall(main, debug.traceback)
-      if not ok then
-        fail(err)
-        return
-      end
-      report.ok = true
-      write_report()
-      vim.cmd("qall!")
-    end)
-    vim.schedule(resume)
-  end,
-})
+local wire_ms = tonumber(os.getenv("SLM_NVIM_WIRE_MS") or "") or 30000
+d.start(function()
+  local ok, err = xpcall(main, debug.traceback)
+  if not ok then
+    fail(err)
+    return
+  end
+  report.ok = true
+  write_report()
+  vim.cmd("qall!")
+end, 2 * wire_ms + 120000, "timed out")

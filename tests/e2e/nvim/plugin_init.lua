@@ -19,7 +19,7 @@
 -- the cancellation step, to hand one answer to the plugin late.
 -- Every failure writes {"ok": false, "error": ...} and exits with :cquit 1.
 
-local OUT = os.getenv("SLM_NVIM_OUT")
+local driver = dofile(vim.fs.dirname(debug.getinfo(1, "S").source:sub(2)) .. "/driver.lua")
 local SCENARIO = os.getenv("SLM_NVIM_SCENARIO") or "main"
 local api = vim.api
 local report = { ok = false, notifications = {}, all_notifications = {} }
@@ -29,33 +29,12 @@ local DEBOUNCE_MS = 200
 -- How long "nothing happens" is watched for: the debounce twice, plus slack.
 local QUIET_MS = 2 * DEBOUNCE_MS + 200
 
+local d = driver.new(report, "slm nvim plugin e2e")
+-- sleep: only for "nothing happens during this time" checks; everything else waits for a condition.
+local write_report, fail, sleep, wait_for = d.write_report, d.fail, d.sleep, d.wait_for
+local getenv = driver.getenv
 -- Capture what the plugin tells the user (report.notifications is emptied between steps).
-vim.notify = function(msg, level)
-  table.insert(report.notifications, { msg = tostring(msg), level = level })
-  table.insert(report.all_notifications, { msg = tostring(msg), level = level })
-end
-
-local function write_report()
-  local f = assert(io.open(assert(OUT, "SLM_NVIM_OUT is not set"), "w"))
-  f:write(vim.json.encode(report))
-  f:close()
-end
-
-local function fail(msg)
-  report.ok = false
-  report.error = tostring(msg)
-  pcall(write_report)
-  io.stderr:write("slm nvim plugin e2e: " .. tostring(msg) .. "\n")
-  vim.cmd("cquit 1")
-end
-
-local function getenv(name)
-  local value = os.getenv(name)
-  if value == nil or value == "" then
-    error(name .. " is not set", 0)
-  end
-  return value
-end
+d.capture_notifications({ "notifications", "all_notifications" })
 
 ---------------------------------------------------------------------------------------------
 -- A spy on the plugin's requests
@@ -149,21 +128,14 @@ local function configure()
     })
     return
   end
-  report.invalid_setups = {}
-  local invalid_options = {
+  report.invalid_setups = d.invalid_setups({
     { debounce_ms = "soon" },
     { modle = "typo.gguf" },
     { keymaps = { accept = 3 } },
     { cmd = {} },
     { restart = { max_crashes = -1 } },
     { restart = { delay_ms = 100 } },
-  }
-  for _, opts in ipairs(invalid_options) do
-    report.notifications = {}
-    local returned = slm.setup(opts)
-    local message = report.notifications[1] and report.notifications[1].msg or vim.NIL
-    table.insert(report.invalid_setups, { returned = returned, message = message })
-  end
+  })
   report.setup = slm.setup({
     cmd = cmd,
     debounce_ms = DEBOUNCE_MS,
@@ -174,42 +146,7 @@ local function configure()
   report.notifications = {}
 end
 
-local configured, configure_error = xpcall(configure, debug.traceback)
-if not configured then
-  fail(configure_error)
-end
-
----------------------------------------------------------------------------------------------
--- Coroutine helpers
-
-local main_co
-
-local function resume(...)
-  local ok, err = coroutine.resume(main_co, ...)
-  if not ok then
-    fail(debug.traceback(main_co, err))
-  end
-end
-
--- Only for "nothing happens during this time" checks; everything else waits for a condition.
-local function sleep(ms)
-  vim.defer_fn(resume, ms)
-  coroutine.yield()
-end
-
-local function wait_for(what, timeout_ms, cond, interval)
-  local start = vim.uv.now()
-  while true do
-    local value = cond()
-    if value then
-      return value
-    end
-    if vim.uv.now() - start > timeout_ms then
-      error("timed out after " .. timeout_ms .. " ms waiting for " .. what, 0)
-    end
-    sleep(interval or 10)
-  end
-end
+d.configure(configure)
 
 local function escape(keys)
   return (keys:gsub("<", "<lt>"))
@@ -673,14 +610,5 @@ end
 
 local scenarios = { main = main, crash = crash, crash_loop = crash_loop }
 
-api.nvim_create_autocmd("VimEnter", {
-  once = true,
-  callback = function()
-    -- Hard stop well inside the test's subprocess timeout.
-    vim.defer_fn(function()
-      fail("timed out after 100 s")
-    end, 100000)
-    main_co = coroutine.create(assert(scenarios[SCENARIO], "unknown SLM_NVIM_SCENARIO " .. SCENARIO))
-    vim.schedule(resume)
-  end,
-})
+-- Hard stop well inside the test's subprocess timeout.
+d.start(assert(scenarios[SCENARIO], "unknown SLM_NVIM_SCENARIO " .. SCENARIO), 100000, "timed out after 100 s")

@@ -6,9 +6,11 @@
 -- (SlmNextEditHint). The accept key (<Tab>) jumps there; pressed again, it applies the edit
 -- (vim.lsp.util.apply_text_edits, in the client's position encoding). The dismiss key (<Esc>
 -- in Normal mode), leaving Insert mode, another buffer or any edit hides it.
+local buffer = require("slm.buffer")
 local client = require("slm.client")
 local config = require("slm.config")
 local methods = require("slm.methods")
+local request_slot = require("slm.request_slot")
 
 local api = vim.api
 local M = {}
@@ -56,9 +58,8 @@ M.stats = {
 
 ---@type slm.NextEditShown|nil
 local shown = nil
----@type {client: vim.lsp.Client, id: integer, seq: integer, bufnr: integer, tick: integer}|nil
-local pending = nil
-local seq = 0
+--- The slm/nextEdit request in flight; its pending has the bufnr and tick it was asked for.
+local requests = request_slot.new(M.stats)
 local timer = nil
 --- The buffer and changedtick the debounce timer will ask for.
 ---@type {bufnr: integer, tick: integer}|nil
@@ -79,23 +80,7 @@ function M.enabled()
   return o ~= nil and o.enabled ~= false and require("slm").is_enabled()
 end
 
---- Byte column of LSP character `index` in `line` for the position encoding.
-local function byte_col(line, index, encoding)
-  if encoding == "utf-8" then
-    return math.min(index, #line)
-  end
-  local ok, byte
-  if vim.fn.has("nvim-0.11") == 1 then
-    ok, byte = pcall(vim.str_byteindex, line, encoding, index, false)
-  else
-    ok, byte = pcall(vim.str_byteindex, line, index, encoding == "utf-16")
-  end
-  return ok and byte or #line
-end
-
-local function get_line(bufnr, row)
-  return api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
-end
+local byte_col, get_line, display = buffer.byte_col, buffer.get_line, buffer.display
 
 local function is_word_byte(byte)
   -- ASCII letters, digits, _ and any byte of a multi-byte character.
@@ -193,11 +178,6 @@ function M.hunk(bufnr, edit, encoding)
   }
 end
 
-local function display(text, bufnr)
-  local ts = vim.bo[bufnr].tabstop
-  return (text:gsub("\t", string.rep(" ", ts > 0 and ts or 8)))
-end
-
 --- Draws `shown` with extmarks.
 local function render(s)
   local h, bufnr = s.hunk, s.bufnr
@@ -276,20 +256,13 @@ end
 --- Cancels the request in flight and the one waiting for the debounce.
 function M.cancel()
   stop_timer()
-  if pending then
-    local p = pending
-    pending = nil
-    M.stats.cancelled = M.stats.cancelled + 1
-    pcall(client.cancel, p.client, p.id)
-  end
+  requests:cancel()
 end
 
 --- Removes the edit shown (not counted as dismissed).
 function M.clear()
   if shown then
-    if api.nvim_buf_is_valid(shown.bufnr) then
-      api.nvim_buf_clear_namespace(shown.bufnr, M.ns, 0, -1)
-    end
+    buffer.clear_marks(shown.bufnr, M.ns)
     shown = nil
   end
 end
@@ -382,23 +355,11 @@ function M.request()
   if not c then
     return
   end
-  M.cancel()
-  seq = seq + 1
-  local my_seq = seq
   local tick = api.nvim_buf_get_changedtick(bufnr)
   local position = vim.lsp.util.make_position_params(0, c.offset_encoding).position
   local params = { textDocument = { uri = vim.uri_from_bufnr(bufnr) }, position = position }
   local encoding = c.offset_encoding
-  local id = client.request(c, methods.NEXT_EDIT_REQUEST, params, function(err, result)
-    if not pending or pending.seq ~= my_seq then
-      M.stats.stale = M.stats.stale + 1
-      return
-    end
-    pending = nil
-    if err then
-      M.stats.errors = M.stats.errors + 1
-      return
-    end
+  requests:send(c, methods.NEXT_EDIT_REQUEST, params, bufnr, function(result)
     if
       not api.nvim_buf_is_valid(bufnr)
       or api.nvim_get_current_buf() ~= bufnr
@@ -421,11 +382,7 @@ function M.request()
         M.stats.empty = M.stats.empty + 1
       end
     end
-  end, bufnr)
-  if id then
-    M.stats.requests = M.stats.requests + 1
-    pending = { client = c, id = id, seq = my_seq, bufnr = bufnr, tick = tick }
-  end
+  end, { bufnr = bufnr, tick = tick })
 end
 
 --- Asks after the debounce (restarting it), for the current buffer as it is now.
@@ -465,16 +422,14 @@ function M.on_text_changed(bufnr, insert)
     M.stats.dismissed = M.stats.dismissed + 1
     M.clear()
   end
-  if pending and (pending.bufnr ~= bufnr or pending.tick ~= tick) then
-    local p = pending
-    pending = nil
-    M.stats.cancelled = M.stats.cancelled + 1
-    pcall(client.cancel, p.client, p.id)
+  local p = requests.pending
+  if p and (p.bufnr ~= bufnr or p.tick ~= tick) then
+    requests:cancel()
   end
   if scheduled and (scheduled.bufnr ~= bufnr or scheduled.tick ~= tick) then
     stop_timer()
   end
-  if not insert and not pending and not scheduled then
+  if not insert and not requests.pending and not scheduled then
     M.schedule()
   end
 end

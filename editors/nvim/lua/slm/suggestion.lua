@@ -3,9 +3,11 @@
 -- or by line, dismissed, and kept while the user types what it shows. An item whose range is
 -- away from the cursor (the server's next edit) goes to slm.next_edit. Each accept tells the
 -- server (slm/accepted), which computes the suggestion at the new cursor at once.
+local buffer = require("slm.buffer")
 local client = require("slm.client")
 local config = require("slm.config")
 local methods = require("slm.methods")
+local request_slot = require("slm.request_slot")
 
 local api = vim.api
 local M = {}
@@ -39,9 +41,8 @@ M.stats = {
 
 ---@type slm.Ghost|nil
 local ghost = nil
----@type {client: vim.lsp.Client, id: integer, seq: integer}|nil
-local pending = nil
-local seq = 0
+--- The inlineCompletion request in flight.
+local requests = request_slot.new(M.stats)
 local timer = nil
 --- Where a whole accept left the cursor: the next suggestion is asked for at once there (the
 --- server computed it while the accepted one was shown), without the debounce.
@@ -57,23 +58,7 @@ local function in_insert_mode()
   return api.nvim_get_mode().mode:sub(1, 1) == "i"
 end
 
-local function get_line(bufnr, row)
-  return api.nvim_buf_get_lines(bufnr, row, row + 1, false)[1] or ""
-end
-
---- Byte index of an LSP character offset in `line` for the client's position encoding.
-local function byte_index(line, index, encoding)
-  if encoding == "utf-8" then
-    return math.min(index, #line)
-  end
-  local ok, byte
-  if vim.fn.has("nvim-0.11") == 1 then
-    ok, byte = pcall(vim.str_byteindex, line, encoding, index, false)
-  else
-    ok, byte = pcall(vim.str_byteindex, line, index, encoding == "utf-16")
-  end
-  return ok and byte or #line
-end
+local get_line, byte_col = buffer.get_line, buffer.byte_col
 
 function M.is_visible()
   return ghost ~= nil
@@ -94,20 +79,13 @@ end
 --- Cancels the request in flight, if any.
 function M.cancel()
   stop_timer()
-  if pending then
-    local p = pending
-    pending = nil
-    M.stats.cancelled = M.stats.cancelled + 1
-    pcall(client.cancel, p.client, p.id)
-  end
+  requests:cancel()
 end
 
 --- Removes the ghost text.
 function M.clear()
   if ghost then
-    if api.nvim_buf_is_valid(ghost.bufnr) then
-      api.nvim_buf_clear_namespace(ghost.bufnr, M.ns, 0, -1)
-    end
+    buffer.clear_marks(ghost.bufnr, M.ns)
     ghost = nil
   end
 end
@@ -116,11 +94,6 @@ end
 function M.dismiss()
   M.cancel()
   M.clear()
-end
-
-local function display(text)
-  local tab = string.rep(" ", vim.bo.tabstop > 0 and vim.bo.tabstop or 8)
-  return (text:gsub("\t", tab))
 end
 
 local function render()
@@ -132,13 +105,13 @@ local function render()
     priority = 1000,
   }
   if lines[1] ~= "" then
-    opts.virt_text = { { display(lines[1]), M.hl_group } }
+    opts.virt_text = { { buffer.display(lines[1], g.bufnr), M.hl_group } }
     opts.virt_text_pos = "inline"
   end
   if #lines > 1 then
     local virt_lines = {}
     for i = 2, #lines do
-      virt_lines[#virt_lines + 1] = { { display(lines[i]), M.hl_group } }
+      virt_lines[#virt_lines + 1] = { { buffer.display(lines[i], g.bufnr), M.hl_group } }
     end
     opts.virt_lines = virt_lines
   end
@@ -195,14 +168,14 @@ local function suggestion_from(result, params, encoding, bufnr)
     local row, col = cursor()
     local line = get_line(bufnr, row)
     if s.character < pos.character then
-      local typed = line:sub(byte_index(line, s.character, encoding) + 1, col)
+      local typed = line:sub(byte_col(line, s.character, encoding) + 1, col)
       if text:sub(1, #typed) ~= typed then
         return nil
       end
       text = text:sub(#typed + 1)
     end
     if e.character > pos.character then
-      replace = byte_index(line, e.character, encoding) - col
+      replace = byte_col(line, e.character, encoding) - col
     end
   end
   if text == "" then
@@ -266,23 +239,11 @@ function M.request(trigger_kind)
   if not c then
     return
   end
-  M.cancel()
-  seq = seq + 1
-  local my_seq = seq
   local tick = api.nvim_buf_get_changedtick(bufnr)
   local row, col = cursor()
   local params = vim.lsp.util.make_position_params(0, c.offset_encoding)
   params.context = { triggerKind = trigger_kind or 2 }
-  local id = client.request(c, "textDocument/inlineCompletion", params, function(err, result)
-    if not pending or pending.seq ~= my_seq then
-      M.stats.stale = M.stats.stale + 1 -- superseded (cancelled, or a newer request went out)
-      return
-    end
-    pending = nil
-    if err then
-      M.stats.errors = M.stats.errors + 1
-      return
-    end
+  requests:send(c, "textDocument/inlineCompletion", params, bufnr, function(result)
     local r, cl = cursor()
     if
       api.nvim_get_current_buf() ~= bufnr
@@ -296,11 +257,7 @@ function M.request(trigger_kind)
       return
     end
     M.on_result(result, params, c.offset_encoding, bufnr)
-  end, bufnr)
-  if id then
-    M.stats.requests = M.stats.requests + 1
-    pending = { client = c, id = id, seq = my_seq }
-  end
+  end)
 end
 
 --- Requests after the debounce delay (restarting it).
@@ -328,7 +285,7 @@ function M.on_change()
   local a = accepted_at
   if a and not ghost then
     if a.bufnr == bufnr and a.tick == api.nvim_buf_get_changedtick(bufnr) and a.row == row and a.col == col then
-      if not pending then -- TextChangedI asks; the CursorMovedI that follows leaves that request be
+      if not requests.pending then -- TextChangedI asks; the CursorMovedI that follows leaves that request be
         M.request(2)
       end
       return
