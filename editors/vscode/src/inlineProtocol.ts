@@ -93,11 +93,13 @@ function serverCommand(value: unknown): ServerCommand | undefined {
   };
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
+/** A plain object: not null, not an array. */
+export function isObject(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
-function isPosition(value: unknown): value is Position {
+/** An LSP position from another process: whole, non-negative line and character. */
+export function isPosition(value: unknown): value is Position {
   return (
     isObject(value) &&
     Number.isInteger(value.line) &&
@@ -107,8 +109,13 @@ function isPosition(value: unknown): value is Position {
   );
 }
 
-function isRange(value: unknown): value is Range {
+export function isRange(value: unknown): value is Range {
   return isObject(value) && isPosition(value.start) && isPosition(value.end);
+}
+
+/** The items of a `textDocument/inlineCompletion` answer (a list, or an `InlineCompletionList`), unchecked. */
+export function inlineItems(result: unknown): unknown[] {
+  return Array.isArray(result) ? result : isObject(result) && Array.isArray(result.items) ? result.items : [];
 }
 
 /** Whether VS Code can show an item with `range` for a request at `position`. */
@@ -162,7 +169,7 @@ function ghostText(item: unknown, position: Position): GhostText | undefined {
 
 /** The showable items of an answer: an `InlineCompletionList`, a bare `InlineCompletionItem[]`, or null. */
 export function ghostTexts(result: unknown, position: Position): GhostText[] {
-  const items = Array.isArray(result) ? result : isObject(result) && Array.isArray(result.items) ? result.items : [];
+  const items = inlineItems(result);
   const out: GhostText[] = [];
   for (const item of items) {
     const converted = ghostText(item, position);

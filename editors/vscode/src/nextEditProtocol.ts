@@ -16,7 +16,7 @@
  */
 
 import type { Position, Range } from 'vscode-languageclient';
-import { rangeFitsCursor } from './inlineProtocol';
+import { inlineItems, isObject, isRange, rangeFitsCursor } from './inlineProtocol';
 
 /** The `slm/nextEdit` params. */
 export interface NextEditParams {
@@ -36,32 +36,19 @@ export function nextEditParams(uri: string, position: Position): NextEditParams 
   return { textDocument: { uri }, position: { line: position.line, character: position.character } };
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-function isPosition(value: unknown): value is Position {
-  return (
-    isObject(value) &&
-    Number.isInteger(value.line) &&
-    Number.isInteger(value.character) &&
-    (value.line as number) >= 0 &&
-    (value.character as number) >= 0
-  );
-}
-
 /** Whether `a` comes after `b`. */
 function after(a: Position, b: Position): boolean {
   return a.line > b.line || (a.line === b.line && a.character > b.character);
 }
 
-function isRange(value: unknown): value is Range {
-  return isObject(value) && isPosition(value.start) && isPosition(value.end) && !after(value.start, value.end);
+/** A well-formed range whose start does not come after its end. */
+function isOrderedRange(value: unknown): value is Range {
+  return isRange(value) && !after(value.start, value.end);
 }
 
 /** A `slm/nextEdit` answer as an edit; undefined for `null` or anything malformed. */
 export function nextEditFrom(result: unknown): NextEdit | undefined {
-  if (!isObject(result) || typeof result.newText !== 'string' || !isRange(result.range)) {
+  if (!isObject(result) || typeof result.newText !== 'string' || !isOrderedRange(result.range)) {
     return undefined;
   }
   const edit: NextEdit = {
@@ -80,10 +67,10 @@ export function nextEditFrom(result: unknown): NextEdit | undefined {
  * next edits. `ghostTexts` drops the same items.
  */
 export function rangedEdits(result: unknown, position: Position): NextEdit[] {
-  const items = Array.isArray(result) ? result : isObject(result) && Array.isArray(result.items) ? result.items : [];
+  const items = inlineItems(result);
   const out: NextEdit[] = [];
   for (const item of items) {
-    if (!isObject(item) || typeof item.insertText !== 'string' || !isRange(item.range)) {
+    if (!isObject(item) || typeof item.insertText !== 'string' || !isOrderedRange(item.range)) {
       continue;
     }
     if (rangeFitsCursor(item.range, position)) {

@@ -3,43 +3,29 @@
  * with the params the extension builds (`nextEditParams`) and its answer check (`nextEditFrom`),
  * after real edits (didChange) that the server's edit history records.
  *
- *   SLM_LSP_SERVER      the server command: a JSON array, or words split on spaces
- *   SLM_LSP_TINY_MODEL  a GGUF model (tests/conftest.py generates a tiny one)
- *
- * Without both, the tests are skipped. tests/e2e/test_vscode_client.py sets them. The tiny model
+ * The server's command and model come from the environment (see `realServer.ts`); without them
+ * the tests are skipped. tests/e2e/test_vscode_client.py sets them. The tiny model
  * writes noise, which the server must never hand over as an edit it cannot place: its answer is
  * null or an edit inside the document.
  */
 
 import assert from 'node:assert/strict';
-import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import type { ConfigurationParams, InitializeResult } from 'vscode-languageclient';
-import { createMessageConnection, MessageConnection, ResponseError, StreamMessageReader, StreamMessageWriter } from 'vscode-jsonrpc/node';
+import { MessageConnection, ResponseError } from 'vscode-jsonrpc/node';
 import packageJson from '../package.json';
 import { CONFIG_SECTION, NEXT_EDIT_REQUEST, STATUS_NOTIFICATION } from '../src/constants';
 import { editHunk, nextEditFrom, nextEditParams } from '../src/nextEditProtocol';
 import { configurationItem, initializationOptions, PathContext } from '../src/settings';
 import { StatusNotification } from '../src/statusText';
 import { defaultSection } from './packageSettings';
+import { command, RealServer, skip, tinyModel } from './realServer';
 
 const INVALID_PARAMS = -32602;
-
-function serverCommand(): string[] | undefined {
-  const value = process.env.SLM_LSP_SERVER?.trim();
-  if (!value) {
-    return undefined;
-  }
-  return value.startsWith('[') ? (JSON.parse(value) as string[]) : value.split(/\s+/);
-}
-
-const command = serverCommand();
-const tinyModel = process.env.SLM_LSP_TINY_MODEL;
-const skip = !command ? 'SLM_LSP_SERVER is not set' : !tinyModel ? 'SLM_LSP_TINY_MODEL is not set' : false;
 
 const SOURCE = 'def area(r):\n    return 3.14 * r * r\n\n\ndef main():\n    print(area(2.0))\n';
 
@@ -48,28 +34,16 @@ describe('slm/nextEdit on the real slm-lsp server', { skip, timeout: 180_000 }, 
   const paths: PathContext = { home: tmpdir(), workspaceFolder: workspace };
   const docUri = pathToFileURL(join(workspace, 'area.py')).href;
   const section = defaultSection({ 'model.path': tinyModel, 'model.threads': 1, 'context.enabled': false });
-  let server: ChildProcessWithoutNullStreams;
+  let server: RealServer;
   let connection: MessageConnection;
-  let stderr = '';
-  let exitCode: number | null | undefined;
   const statuses: StatusNotification[] = [];
   let initializeResult: InitializeResult;
 
-  const within = <T>(request: Promise<T>, what: string, ms = 60_000): Promise<T> => {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer to ${what} in ${ms} ms\nserver stderr:\n${stderr.slice(-3000)}`)), ms);
-    });
-    return Promise.race([request, timeout]).finally(() => clearTimeout(timer));
-  };
+  const within = <T>(request: Promise<T>, what: string, ms = 60_000): Promise<T> => server.within(request, what, ms);
 
   before(async () => {
-    const [file, ...args] = command as string[];
-    server = spawn(file, args, { cwd: workspace, env: process.env, stdio: ['pipe', 'pipe', 'pipe'] });
-    server.stderr.setEncoding('utf8');
-    server.stderr.on('data', (chunk: string) => (stderr += chunk));
-    server.on('exit', (code) => (exitCode = code));
-    connection = createMessageConnection(new StreamMessageReader(server.stdout), new StreamMessageWriter(server.stdin));
+    server = new RealServer(command as string[], workspace);
+    connection = server.connection;
     connection.onRequest('window/workDoneProgress/create', () => null);
     connection.onRequest('workspace/configuration', (params: ConfigurationParams) =>
       params.items.map((item) => configurationItem(item.section, item.section === CONFIG_SECTION ? section : null, paths)),
@@ -97,17 +71,14 @@ describe('slm/nextEdit on the real slm-lsp server', { skip, timeout: 180_000 }, 
     await connection.sendNotification('initialized', {});
     const deadline = Date.now() + 120_000;
     while (!statuses.some((s) => s.state === 'ready' || s.state === 'error')) {
-      assert.ok(Date.now() < deadline, `the model did not load\n${stderr.slice(-3000)}`);
+      assert.ok(Date.now() < deadline, `the model did not load\n${server.stderr.slice(-3000)}`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
     assert.ok(statuses.some((s) => s.state === 'ready'), JSON.stringify(statuses));
   });
 
   after(() => {
-    connection?.dispose();
-    if (server && exitCode === undefined) {
-      server.kill();
-    }
+    server?.stop();
     rmSync(workspace, { recursive: true, force: true });
   });
 

@@ -4,15 +4,11 @@
  * its own initializationOptions and workspace/configuration answers (built from package.json's
  * defaults by the extension's functions), its inline-item conversion and its status model.
  *
- *   SLM_LSP_SERVER      the server command: a JSON array, or words split on spaces
- *                       (e.g. `/work/main/.venv/bin/slm-lsp serve`)
- *   SLM_LSP_TINY_MODEL  a GGUF model (tests/conftest.py generates a tiny one)
- *
- * Without both, the tests are skipped. tests/e2e/test_vscode_client.py sets them.
+ * The server's command and model come from the environment (see `realServer.ts`); without them
+ * the tests are skipped. tests/e2e/test_vscode_client.py sets them.
  */
 
 import assert from 'node:assert/strict';
-import { ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -25,20 +21,14 @@ import type {
   ShowMessageParams,
   WorkDoneProgressCreateParams,
 } from 'vscode-languageclient';
-import {
-  CancellationTokenSource,
-  createMessageConnection,
-  MessageConnection,
-  ResponseError,
-  StreamMessageReader,
-  StreamMessageWriter,
-} from 'vscode-jsonrpc/node';
+import { CancellationTokenSource, MessageConnection, ResponseError } from 'vscode-jsonrpc/node';
 import packageJson from '../package.json';
 import { COMMAND_ACCEPTED, COMMAND_LOAD_ADAPTER, COMMAND_STATUS, CONFIG_SECTION, STATUS_NOTIFICATION } from '../src/constants';
 import { ghostTexts, inlineCompletionParams, VSCODE_TRIGGER } from '../src/inlineProtocol';
 import { configurationItem, initializationOptions, PathContext } from '../src/settings';
 import { StatusModel, StatusNotification } from '../src/statusText';
 import { defaultSection, Section } from './packageSettings';
+import { command, RealServer, skip, tinyModel } from './realServer';
 
 const REQUEST_CANCELLED = -32800; // LSPErrorCodes.RequestCancelled
 const INVALID_PARAMS = -32602;
@@ -48,18 +38,6 @@ interface WorkDoneProgress {
   token: string | number;
   value: { kind: 'begin' | 'report' | 'end'; title?: string; message?: string; percentage?: number };
 }
-
-function serverCommand(): string[] | undefined {
-  const value = process.env.SLM_LSP_SERVER?.trim();
-  if (!value) {
-    return undefined;
-  }
-  return value.startsWith('[') ? (JSON.parse(value) as string[]) : value.split(/\s+/);
-}
-
-const command = serverCommand();
-const tinyModel = process.env.SLM_LSP_TINY_MODEL;
-const skip = !command ? 'SLM_LSP_SERVER is not set' : !tinyModel ? 'SLM_LSP_TINY_MODEL is not set' : false;
 
 const SOURCE = 'import math\n\n\ndef circle_area(radius):\n    return \n\n\ndef main():\n    print(circle_area(2.0))\n';
 
@@ -88,10 +66,8 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
     debounceMs: 40,
   });
 
-  let server: ChildProcessWithoutNullStreams;
+  let server: RealServer;
   let connection: MessageConnection;
-  let stderr = '';
-  let exitCode: number | null | undefined;
   const statuses: StatusNotification[] = [];
   const messages: ShowMessageParams[] = [];
   const configurationRequests: ConfigurationParams[] = [];
@@ -100,13 +76,7 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
   let initializeResult: InitializeResult;
 
   /** `request`, or a failure with the server's log once `ms` pass without an answer. */
-  const answered = <T>(request: Promise<T>, what: string, ms = 30_000): Promise<T> => {
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer to ${what} in ${ms} ms\nserver stderr:\n${stderr.slice(-3000)}`)), ms);
-    });
-    return Promise.race([request, timeout]).finally(() => clearTimeout(timer));
-  };
+  const answered = <T>(request: Promise<T>, what: string, ms = 30_000): Promise<T> => server.within(request, what, ms);
   /** The request as the extension builds it, from VS Code's trigger kind (typing, by default). */
   const inline = (line: number, character: number, vscodeTrigger: number = VSCODE_TRIGGER.Automatic, uri = docUri, token?: CancellationTokenSource) => {
     const params = inlineCompletionParams(uri, { line, character }, vscodeTrigger);
@@ -121,12 +91,8 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
     connection.sendNotification('textDocument/didOpen', { textDocument: { uri, languageId, version: 1, text } });
 
   before(async () => {
-    const [file, ...args] = command as string[];
-    server = spawn(file, args, { cwd: workspace, env: process.env, stdio: ['pipe', 'pipe', 'pipe'] });
-    server.stderr.setEncoding('utf8');
-    server.stderr.on('data', (chunk: string) => (stderr += chunk));
-    server.on('exit', (code) => (exitCode = code));
-    connection = createMessageConnection(new StreamMessageReader(server.stdout), new StreamMessageWriter(server.stdin));
+    server = new RealServer(command as string[], workspace);
+    connection = server.connection;
     connection.onRequest('window/workDoneProgress/create', (params: WorkDoneProgressCreateParams) => {
       progressTokens.push(params.token);
       return null;
@@ -158,10 +124,7 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
   });
 
   after(async () => {
-    connection?.dispose();
-    if (server && exitCode === undefined) {
-      server.kill();
-    }
+    server?.stop();
     rmSync(workspace, { recursive: true, force: true });
   });
 
@@ -173,7 +136,7 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
 
   test('the model loads: slm/status goes to ready, with work-done progress', async () => {
     const states = () => statuses.map((s) => s.state);
-    await until(() => states().includes('ready') || states().includes('error'), 'slm/status ready', 120_000, () => stderr);
+    await until(() => states().includes('ready') || states().includes('error'), 'slm/status ready', 120_000, () => server.stderr);
     const ready = states().indexOf('ready');
     assert.ok(ready > 0 && states().slice(0, ready).includes('loading'), `slm/status: ${JSON.stringify(statuses)}`);
     // What the status bar said at that moment.
@@ -185,7 +148,7 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
       const begin = progress.find((p) => p.value.kind === 'begin' && /loading model/.test(p.value.title ?? ''));
       return begin ? progress.filter((p) => p.token === begin.token) : [];
     };
-    await until(() => load().some((p) => p.value.kind === 'end'), 'the end of the load progress', 10_000, () => stderr);
+    await until(() => load().some((p) => p.value.kind === 'end'), 'the end of the load progress', 10_000, () => server.stderr);
     const [begin, ...rest] = load();
     assert.ok(progressTokens.includes(begin.token), 'progress on a token the server did not create');
     assert.equal(begin.value.kind, 'begin');
@@ -265,7 +228,7 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
     for (let i = 0; i < 200 && !(await settled()); i++) {
       await new Promise((resolve) => setTimeout(resolve, 50));
     }
-    assert.ok((counts.answered ?? 0) >= 1, `no prefetch answered: ${JSON.stringify(counts)}\n${stderr.slice(-2000)}`);
+    assert.ok((counts.answered ?? 0) >= 1, `no prefetch answered: ${JSON.stringify(counts)}\n${server.stderr.slice(-2000)}`);
     const next = await inline(args.position.line, args.position.character, VSCODE_TRIGGER.Automatic, uri);
     assert.equal(next?.items.length, 1);
     const after = await status();
@@ -287,7 +250,7 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
       connection.sendRequest('workspace/executeCommand', { command: COMMAND_LOAD_ADAPTER, arguments: [missing] }),
       (err: unknown) => err instanceof ResponseError && err.code === INVALID_PARAMS,
     );
-    await until(() => messages.length > 0, 'the error message', 5000, () => stderr);
+    await until(() => messages.length > 0, 'the error message', 5000, () => server.stderr);
     assert.match(messages[messages.length - 1].message, /adapter/);
     messages.length = 0;
     const removed = await connection.sendRequest('workspace/executeCommand', { command: COMMAND_LOAD_ADAPTER, arguments: [''] });
@@ -299,13 +262,13 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
     section = defaultSection({ ...flatten(section), 'completion.enabledLanguages': ['rust'] });
     // What vscode-languageclient sends for `synchronize.configurationSection`; the server pulls the section.
     await connection.sendNotification('workspace/didChangeConfiguration', { settings: null });
-    await until(() => configurationRequests.length > asked, 'workspace/configuration after the change', 10_000, () => stderr);
+    await until(() => configurationRequests.length > asked, 'workspace/configuration after the change', 10_000, () => server.stderr);
     await new Promise((resolve) => setTimeout(resolve, 200));
     const disabled = await inline(4, 11);
     assert.deepEqual(disabled?.items, []);
     section = defaultSection({ ...flatten(section), 'completion.enabledLanguages': ['*'] });
     await connection.sendNotification('workspace/didChangeConfiguration', { settings: null });
-    await until(() => configurationRequests.length > asked + 1, 'workspace/configuration after the second change', 10_000, () => stderr);
+    await until(() => configurationRequests.length > asked + 1, 'workspace/configuration after the second change', 10_000, () => server.stderr);
     await new Promise((resolve) => setTimeout(resolve, 200));
     assert.equal((await inline(4, 11))?.items.length, 1);
     assert.deepEqual(messages, []);
@@ -314,8 +277,8 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
   test('shutdown and exit: the process ends with status 0', async () => {
     assert.equal(await connection.sendRequest('shutdown'), null);
     await connection.sendNotification('exit');
-    await until(() => exitCode !== undefined, 'the server to exit', 15_000, () => stderr);
-    assert.equal(exitCode, 0, stderr.slice(-3000));
+    await until(() => server.exitCode !== undefined, 'the server to exit', 15_000, () => server.stderr);
+    assert.equal(server.exitCode, 0, server.stderr.slice(-3000));
   });
 });
 
