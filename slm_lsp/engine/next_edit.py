@@ -543,6 +543,9 @@ def run_next_edit(runner: Any, req: NextEditRequest, cancelled: Callable[[], boo
         else:  # well formed with the region as it was (it parses against another region), or not
             result.reason = "unchanged" if parse_output(answer, "\x00") is not None else "unusable"
         return result
+    if inp.region.startswith(new_region):
+        result.reason = "unchanged"  # the region's start copied as it is, then closed
+        return result
     start, end, text = minimal_replacement(inp.region, new_region)
     why = implausible(inp.region, new_region, start, end, text)
     if why is None and inp.edits and reverts(inp.region, new_region, inp.edits[-1]):
