@@ -195,6 +195,7 @@ def summarize(outcomes: list[StepOutcome]) -> dict[str, Any]:
         "wrong_edit": share([o.predicted_edit and not o.exact for o in edits]),
         "no_edit_right": share([not o.predicted_edit for o in none]),
         "false_positive": share([o.predicted_edit for o in none]),
+        "cut": sum(o.reason.startswith("cut") for o in outcomes),
         "right": share([o.right for o in outcomes]),
         "p50_ms": percentile(ms, 50), "p95_ms": percentile(ms, 95),
         "prompt_tokens": statistics.fmean(o.prompt_tokens for o in outcomes) if outcomes else 0.0,
@@ -211,7 +212,7 @@ def print_summary(name: str, s: dict[str, Any], out: Any = sys.stdout) -> None:
           f"   suggested on edit steps {pct(s['suggested_on_edit_steps'])}"
           f"   wrong edit {pct(s['wrong_edit'])}\n"
           f"  no-edit steps answered with nothing {pct(s['no_edit_right'])}   false positives "
-          f"{pct(s['false_positive'])}   right overall {pct(s['right'])}\n"
+          f"{pct(s['false_positive'])}   right overall {pct(s['right'])}   cut by the time budget {s['cut']}\n"
           f"  latency p50 {s['p50_ms']:.0f} ms  p95 {s['p95_ms']:.0f} ms   prompt {s['prompt_tokens']:.0f} tokens, "
           f"generated {s['generated_tokens']:.0f}", file=out)
 

@@ -50,7 +50,7 @@ def test_edit_similarity_compares_the_predicted_change_with_the_expected_one() -
 def test_score_counts_exact_edits_false_positives_and_right_silence() -> None:
     exact = score(step(TARGET), TARGET, "", 10.0, 100, 20)
     assert exact.exact and exact.right and exact.similarity == 1.0
-    silent = score(step(TARGET), None, "<|no_edit|>", 10.0, 100, 2, "no-edit")
+    silent = score(step(TARGET), None, "<|no_edit|>", 10.0, 100, 2, "cut (time)")
     assert not silent.exact and not silent.right and not silent.predicted_edit
     assert silent.similarity == 0.0
     fp = score(step(None, "last"), TARGET, "", 10.0, 100, 20)
@@ -60,6 +60,7 @@ def test_score_counts_exact_edits_false_positives_and_right_silence() -> None:
     s = summarize([exact, silent, fp, quiet])
     assert s["exact_match"] == 0.5 and s["false_positive"] == 0.5 and s["no_edit_right"] == 0.5
     assert s["right"] == 0.5 and s["wrong_edit"] == 0.0 and s["suggested_on_edit_steps"] == 0.5
+    assert s["cut"] == 1  # an answer the time budget cut counts as no edit, and is counted apart
 
 
 def test_predicted_region_applies_the_server_s_replacement() -> None:
