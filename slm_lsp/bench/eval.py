@@ -371,15 +371,16 @@ def _blanked_file(row: dict) -> str:
     return "\n".join(lines)
 
 
-DISTRACTIONS = ("copied a context line", "a name from the context", "another line of the file",
+DISTRACTIONS = ("copied a context line", "a name from the context", "opened a block", "another line of the file",
                 "empty", "other")
 
 
 def distraction(with_context: dict) -> str:
     """Why an answer given with context may differ from the in-file one, judged by where it came
     from: a line of a context piece word for word (that is not also in the file); a name that
-    only the context shows; a line of the file itself (another place's pattern); nothing; else
-    the model wrote something new from what both prompts share."""
+    only the context shows; a block header (``if ...:``, ``else:``) where the hidden line is a
+    statement; a line of the file itself (another place's pattern); nothing; else the model wrote
+    something new from what both prompts share."""
     predicted = with_context["predicted"].strip()
     if not predicted:
         return "empty"
@@ -392,6 +393,8 @@ def distraction(with_context: dict) -> str:
     context_names = {n for _, text in with_context.get("context", []) for n in IDENT.findall(text)}
     if own and (names - set(IDENT.findall(own))) & context_names:
         return "a name from the context"
+    if predicted.endswith(":") and not with_context["expected"].endswith(":"):
+        return "opened a block"  # a header (if/else/except ...) where a statement was hidden
     if predicted in own_lines:
         return "another line of the file"
     return "other"

@@ -51,6 +51,7 @@ def test_distraction_tells_a_copied_context_line_from_the_file_own_pattern(tmp_p
     assert distraction(row(str(tmp_path), "repo", 4, "total = util.other()", expected, [], ctx)) \
         == "another line of the file"
     assert distraction(row(str(tmp_path), "repo", 4, "total += 1", expected, [], ctx)) == "other"
+    assert distraction(row(str(tmp_path), "repo", 4, "if total:", expected, [], ctx)) == "opened a block"
     assert distraction(row(str(tmp_path), "repo", 4, "", expected, [], ctx)) == "empty"
     assert not in_context(row(str(tmp_path), "repo", 4, "", expected, [], ctx))
     assert in_context(row(str(tmp_path), "repo", 4, "", "log(total)", [], ctx))
