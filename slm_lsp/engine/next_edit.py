@@ -384,6 +384,37 @@ class FirstChange:
         return written + "".join(self.region[self.resumed:])
 
 
+def keep_blank_lines(region: str, new_region: str) -> str:
+    """``new_region`` with the region's blank lines where they were and none of its own: small
+    models drop or add a blank line while copying (the 1.5B's rename suggestion deleted one
+    beside its change), and a next edit is about code, not spacing. The non-blank lines are
+    matched with ``difflib``; each changed run takes the place of the region's lines it replaces."""
+    old = region.splitlines(True)
+    new = [line if line.endswith(("\n", "\r")) else line + "\n" for line in new_region.splitlines(True)
+           if line.strip()]
+    kept = [i for i, line in enumerate(old) if line.strip()]
+    matcher = difflib.SequenceMatcher(None, [old[i].rstrip("\r\n") for i in kept],
+                                      [line.rstrip("\r\n") for line in new], autojunk=False)
+    instead: dict[int, list[str]] = {}
+    before: dict[int, list[str]] = {}
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal":
+            continue
+        if i1 < i2:
+            instead[kept[i1]] = new[j1:j2]
+            for k in range(i1 + 1, i2):
+                instead[kept[k]] = []
+        else:  # inserted after the region's previous non-blank line
+            before.setdefault(kept[i1 - 1] + 1 if i1 > 0 else 0, []).extend(new[j1:j2])
+    out: list[str] = []
+    for i, line in enumerate(old):
+        out += before.get(i, [])
+        out += instead.get(i, [line])
+    out += before.get(len(old), [])
+    text = "".join(out)
+    return text if region.endswith(("\n", "\r")) or not text.endswith("\n") else text[:-1]
+
+
 def complete_tail(body: str, region: str) -> str | None:
     """``body``, a region rewritten only up to its change and ended there by the model (the 1.5B
     often closes the region right after its edit), with the region's own rest after it; None when
@@ -543,6 +574,7 @@ def run_next_edit(runner: Any, req: NextEditRequest, cancelled: Callable[[], boo
         else:  # well formed with the region as it was (it parses against another region), or not
             result.reason = "unchanged" if parse_output(answer, "\x00") is not None else "unusable"
         return result
+    new_region = keep_blank_lines(inp.region, new_region)
     if inp.region.startswith(new_region):
         result.reason = "unchanged"  # the region's start copied as it is, then closed
         return result

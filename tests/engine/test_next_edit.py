@@ -32,6 +32,7 @@ from slm_lsp.engine.next_edit import (
     complete_tail,
     editable_region,
     implausible,
+    keep_blank_lines,
     minimal_replacement,
     parse_output,
     region_position,
@@ -365,3 +366,23 @@ def test_complete_answer_needs_the_end_marker() -> None:
     assert parse_output(complete_answer(f"{REGION_START}\n{body}{REGION_END}", AREA), AREA) == AREA.replace(
         "(w, h):\n    return w", "(width, h):\n    return width")
     assert complete_answer(f"{REGION_START}\n{body}", AREA) == f"{REGION_START}\n{body}"  # cut: as it is
+
+
+
+@pytest.mark.parametrize("new, expected", [
+    # the 1.5B's suggestion: the use renamed, one of the two blank lines after it dropped
+    ("def area(w, h):\n    return width * h\n\ndef box(w, h, d):\n    return area(w, h) * d\n",
+     AREA.replace("return w * h", "return width * h")),
+    (AREA.replace("\n\n\n", "\n\n\n\n"), AREA),                      # a blank line added: none
+    (AREA.replace("h):\n    return w", "h):\n    x = 1\n    return w"),  # a line inserted keeps its place
+     AREA.replace("h):\n    return w", "h):\n    x = 1\n    return w")),
+    (AREA.replace("\n\n\ndef box", "\ndef box").replace("return w * h", "return w"),  # a change and a blank line
+     AREA.replace("return w * h", "return w")),
+    (AREA.rstrip("\n").replace("* d", "* d * 2"), AREA.replace("* d", "* d * 2")),  # the last line end
+])
+def test_blank_lines_stay_the_regions(new: str, expected: str) -> None:
+    assert keep_blank_lines(AREA, new) == expected
+
+
+def test_blank_lines_without_a_final_line_end() -> None:
+    assert keep_blank_lines("a\n\nb", "a\nB\n") == "a\n\nB"
