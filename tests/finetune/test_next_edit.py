@@ -28,7 +28,11 @@ from slm_lsp.engine.fim import FimTemplate
 from slm_lsp.engine.model import ADAPTER_TEMPLATE, LlamaRunner
 from slm_lsp.engine.next_edit import NextEditInput, render_prompt, render_target, trained_for_next_edit
 from tests.conftest import TINY_MODEL
+from tests.finetune import test_lora
 from tests.finetune.test_history import commit, git, numbered
+
+tiny = test_lora.tiny
+"""The tiny model and its HF directory (a module fixture of the LoRA tests)."""
 
 BODY = "def area(w, h):\n    return w * h\n\n\n" + numbered(80) + "\ndef perimeter(w, h):\n    return 2 * (w + h)\n"
 
@@ -201,3 +205,24 @@ def test_task_flags_and_their_defaults() -> None:
         from_args({**given, "task": "mixed", "next_edit_fraction": 1.5})
     with pytest.raises(ConfigError, match="--heldout-commits"):
         from_args({**given, "heldout_commits": -1})
+
+
+def test_finetune_next_edit_end_to_end_marks_the_adapter_for_the_server(repo: Path, tiny, tmp_path: Path) -> None:
+    """``slm-lsp finetune --task next-edit`` on the tiny model: trained on the older commits,
+    published with ``"next_edit": true``, and the runner then uses the raw next-edit prompt."""
+    from finetune.lora import main
+
+    gguf, hf_dir = tiny
+    cfg = test_lora.config(tmp_path, hf_dir, gguf=str(gguf), repo=str(repo), task="next-edit", heldout_commits=2,
+                 seq_len=1024, eval_lines=0, eval_examples=4, steps=4, grad_accum=1)
+    assert main(cfg) == 0
+    out = Path(cfg.out)
+    report = json.loads((out / "eval.json").read_text())
+    assert report["after"]["loss"] < report["before"]["loss"], report
+    assert trained_for_next_edit(out / ADAPTER_TEMPLATE)
+    r = LlamaRunner(str(gguf), threads=1, n_ctx=512)
+    try:
+        r.set_adapter(str(out / "adapter.gguf"))
+        assert r.next_edit_prompt
+    finally:
+        r.close()
