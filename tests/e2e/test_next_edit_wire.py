@@ -1,7 +1,7 @@
 """Next-edit suggestions over LSP (features/next_edit.py): the ``slm/nextEdit`` request's round trip,
 its errors and its null result with tiny models (an instruct one answers random words, never a
 region; a base one has no chat template: no edit either way), and with the real Qwen
-(SLM_LSP_TEST_MODEL_1_5B, else SLM_LSP_TEST_MODEL) a parameter rename started on one line and
+(SLM_LSP_TEST_MODEL_1_5B: the 0.5B cannot) a parameter rename started on one line and
 continued by the suggestion at the next use, its range checked by applying it. The range's UTF-16
 units past non-ASCII text are checked in tests/features/test_next_edit.py."""
 
@@ -28,7 +28,9 @@ from tests.tiny_model import build_tiny_gguf
 TINY_CHAT_MODEL = build_tiny_gguf(Path(tempfile.mkdtemp(prefix="slm-next-edit-")) / "tiny-chat.gguf",
                                   chat_template=CHATML)
 SOURCE = "def tally(items):\n    total = 0\n    for item in items:\n        total += item\n    return total\n"
-REAL = os.environ.get("SLM_LSP_TEST_MODEL_1_5B") or os.environ.get("SLM_LSP_TEST_MODEL", "")
+REAL = os.environ.get("SLM_LSP_TEST_MODEL_1_5B", "")
+"""The real test needs the 1.5B: on the measured cases the 0.5B (SLM_LSP_TEST_MODEL) did not continue
+this rename (README: Next-edit suggestions)."""
 
 
 async def start(client: LanguageClient, options: dict[str, Any] | None = None) -> None:
@@ -126,7 +128,7 @@ async def real_client(lsp_client: LanguageClient):
 AREA = "def area(w, h):\n    return w * h\n\n\ndef box(w, h, d):\n    return area(w, h) * d\n"
 
 
-@pytest.mark.skipif(not REAL, reason="set SLM_LSP_TEST_MODEL_1_5B (or SLM_LSP_TEST_MODEL) to a Qwen instruct GGUF")
+@pytest.mark.skipif(not REAL, reason="set SLM_LSP_TEST_MODEL_1_5B to Qwen2.5-Coder-1.5B-Instruct's GGUF")
 async def test_real_model_continues_a_rename(real_client: LanguageClient):
     # Measured on 6 cases (README): Qwen2.5-Coder-1.5B continues this one, the 0.5B does not.
     uri = "file:///work/app.py"  # the name the measured case used (it is in the prompt)
