@@ -181,8 +181,9 @@ def run_eval(args: argparse.Namespace) -> int:
         "prefix_tokens": args.prefix_tokens, "suffix_tokens": args.suffix_tokens, "max_tokens": 48,
         "max_lines": 1})
     config = merge_config(settings).config
-    # No time budget: a benchmark scores the model's line, not how busy the machine was (on 2
-    # shared cores a 1.5B answer cut at the setting's 60 s ceiling lost its last tokens).
+    # No time budget: a benchmark scores the model's line, not how busy the machine was. (The
+    # setting's range ends at 60 s; asking for more gave the default 2 s, and on 2 busy cores the
+    # 1.5B's lines ended after about 4 tokens.)
     config.completion.time_budget_ms = 10 ** 9
     modes = {"both": ["infile", "repo"], "all": ["infile", "repo", "baseline"]}.get(args.mode, args.mode.split(","))
     cache = Path(tempfile.mkdtemp(prefix="slm-eval-"))
