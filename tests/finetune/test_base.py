@@ -132,28 +132,34 @@ def test_the_converted_tokenizer_is_cached_and_tokenizes_alike(tmp_path, monkeyp
 
 
 # -- the real base model ----------------------------------------------------------------------
-@pytest.mark.skipif(not GEMMA, reason="SLM_LSP_TEST_GEMMA: the Gemma 3 270M base GGUF (fetch-model gemma-3-270m)")
-def test_gemma_finetune_writes_an_adapter_the_server_uses_with_its_sentinels(tmp_path):
-    """A few steps of ``slm-lsp finetune --preset teach-fim`` on a small repo with a bit of the
-    standard library: the GGUF loads in transformers with its output matrix tied to the
-    embedding, the adapter and template.json are written, and the server's runner applies the
-    adapter and lays out prompts with the <unusedN> sentinels."""
-    pytest.importorskip("torch")
-    import torch
+needs_gemma = pytest.mark.skipif(not GEMMA, reason="SLM_LSP_TEST_GEMMA: the Gemma 3 270M base GGUF "
+                                                  "(fetch-model gemma-3-270m)")
 
+
+@needs_gemma
+def test_gemma_base_loads_with_tied_output_and_unused_sentinels():
+    """transformers 5 loads the Q4_K_M GGUF (dequantized), with its output matrix tied to the
+    embedding (the GGUF has no output.weight: an untied, randomly initialised one would train
+    against noise), and finetune picks the <unusedN> sentinels and <eos> as the end."""
+    torch = pytest.importorskip("torch")
     from finetune.base import load_base
-    from finetune.config import from_args
-    from finetune.lora import main
-    from slm_lsp.engine.model import LlamaRunner
-    from slm_lsp.engine.prompt import PromptBuilder, PromptRequest
 
     base = load_base(GEMMA)
     assert base.template.name == GEMMA_UNUSED.name and base.arch == "gemma3"
     assert base.tokenizer.token_text(base.end_token) == "<eos>"
-    # The GGUF has no output.weight: transformers must tie the output matrix to the embedding
-    # (an untied, randomly initialised one would train against noise).
     assert torch.equal(base.model.get_output_embeddings().weight, base.model.get_input_embeddings().weight)
-    del base
+
+
+@needs_gemma
+def test_gemma_finetune_writes_an_adapter_the_server_uses_with_its_sentinels(tmp_path):
+    """Two steps of ``slm-lsp finetune --preset teach-fim`` on a small repo with a bit of the
+    standard library: the adapter and template.json are written, and the server's runner applies
+    the adapter and lays out prompts with the <unusedN> sentinels."""
+    pytest.importorskip("torch")
+    from finetune.config import from_args
+    from finetune.lora import main
+    from slm_lsp.engine.model import LlamaRunner
+    from slm_lsp.engine.prompt import PromptBuilder, PromptRequest
 
     repo = Path(__file__).parent.parent / "data" / "finetune_repo"
     out = tmp_path / "out"
