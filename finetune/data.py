@@ -108,6 +108,25 @@ def _drop_reason(path: str, data: bytes, max_bytes: int) -> str | None:
     return reason
 
 
+def read_source(rel: str, full: Path, max_file_bytes: int, seen: set[str]) -> tuple[SourceFile | None, str | None]:
+    """The file as training text, or why it is left out (by name or size before reading it: a 1 GB
+    dump is never read; unreadable, binary, generated, or a copy of one in ``seen``, which it joins)."""
+    try:
+        reason = name_skip_reason(rel) or ("huge" if full.stat().st_size > max_file_bytes else None)
+        data = b"" if reason else full.read_bytes()
+    except OSError:
+        return None, "unreadable"
+    reason = reason or _drop_reason(rel, data, max_file_bytes)
+    if reason is not None:
+        return None, reason
+    text = data.decode("utf-8").replace("\r\n", "\n")
+    digest = hashlib.sha1("\n".join(x.strip() for x in text.splitlines() if x.strip()).encode()).hexdigest()
+    if digest in seen:
+        return None, "duplicate"
+    seen.add(digest)
+    return SourceFile(rel, text), None
+
+
 def split_key(seed: int, path: str) -> float:
     """A stable number in [0, 1) for ``path`` (the by-file split)."""
     digest = hashlib.sha256(f"{seed}:{path}".encode()).digest()
@@ -125,18 +144,9 @@ def load_files(repo: Path, *, heldout_fraction: float = 0.1, max_file_bytes: int
         full = repo / rel
         if not full.is_file() or full.is_symlink():
             continue
-        # What the name or the size tells is known before reading (node_modules, a 1 GB dump).
-        reason = name_skip_reason(rel) or ("huge" if full.stat().st_size > max_file_bytes else None)
-        data = b"" if reason else full.read_bytes()
-        reason = reason or _drop_reason(rel, data, max_file_bytes)
-        if reason is None:
-            text = data.decode("utf-8").replace("\r\n", "\n")
-            digest = hashlib.sha1("\n".join(x.strip() for x in text.splitlines() if x.strip()).encode()).hexdigest()
-            if digest in seen:
-                reason = "duplicate"
-            else:
-                seen.add(digest)
-                kept.append(SourceFile(rel, text))
+        source, reason = read_source(rel, full, max_file_bytes, seen)
+        if source is not None:
+            kept.append(source)
         if reason is not None:
             dropped[reason] += 1
     ranked = sorted(kept, key=lambda f: split_key(seed, f.path))
@@ -256,22 +266,10 @@ def load_general_corpus(sources: str, *, max_files: int = 2000, max_file_bytes: 
     for rel, full, source in candidates:
         if len(corpus.files) >= max_files:
             break
-        try:
-            size = full.stat().st_size
-            reason = name_skip_reason(rel) or ("huge" if size > max_file_bytes else None)
-            data = b"" if reason else full.read_bytes()
-        except OSError:
-            reason, data = "unreadable", b""
-        reason = reason or _drop_reason(rel, data, max_file_bytes)
-        if reason is None:
-            text = data.decode("utf-8").replace("\r\n", "\n")
-            digest = hashlib.sha1("\n".join(x.strip() for x in text.splitlines() if x.strip()).encode()).hexdigest()
-            if digest in seen:
-                reason = "duplicate"
-            else:
-                seen.add(digest)
-                corpus.files.append(SourceFile(rel, text))
-                corpus.sources[source] += 1
+        found, reason = read_source(rel, full, max_file_bytes, seen)
+        if found is not None:
+            corpus.files.append(found)
+            corpus.sources[source] += 1
         if reason is not None:
             dropped[reason] += 1
     corpus.files.sort(key=lambda f: f.path)

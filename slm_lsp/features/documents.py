@@ -202,25 +202,35 @@ class Answer:
     """The position encoding of the document's client."""
 
 
-def completion_request(ls: "SlmLanguageServer", uri: str, position: types.Position
-                       ) -> tuple[CompletionRequest, str] | None:
-    """The engine request for ``position`` in ``uri`` and the cursor's line up to the cursor;
-    None when the document is binary or over ``MAX_DOCUMENT_CHARS``."""
+def document_at(ls: "SlmLanguageServer", uri: str, position: types.Position) -> tuple[OpenDocument, int] | None:
+    """The open document and the cursor's column (a Python index into its line) at ``position``;
+    None for a document the model is not asked about (binary, or over ``MAX_DOCUMENT_CHARS``).
+    An unknown document or a position past the end is the client's error."""
     doc = ls.documents.get(uri)
     if doc is None:
         raise JsonRpcInvalidParams(f"unknown document {uri}: send textDocument/didOpen first")
     if doc.too_large:
-        log.debug("%s is over %d characters: no completion", uri, MAX_DOCUMENT_CHARS)
+        log.debug("%s is over %d characters: not sent to the model", uri, MAX_DOCUMENT_CHARS)
         return None
-    source = doc.source
-    if "\x00" in source:
+    if "\x00" in doc.source:
         return None
     lines = doc.lines
     if position.line >= len(lines):
         raise JsonRpcInvalidParams(
             f"position {position.line}:{position.character} is past the end of {uri} ({len(lines)} lines)")
-    stripped = content(lines[position.line])
-    column = column_index(stripped, position.character, doc.encoding)
+    return doc, column_index(content(lines[position.line]), position.character, doc.encoding)
+
+
+def completion_request(ls: "SlmLanguageServer", uri: str, position: types.Position
+                       ) -> tuple[CompletionRequest, str] | None:
+    """The engine request for ``position`` in ``uri`` and the cursor's line up to the cursor;
+    None when the document is binary or over ``MAX_DOCUMENT_CHARS``."""
+    found = document_at(ls, uri, position)
+    if found is None:
+        return None
+    doc, column = found
+    source = doc.source
+    stripped = content(doc.lines[position.line])
     request = CompletionRequest(document_key=uri, text=source, line=position.line, column=column,
                                 language_id=doc.language_id, path=doc.path or "")
     return request, stripped[:column]

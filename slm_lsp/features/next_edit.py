@@ -30,7 +30,7 @@ from ..engine.requests import CompletionRequest
 from ..server import SlmLanguageServer  # at run time: pygls reads handlers' type hints
 from .accept import _plain
 from .code_action import _units
-from .documents import column_index, content
+from .documents import content, document_at
 
 if TYPE_CHECKING:
     from .documents import OpenDocument
@@ -128,19 +128,11 @@ class NextEdits:
         changed before the answer came)."""
         ls = self._ls
         cfg = ls.config.next_edit
-        doc = ls.documents.get(uri)
-        if doc is None:
-            raise JsonRpcInvalidParams(f"unknown document {uri}: send textDocument/didOpen first")
-        if not cfg.enabled or doc.too_large or ls.engine.status().state not in ("ready", "generating"):
+        found = document_at(ls, uri, position)
+        if found is None or not cfg.enabled or ls.engine.status().state not in ("ready", "generating"):
             return None
+        doc, column = found
         source = doc.source
-        if "\x00" in source:
-            return None
-        lines = doc.lines
-        if position.line >= len(lines):
-            raise JsonRpcInvalidParams(
-                f"position {position.line}:{position.character} is past the end of {uri} ({len(lines)} lines)")
-        column = column_index(content(lines[position.line]), position.character, doc.encoding)
         version = doc.version
         context = await self._context(doc, position.line)
         if ls.documents.get(uri) is not doc or doc.version != version:

@@ -23,7 +23,7 @@ from slm_lsp.bench.next_edit import (
 )
 from slm_lsp.engine.next_edit import NextEditResult, Replacement
 from tests.conftest import TINY_MODEL
-from tests.finetune.test_history import commit, git, numbered
+from tests.finetune.test_history import commit, new_repo, numbered
 
 REGION = "def f(total):\n    total += 1\n    return total\n"
 TARGET = "def f(total):\n    total += 1\n    return total * 2\n"
@@ -115,12 +115,7 @@ def test_prompt_mode_follows_the_adapter_template(tmp_path: Path) -> None:
 
 def test_eval_replays_held_out_commits_through_the_engine(tmp_path: Path) -> None:
     """The CLI end to end on the tiny model: the held-out commits only, one row per step."""
-    repo = tmp_path / "proj"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "Test")
-    git(repo, "config", "commit.gpgsign", "false")
+    repo = new_repo(tmp_path / "proj")
     text = numbered(40)
     commit(repo, {"a.py": text}, "create")
     shas = []

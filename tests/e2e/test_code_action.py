@@ -22,6 +22,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from slm_lsp import methods
 from slm_lsp.engine.edit import parse_errors
 from tests.conftest import TINY_MODEL, server_command
+from tests.e2e.session import open_document, start_ready
 from tests.engine.test_edit import CHATML
 from tests.tiny_model import build_tiny_gguf
 
@@ -36,15 +37,7 @@ CAPS = types.ClientCapabilities(
 
 
 async def start(client: LanguageClient) -> None:
-    client.init_result = await client.initialize_session(types.InitializeParams(  # type: ignore[attr-defined]
-        capabilities=CAPS, initialization_options={"context": {"enabled": False}}))
-    for _ in range(600):
-        status = await client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command=methods.COMMAND_STATUS))
-        if status["state"] == "ready":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the model did not load: {status}")
+    client.init_result = await start_ready(client, CAPS, tries=600)  # type: ignore[attr-defined]
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--model", str(TINY_CHAT_MODEL))))
@@ -62,8 +55,7 @@ async def base_client(lsp_client: LanguageClient):
 
 
 def open_doc(client: LanguageClient, uri: str, text: str = SOURCE) -> None:
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+    open_document(client, uri, text)
 
 
 async def actions(client: LanguageClient, uri: str, rng: types.Range,

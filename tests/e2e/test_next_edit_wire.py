@@ -22,6 +22,7 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from slm_lsp import methods
 from slm_lsp.features.accept import _plain
 from tests.conftest import TINY_MODEL, server_command
+from tests.e2e.session import open_document, start_ready
 from tests.engine.test_next_edit import CHATML
 from tests.tiny_model import build_tiny_gguf
 
@@ -34,16 +35,7 @@ this rename (README: Next-edit suggestions)."""
 
 
 async def start(client: LanguageClient, options: dict[str, Any] | None = None) -> None:
-    await client.initialize_session(types.InitializeParams(
-        capabilities=types.ClientCapabilities(),
-        initialization_options={"context": {"enabled": False}, **(options or {})}))
-    for _ in range(1200):
-        status = await client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command=methods.COMMAND_STATUS))
-        if status["state"] == "ready":
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the model did not load: {status}")
+    await start_ready(client, options=options)
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=server_command("--model", str(TINY_CHAT_MODEL))))
@@ -61,8 +53,7 @@ async def base_client(lsp_client: LanguageClient):
 
 
 def open_doc(client: LanguageClient, uri: str, text: str = SOURCE) -> None:
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=text)))
+    open_document(client, uri, text)
 
 
 def replace(client: LanguageClient, uri: str, version: int, line: int, start: int, end: int, text: str) -> None:

@@ -26,6 +26,7 @@ from slm_lsp.engine.fim import SPM
 from slm_lsp.engine.model import LlamaRunner
 from slm_lsp.engine.prompt import PromptBuilder, PromptRequest, plain_fim_prompt
 from tests.conftest import TINY_MODEL
+from tests.finetune.test_base import _Vocab
 
 REPO = Path(__file__).parent.parent / "data" / "finetune_repo"
 KEPT = {"geom/__init__.py", "geom/cli.py", "geom/io/csvio.py", "geom/io/jsonio.py", "geom/ops.py",
@@ -202,31 +203,18 @@ def test_cli_help_lists_every_field():
     assert cfg.target_modules == ["q_proj", "v_proj"] and cfg.keep_anyway and cfg.steps == FinetuneConfig.steps
 
 
-class _FakeVocab:
-    """A tokenizer stand-in that only knows which token texts exist."""
-
-    def __init__(self, texts: list[str]) -> None:
-        self.ids = {t: i for i, t in enumerate(texts)}
-
-    def has_token(self, text: str) -> bool:
-        return text in self.ids
-
-    def token_text(self, tid: int) -> str:
-        return next(t for t, i in self.ids.items() if i == tid)
-
-
 def test_llama3_gets_reserved_special_tokens_as_fim_sentinels():
     from finetune.base import LLAMA3_RESERVED, choose_template
     from slm_lsp.engine.fim import FALLBACK
 
-    llama3 = _FakeVocab(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
+    llama3 = _Vocab(["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"]
                         + [f"<|reserved_special_token_{i}|>" for i in range(248)])
     template = choose_template({"general.name": "Llama 3.2 3B Instruct"}, llama3)  # type: ignore[arg-type]
     assert template.is_fim and template.name == LLAMA3_RESERVED.name
     assert (template.prefix, template.suffix, template.middle) == (LLAMA3_RESERVED.prefix, LLAMA3_RESERVED.suffix,
                                                                    LLAMA3_RESERVED.middle)
     assert template.stop[0] == "<|end_of_text|>" and template.file_sep and template.repo_name
-    assert choose_template({}, _FakeVocab(["a", "b"])) == FALLBACK  # type: ignore[arg-type]
+    assert choose_template({}, _Vocab(["a", "b"])) == FALLBACK  # type: ignore[arg-type]
 
 
 def test_cli_reports_a_bad_flag_by_name(capsys, tmp_path):

@@ -41,6 +41,16 @@ def commit(repo: Path, files: dict[str, str | bytes | None], message: str) -> st
     return git(repo, "rev-parse", "HEAD").strip()
 
 
+def new_repo(repo: Path) -> Path:
+    """An empty git repository at ``repo`` (made), committing as a test user, unsigned."""
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.email", "t@example.com")
+    git(repo, "config", "user.name", "Test")
+    git(repo, "config", "commit.gpgsign", "false")
+    return repo
+
+
 def numbered(n: int, fmt: str = "x{i} = {i}\n") -> str:
     return "".join(fmt.format(i=i) for i in range(n))
 
@@ -57,13 +67,7 @@ UTIL = "def helper(a):\n    return a + 1\n\n\ndef other(b):\n    return b * 2\n"
 
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "proj"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "Test")
-    git(repo, "config", "commit.gpgsign", "false")
-    return repo
+    return new_repo(tmp_path / "proj")
 
 
 @pytest.fixture

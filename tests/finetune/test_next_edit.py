@@ -29,7 +29,7 @@ from slm_lsp.engine.model import ADAPTER_TEMPLATE, LlamaRunner
 from slm_lsp.engine.next_edit import NextEditInput, render_prompt, render_target, trained_for_next_edit
 from tests.conftest import TINY_MODEL
 from tests.finetune import test_lora
-from tests.finetune.test_history import commit, git, numbered
+from tests.finetune.test_history import commit, git, new_repo, numbered
 
 tiny = test_lora.tiny
 """The tiny model and its HF directory (a module fixture of the LoRA tests)."""
@@ -48,12 +48,7 @@ def runner():
 def repo(tmp_path: Path) -> Path:
     """Eight commits: each renames one variable at two nearby lines of geom.py (two hunks), the
     last three touch a file the first five do not change in the same way."""
-    repo = tmp_path / "geom"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "config", "user.email", "t@example.com")
-    git(repo, "config", "user.name", "Test")
-    git(repo, "config", "commit.gpgsign", "false")
+    repo = new_repo(tmp_path / "geom")
     text = BODY
     commit(repo, {"geom.py": text, "other.py": "A = 1\n" * 30}, "create")
     for i in range(7):

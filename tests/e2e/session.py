@@ -1,0 +1,31 @@
+"""What the pytest-lsp wire tests do alike: start a session and wait for the model, open a document."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from lsprotocol import types
+from pytest_lsp import LanguageClient
+
+from slm_lsp import methods
+
+
+async def start_ready(client: LanguageClient, capabilities: types.ClientCapabilities | None = None,
+                      options: dict[str, Any] | None = None, tries: int = 1200) -> types.InitializeResult:
+    """Initialize with the repo context off (plus ``options``) and wait until the model is loaded."""
+    result = await client.initialize_session(types.InitializeParams(
+        capabilities=capabilities or types.ClientCapabilities(),
+        initialization_options={"context": {"enabled": False}, **(options or {})}))
+    for _ in range(tries):
+        status = await client.workspace_execute_command_async(
+            types.ExecuteCommandParams(command=methods.COMMAND_STATUS))
+        if status["state"] == "ready":
+            return result
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the model did not load: {status}")
+
+
+def open_document(client: LanguageClient, uri: str, text: str, language_id: str = "python") -> None:
+    client.text_document_did_open(types.DidOpenTextDocumentParams(
+        text_document=types.TextDocumentItem(uri=uri, language_id=language_id, version=1, text=text)))
