@@ -1,4 +1,5 @@
-"""What the pytest-lsp wire tests do alike: start a session and wait for the model, open a document."""
+"""What the pytest-lsp wire tests do alike: the tiny chat model, start a session and wait for the model,
+open a document."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from lsprotocol import types
 from pytest_lsp import LanguageClient
 
 from slm_lsp import methods
+from tests.conftest import TEST_TMP
+from tests.engine.test_edit import CHATML
+from tests.tiny_model import build_tiny_gguf
+
+TINY_CHAT_MODEL = build_tiny_gguf(TEST_TMP / "tiny-chat.gguf", chat_template=CHATML)
+"""The tiny model with a ChatML template: what the edit actions and zero-shot next edits need."""
 
 
 async def start_ready(client: LanguageClient, capabilities: types.ClientCapabilities | None = None,

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +20,8 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from slm_lsp import methods
 from slm_lsp.engine.edit import parse_errors
 from tests.conftest import TINY_MODEL, server_command
-from tests.e2e.session import open_document, start_ready
-from tests.engine.test_edit import CHATML
-from tests.tiny_model import build_tiny_gguf
+from tests.e2e.session import TINY_CHAT_MODEL, open_document, start_ready
 
-TINY_CHAT_MODEL = build_tiny_gguf(Path(tempfile.mkdtemp(prefix="slm-edit-")) / "tiny-chat.gguf",
-                                  chat_template=CHATML)
 SOURCE = "import os\n\n\ndef add(a, b):\n    return a + b\n\n\nprint(add(1, 2))\n"
 LONG = "def long():\n" + "".join(f"    x{i} = {i}\n" for i in range(80)) + "    return x0\n"
 CAPS = types.ClientCapabilities(

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import tempfile
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,12 +20,8 @@ from pytest_lsp import ClientServerConfig, LanguageClient
 from slm_lsp import methods
 from slm_lsp.features.accept import _plain
 from tests.conftest import TINY_MODEL, server_command
-from tests.e2e.session import open_document, start_ready
-from tests.engine.test_next_edit import CHATML
-from tests.tiny_model import build_tiny_gguf
+from tests.e2e.session import TINY_CHAT_MODEL, open_document, start_ready
 
-TINY_CHAT_MODEL = build_tiny_gguf(Path(tempfile.mkdtemp(prefix="slm-next-edit-")) / "tiny-chat.gguf",
-                                  chat_template=CHATML)
 SOURCE = "def tally(items):\n    total = 0\n    for item in items:\n        total += item\n    return total\n"
 REAL = os.environ.get("SLM_LSP_TEST_MODEL_1_5B", "")
 """The real test needs the 1.5B: on the measured cases the 0.5B (SLM_LSP_TEST_MODEL) did not continue

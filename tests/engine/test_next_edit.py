@@ -44,6 +44,7 @@ from slm_lsp.engine.next_edit import (
 )
 from slm_lsp.engine.requests import CompletionRequest
 from slm_lsp.engine.service import CompletionEngine
+from tests.engine.test_edit import CHATML
 from tests.tiny_model import build_tiny_gguf
 
 REGION = "def tally(items):\n    count = 0\n    for item in items:\n        total += item\n    return total\n"
@@ -133,8 +134,6 @@ def test_chat_messages_carry_the_same_body_and_the_answer_format() -> None:
 
 # -- the engine's side ---------------------------------------------------------------------------
 
-CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 DOC = "import os\n\n\n" + REGION + "\n\nprint(tally([1, 2]))\n"
 
 
