@@ -346,6 +346,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--data", help="the set's .jsonl(.gz) (default: shared/benchmarks/human-eval-infilling)")
     b.add_argument("--skip", type=int, default=0, metavar="K",
                    help="leave out the first K tasks of the selection (finish a run that was stopped)")
+    b.add_argument("--shard", metavar="I/N",
+                   help="only every N-th task of the selection, from the I-th (N processes split a set)")
+    b.add_argument("--report", nargs="+", metavar="JSONL",
+                   help="no model: the table of earlier runs' --jsonl files added up (shards, a stopped "
+                        "run and its --skip rest), paired task by task")
     b.add_argument("--raw-max-tokens", type=int, metavar="N",
                    help="the raw model's token cap (default: completion.max_tokens on single, 256 on multi "
                         "and span, where it runs to its end-of-generation token)")

@@ -13,7 +13,10 @@ Three sets (``--set``), from ``shared/benchmarks/human-eval-infilling`` (or ``--
   server's cursor sits where the hole starts, in prompt + suffix; the raw model generates until
   its end-of-generation token (or ``--raw-max-tokens``).
 
-All tasks run by default; ``--sample N`` (alias ``-n``) takes N spread evenly over the set.
+All tasks run by default; ``--sample N`` (alias ``-n``) takes N spread evenly over the set,
+``--shard I/N`` every N-th of those from the I-th (N processes, one core each, split a set), and
+``--skip K`` leaves out the first K (to finish a stopped run). ``--report A.jsonl B.jsonl ...``
+adds up such runs' ``--jsonl`` rows into one table, paired task by task, without a model.
 Every middle is run against the task's tests in a subprocess. Exact match compares the middle
 with the canonical one, whitespace-normalised (see ``normalise``). With ``--typed K`` the server
 is first asked with the last K characters of the prefix still untyped, so its answer goes
@@ -180,9 +183,133 @@ def _tokens_per_s(tokens: int, ms: float) -> str:
     return f"{1000 * tokens / ms:.1f}" if ms > 0 else "n/a"
 
 
+def select_tasks(tasks: list[dict], sample_n: int | None, shard: str | None, skip: int) -> list[dict]:
+    """The tasks one run answers: ``sample_n`` spread over the set, then every N-th from the I-th
+    (``shard`` "I/N", so N processes split a set between them), then all but the first ``skip``
+    (so a stopped run, or a stopped shard, can be finished)."""
+    chosen = sample(tasks, sample_n)
+    if shard:
+        index, count = parse_shard(shard)
+        chosen = chosen[index - 1::count]
+    return chosen[skip:]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` -> (I, N), 1 <= I <= N; a clear error otherwise."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard wants I/N, e.g. 1/2, not {text!r}") from None
+    if not 1 <= index <= count:
+        raise ValueError(f"--shard {text}: I must be between 1 and N")
+    return index, count
+
+
+def read_runs(paths: list[str]) -> list[dict]:
+    """The rows of one or more ``--jsonl`` files (shards, or a stopped run and its ``--skip``
+    rest), one per task: a task answered twice is an error, not a silent double count."""
+    rows: dict[str, dict] = {}
+    sets: set[str] = set()
+    for path in paths:
+        for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{number}: not a JSON line ({exc.msg})") from None
+            if row["task_id"] in rows:
+                raise ValueError(f"{path}:{number}: task {row['task_id']} is already in an earlier line or file")
+            rows[row["task_id"]] = row
+            sets.add(row.get("set", "single"))
+    if len(sets) > 1:
+        raise ValueError(f"the files mix sets: {', '.join(sorted(sets))}")
+    return list(rows.values())
+
+
+def summarize(rows: list[dict], set_name: str, route: str | None = None, total_s: float | None = None) -> list[str]:
+    """The report of a run (or of several runs' rows): pass@1 and exact match, server vs. raw,
+    paired with a sign test; on multi and span also the raw answer cut where it repeats the suffix;
+    tokens/s and latency; with ``route`` (a routed run), who answered and why. Everything comes
+    from the rows, so ``--report`` prints what the run did."""
+    n = len(rows)
+    if n == 0:
+        return ["no tasks"]
+    with_raw = all(r.get("raw_pass") is not None for r in rows)
+    server_ok = sum(bool(r["pass"]) for r in rows)
+    server_em = sum(bool(r["em"]) for r in rows)
+    local = [r for r in rows if r.get("backend") == "local" and r.get("tokens") is not None]
+    server_tokens = sum(r["tokens"] for r in local)
+    server_gen_ms = sum(r["gen_ms"] or 0.0 for r in local)
+    lines = []
+    if route is not None:
+        backends = collections.Counter(r.get("backend") or r.get("stop_reason") or "-" for r in rows)
+        reasons = collections.Counter(_reason_kind(r.get("route") or "") for r in rows)
+        lines.append(f"pass@1 route {route}: {server_ok}/{n} = {100 * server_ok / n:.1f}%")
+        remote = backends.get("remote", 0)
+        lines.append("answered by: " + ", ".join(f"{k} {v}" for k, v in sorted(backends.items()))
+                     + f"; sent to the server: {remote}/{n} = {100 * remote / n:.1f}%")
+        lines.append("why: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
+    else:
+        lines.append(f"pass@1 server (windows + shaping): {server_ok}/{n} = {100 * server_ok / n:.1f}%")
+    raw_ok = raw_em_n = raw_tokens = 0
+    raw_gen_ms = 0.0
+    if with_raw:
+        raw_ok = sum(bool(r["raw_pass"]) for r in rows)
+        raw_em_n = sum(bool(r["raw_em"]) for r in rows)
+        raw_tokens = sum(r.get("raw_tokens") or 0 for r in rows)
+        raw_gen_ms = sum(r.get("raw_gen_ms") or 0.0 for r in rows)
+        lines.append(f"pass@1 raw model, plain FIM:        {raw_ok}/{n} = {100 * raw_ok / n:.1f}%")
+    lines.append(f"exact match server: {server_em}/{n} = {100 * server_em / n:.1f}%"
+                 + (f"; raw: {raw_em_n}/{n} = {100 * raw_em_n / n:.1f}%" if with_raw else ""))
+    if with_raw:
+        wins = sum(bool(r["pass"]) and not r["raw_pass"] for r in rows)
+        losses = sum(bool(r["raw_pass"]) and not r["pass"] for r in rows)
+        lines.append(f"paired vs raw: server won {wins}, lost {losses}, tied {n - wins - losses}; "
+                     f"difference {100 * (server_ok - raw_ok) / n:+.1f} points; "
+                     f"sign test p = {sign_test(wins, losses):.3g}")
+        if set_name != "single" and all(r.get("raw_cut_pass") is not None for r in rows):
+            cut_ok = sum(bool(r["raw_cut_pass"]) for r in rows)
+            cut_em_n = sum(bool(r["raw_cut_em"]) for r in rows)
+            cut_wins = sum(bool(r["pass"]) and not r["raw_cut_pass"] for r in rows)
+            cut_losses = sum(bool(r["raw_cut_pass"]) and not r["pass"] for r in rows)
+            lines.append(f"raw cut where it repeats the suffix: pass@1 {cut_ok}/{n} = {100 * cut_ok / n:.1f}%, "
+                         f"exact match {cut_em_n}/{n} = {100 * cut_em_n / n:.1f}%; server won {cut_wins}, "
+                         f"lost {cut_losses}; difference {100 * (server_ok - cut_ok) / n:+.1f} points; "
+                         f"sign test p = {sign_test(cut_wins, cut_losses):.3g}")
+    lines.append(f"generated tokens/s: server {_tokens_per_s(server_tokens, server_gen_ms)}"
+                 + (f", raw {_tokens_per_s(raw_tokens, raw_gen_ms)}" if with_raw else "")
+                 + f"; tokens per answer: server {server_tokens / n:.1f}"
+                 + (f", raw {raw_tokens / n:.1f}" if with_raw else ""))
+    server_ms = [r["ms"] for r in rows]
+    total = total_s if total_s is not None else sum(server_ms) / 1000
+    lines.append(f"latency p50 {percentile(server_ms, 50):.0f} ms, p95 {percentile(server_ms, 95):.0f} ms; "
+                 f"total {total:.0f} s")
+    return lines
+
+
+def report_runs(args: argparse.Namespace) -> int:
+    """``bench humaneval --report A.jsonl [B.jsonl ...]``: the table of earlier runs' rows, added
+    up (shards, a stopped run and its rest), without loading a model."""
+    try:
+        rows = read_runs(args.report)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    set_name = rows[0].get("set", "single") if rows else "single"
+    # A routed run has no raw pass and a router's reason on its rows; its route is not in the rows.
+    routed = bool(rows) and all(r.get("raw_pass") is None for r in rows) and any(r.get("route") for r in rows)
+    noun = "random-span" if set_name == "span" else f"{set_name}-line"
+    print(f"{len(rows)} HumanEval {noun} infilling tasks from {len(args.report)} run file(s)")
+    print("\n".join(summarize(rows, set_name, "remote or auto" if routed else None)))
+    return 0
+
+
 def run_humaneval_bench(args: argparse.Namespace) -> int:
     from .. import cli
 
+    if getattr(args, "report", None):
+        return report_runs(args)
     settings = cli.cli_settings(args)
     if getattr(args, "time_budget_ms", None):
         settings.setdefault("completion", {})["time_budget_ms"] = args.time_budget_ms
@@ -191,8 +318,13 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         print(f"warning: {error}", file=sys.stderr)
     config = result.config
     set_name = getattr(args, "set", "single") or "single"
+    try:
+        tasks = select_tasks(load_tasks(find_data(args.data, set_name)), args.sample,
+                             getattr(args, "shard", None), getattr(args, "skip", 0) or 0)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     model_path = str(resolve_model(config.model.path))
-    tasks = load_tasks(find_data(args.data, set_name), args.sample)[getattr(args, "skip", 0) or 0:]
     engine = CompletionEngine(config)
     engine.load(model_path).result()
     status = engine.status()
@@ -206,13 +338,8 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
           f"model {status.name} ({status.template}); {len(tasks)} HumanEval random-span infilling tasks")
     if routed:
         print(f"route {status.route}: prompts go to the {status.remote}")
-    server_ok = raw_ok = server_em = raw_em_n = wins = losses = 0
-    cut_ok = cut_em_n = cut_wins = cut_losses = 0  # the raw answer cut where it repeats the suffix (multi, span)
-    server_tokens = raw_tokens = 0
-    server_gen_ms = raw_gen_ms = 0.0
-    server_ms: list[float] = []
-    backends: collections.Counter[str] = collections.Counter()
-    reasons: collections.Counter[str] = collections.Counter()
+    server_ok = raw_ok = wins = losses = 0
+    rows: list[dict] = []
     out = open(args.jsonl, "w") if getattr(args, "jsonl", None) else None
     compare = SpeculationComparison(engine) if getattr(args, "speculative", None) == "compare" and not routed else None
     progress_every = max(1, min(25, len(tasks) // 20))
@@ -228,19 +355,14 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
                                               len(before.rsplit("\n", 1)[-1]), "python"))
         t0 = time.perf_counter()
         res = engine.complete(CompletionRequest(task["task_id"], where.document, where.line, where.column, "python"))
-        server_ms.append((time.perf_counter() - t0) * 1000)
+        elapsed_ms = (time.perf_counter() - t0) * 1000
         s_middle = where.middle(res.text)
         s_pass = passes(task, s_middle)
         s_em = exact_match(s_middle, task["canonical_solution"])
         server_ok += s_pass
-        server_em += s_em
-        backends[res.backend or res.reason] += 1
-        reasons[_reason_kind(res.route)] += 1
-        if res.generation is not None and res.backend == "local":
-            server_tokens += res.generation.n_generated
-            server_gen_ms += res.generation.gen_ms
-            if compare is not None and engine.builder is not None and engine.builder.last_prompt is not None:
-                compare.add(engine.builder.last_prompt, res.generation)
+        if (compare is not None and res.generation is not None and res.backend == "local"
+                and engine.builder is not None and engine.builder.last_prompt is not None):
+            compare.add(engine.builder.last_prompt, res.generation)
         r_pass: bool | None = None
         r_em: bool | None = None
         raw_text: str | None = None
@@ -265,19 +387,12 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             r_pass = passes(task, r_middle)
             r_em = exact_match(r_middle, task["canonical_solution"])
             raw_ok += r_pass
-            raw_em_n += r_em
             wins += s_pass and not r_pass
             losses += r_pass and not s_pass
-            raw_tokens += raw_gen.n_generated
-            raw_gen_ms += raw_gen.gen_ms
             if set_name != "single":
                 c_middle = where.middle(cut_at_suffix(raw_gen.text, task["suffix"], where.whole_lines))
                 c_pass = r_pass if c_middle == r_middle else passes(task, c_middle)
                 c_em = exact_match(c_middle, task["canonical_solution"])
-                cut_ok += c_pass
-                cut_em_n += c_em
-                cut_wins += s_pass and not c_pass
-                cut_losses += c_pass and not s_pass
         local_gen = res.generation if res.generation is not None and res.generation.backend == "local" else None
         mean, lowest = confidence(local_gen.logprobs) if local_gen is not None else (None, None)
         if args.verbose:
@@ -285,23 +400,25 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             print(f"  {task['task_id']:40s} {res.backend or '-':6s} {'PASS' if s_pass else 'fail'} {res.text!r:60.60}"
                   f"{conf} {res.route}" + (f" raw {'PASS' if r_pass else 'fail'} {raw_text!r:40.40}"
                                            if raw_text is not None else ""), file=sys.stderr)
+        row = {
+            "task_id": task["task_id"], "pass": s_pass, "text": res.text, "backend": res.backend,
+            "route": res.route, "ms": elapsed_ms, "multiline": res.multiline, "mean_logprob": mean,
+            "min_logprob": lowest, "set": set_name, "em": s_em,
+            "generated": res.generation.text if res.generation is not None else None,
+            "stop_reason": res.reason,
+            "tokens": res.generation.n_generated if res.generation is not None else None,
+            "gen_ms": res.generation.gen_ms if res.generation is not None else None,
+            "evaluated": res.generation.n_evaluated if res.generation is not None else None,
+            "reused": res.generation.n_reused if res.generation is not None else None,
+            "raw_pass": r_pass, "raw_em": r_em, "raw_text": raw_text, "raw_cut_pass": c_pass, "raw_cut_em": c_em,
+            "raw_stop_reason": raw_gen.stop_reason if raw_gen is not None else None,
+            "raw_tokens": raw_gen.n_generated if raw_gen is not None else None,
+            "raw_gen_ms": raw_gen.gen_ms if raw_gen is not None else None,
+            "raw_evaluated": raw_gen.n_evaluated if raw_gen is not None else None,
+            "raw_reused": raw_gen.n_reused if raw_gen is not None else None}
+        rows.append(row)
         if out is not None:
-            out.write(json.dumps({
-                "task_id": task["task_id"], "pass": s_pass, "text": res.text, "backend": res.backend,
-                "route": res.route, "ms": server_ms[-1], "multiline": res.multiline, "mean_logprob": mean,
-                "min_logprob": lowest, "set": set_name, "em": s_em,
-                "generated": res.generation.text if res.generation is not None else None,
-                "stop_reason": res.reason,
-                "tokens": res.generation.n_generated if res.generation is not None else None,
-                "gen_ms": res.generation.gen_ms if res.generation is not None else None,
-                "evaluated": res.generation.n_evaluated if res.generation is not None else None,
-                "reused": res.generation.n_reused if res.generation is not None else None,
-                "raw_pass": r_pass, "raw_em": r_em, "raw_text": raw_text, "raw_cut_pass": c_pass, "raw_cut_em": c_em,
-                "raw_stop_reason": raw_gen.stop_reason if raw_gen is not None else None,
-                "raw_tokens": raw_gen.n_generated if raw_gen is not None else None,
-                "raw_gen_ms": raw_gen.gen_ms if raw_gen is not None else None,
-                "raw_evaluated": raw_gen.n_evaluated if raw_gen is not None else None,
-                "raw_reused": raw_gen.n_reused if raw_gen is not None else None}) + "\n")
+            out.write(json.dumps(row) + "\n")
             out.flush()
         if i % progress_every == 0 or i == len(tasks):
             elapsed = time.perf_counter() - t_start
@@ -309,33 +426,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             print(f"[{i}/{len(tasks)}] server {server_ok}/{i}{raw_part}; {elapsed / i:.1f} s/task, "
                   f"{elapsed * (len(tasks) - i) / i / 60:.0f} min left", file=sys.stderr, flush=True)
     engine.close()
-    n = len(tasks)
-    if routed:
-        print(f"pass@1 route {status.route}: {server_ok}/{n} = {100 * server_ok / n:.1f}%")
-        remote = backends.get("remote", 0)
-        print("answered by: " + ", ".join(f"{k} {v}" for k, v in sorted(backends.items()))
-              + f"; sent to the server: {remote}/{n} = {100 * remote / n:.1f}%")
-        print("why: " + ", ".join(f"{k} {v}" for k, v in reasons.most_common()))
-    else:
-        print(f"pass@1 server (windows + shaping): {server_ok}/{n} = {100 * server_ok / n:.1f}%")
-        if with_raw:
-            print(f"pass@1 raw model, plain FIM:        {raw_ok}/{n} = {100 * raw_ok / n:.1f}%")
-    print(f"exact match server: {server_em}/{n} = {100 * server_em / n:.1f}%"
-          + (f"; raw: {raw_em_n}/{n} = {100 * raw_em_n / n:.1f}%" if with_raw else ""))
-    if with_raw:
-        print(f"paired vs raw: server won {wins}, lost {losses}, tied {n - wins - losses}; "
-              f"difference {100 * (server_ok - raw_ok) / n:+.1f} points; sign test p = {sign_test(wins, losses):.3g}")
-        if set_name != "single":
-            print(f"raw cut where it repeats the suffix: pass@1 {cut_ok}/{n} = {100 * cut_ok / n:.1f}%, "
-                  f"exact match {cut_em_n}/{n} = {100 * cut_em_n / n:.1f}%; server won {cut_wins}, lost {cut_losses}; "
-                  f"difference {100 * (server_ok - cut_ok) / n:+.1f} points; "
-                  f"sign test p = {sign_test(cut_wins, cut_losses):.3g}")
-    print(f"generated tokens/s: server {_tokens_per_s(server_tokens, server_gen_ms)}"
-          + (f", raw {_tokens_per_s(raw_tokens, raw_gen_ms)}" if with_raw else "")
-          + f"; tokens per answer: server {server_tokens / n:.1f}"
-          + (f", raw {raw_tokens / n:.1f}" if with_raw else ""))
-    print(f"latency p50 {percentile(server_ms, 50):.0f} ms, p95 {percentile(server_ms, 95):.0f} ms; "
-          f"total {time.perf_counter() - t_start:.0f} s")
+    print("\n".join(summarize(rows, set_name, status.route if routed else None, time.perf_counter() - t_start)))
     if compare is not None:
         print("\n".join(compare.report()))
     if out is not None:

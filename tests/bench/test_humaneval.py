@@ -19,8 +19,11 @@ from slm_lsp.bench.humaneval import (
     hole,
     load_tasks,
     normalise,
+    parse_shard,
     passes,
+    read_runs,
     sample,
+    select_tasks,
     sign_test,
 )
 from tests.conftest import TINY_MODEL
@@ -143,6 +146,40 @@ def test_sample_spreads_n_tasks_evenly_and_defaults_to_all():
     assert sample(tasks, 5000) == tasks
 
 
+def test_shards_split_the_selection_without_overlap_and_skip_resumes_one():
+    tasks = [{"task_id": str(i)} for i in range(1033)]
+    shards = [select_tasks(tasks, 300, f"{i}/3", 0) for i in (1, 2, 3)]
+    ids = [t["task_id"] for shard in shards for t in shard]
+    assert sorted(ids, key=int) == [t["task_id"] for t in sample(tasks, 300)]
+    assert len(set(ids)) == 300
+    # --skip applies inside the shard: a stopped shard is finished with the same --shard.
+    assert select_tasks(tasks, 300, "2/3", 40) == shards[1][40:]
+    assert select_tasks(tasks, None, None, 1030) == tasks[1030:]
+
+
+@pytest.mark.parametrize("text", ["0/2", "3/2", "1", "a/b", "1/0"])
+def test_a_shard_outside_one_to_n_is_a_clear_error(text: str):
+    with pytest.raises(ValueError, match="--shard"):
+        parse_shard(text)
+
+
+def test_read_runs_refuses_a_task_counted_twice_and_mixed_sets(tmp_path: Path):
+    one = tmp_path / "a.jsonl"
+    one.write_text(json.dumps({"task_id": "t1", "set": "single"}) + "\n")
+    again = tmp_path / "b.jsonl"
+    again.write_text(json.dumps({"task_id": "t1", "set": "single"}) + "\n")
+    with pytest.raises(ValueError, match="t1 is already"):
+        read_runs([str(one), str(again)])
+    span = tmp_path / "c.jsonl"
+    span.write_text(json.dumps({"task_id": "t2", "set": "span"}) + "\n")
+    with pytest.raises(ValueError, match="mix sets"):
+        read_runs([str(one), str(span)])
+    broken = tmp_path / "d.jsonl"
+    broken.write_text("{not json\n")
+    with pytest.raises(ValueError, match="d.jsonl:1"):
+        read_runs([str(broken)])
+
+
 def test_load_tasks_reads_gzip_and_plain_jsonl(tmp_path: Path):
     gz = write_set(tmp_path / "set.jsonl.gz", TASKS["multi"])
     plain = write_set(tmp_path / "set.jsonl", TASKS["multi"])
@@ -247,3 +284,36 @@ def test_bench_humaneval_skip_leaves_out_the_first_tasks(tmp_path: Path, capsys:
     assert code == 0
     rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
     assert [r["task_id"] for r in rows] == [task["task_id"] for task in TASKS["single"][1:]]
+
+
+@pytest.mark.parametrize("set_name", ["single", "span"])
+def test_report_of_two_shards_adds_up_to_the_tables_the_shards_printed(set_name: str, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]):
+    data = write_set(tmp_path / f"{set_name}.jsonl.gz", TASKS[set_name])
+    files, rows = [], []
+    for i in (1, 2):
+        jsonl = tmp_path / f"shard{i}.jsonl"
+        code = cli.main(["bench", "humaneval", "--set", set_name, "--data", str(data), "--shard", f"{i}/2",
+                         "--model", str(TINY_MODEL), "--threads", "1", "--raw-max-tokens", "12",
+                         "--jsonl", str(jsonl)])
+        assert code == 0
+        files.append(str(jsonl))
+        rows += [json.loads(x) for x in jsonl.read_text().splitlines()]
+    capsys.readouterr()
+    assert sorted(r["task_id"] for r in rows) == sorted(t["task_id"] for t in TASKS[set_name])
+    assert cli.main(["bench", "humaneval", "--report", *files]) == 0
+    out = capsys.readouterr().out
+    noun = "random-span" if set_name == "span" else "single-line"
+    assert f"3 HumanEval {noun} infilling tasks from 2 run file(s)" in out
+    ok, raw_ok = sum(r["pass"] for r in rows), sum(r["raw_pass"] for r in rows)
+    won = sum(r["pass"] and not r["raw_pass"] for r in rows)
+    lost = sum(r["raw_pass"] and not r["pass"] for r in rows)
+    assert f"pass@1 server (windows + shaping): {ok}/3 = {100 * ok / 3:.1f}%" in out
+    assert f"pass@1 raw model, plain FIM:        {raw_ok}/3 = " in out
+    assert f"paired vs raw: server won {won}, lost {lost}, tied {3 - won - lost}" in out
+    assert ("raw cut where it repeats the suffix" in out) == (set_name == "span")
+
+
+def test_report_of_a_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    assert cli.main(["bench", "humaneval", "--report", str(tmp_path / "none.jsonl")]) == 2
+    assert "error:" in capsys.readouterr().err
