@@ -277,6 +277,8 @@ def summarize(rows: list[dict], set_name: str, route: str | None = None, total_s
                          f"exact match {cut_em_n}/{n} = {100 * cut_em_n / n:.1f}%; server won {cut_wins}, "
                          f"lost {cut_losses}; difference {100 * (server_ok - cut_ok) / n:+.1f} points; "
                          f"sign test p = {sign_test(cut_wins, cut_losses):.3g}")
+    if set_name == "multi":
+        lines += line_or_block(rows)
     lines.append(f"generated tokens/s: server {_tokens_per_s(server_tokens, server_gen_ms)}"
                  + (f", raw {_tokens_per_s(raw_tokens, raw_gen_ms)}" if with_raw else "")
                  + f"; tokens per answer: server {server_tokens / n:.1f}"
@@ -286,6 +288,45 @@ def summarize(rows: list[dict], set_name: str, route: str | None = None, total_s
     lines.append(f"latency p50 {percentile(server_ms, 50):.0f} ms, p95 {percentile(server_ms, 95):.0f} ms; "
                  f"total {total:.0f} s")
     return lines
+
+
+def hole_lines(task_id: str) -> int | None:
+    """How many lines a multi-line task's hole has, from its id (``.../L3_L5``: 3)."""
+    last = task_id.rsplit("/", 1)[-1]
+    if not last.startswith("L") or "_L" not in last:
+        return None
+    first, end = last[1:].split("_L", 1)
+    return int(end) - int(first) + 1 if first.isdigit() and end.isdigit() else None
+
+
+def answer_lines(text: str) -> int:
+    """Lines in an answer: 0 for nothing, 1 for a line, more for a block."""
+    return len(text.rstrip("\n").split("\n")) if text.strip() else 0
+
+
+def line_or_block(rows: list[dict]) -> list[str]:
+    """Issue 15's shaping question on the multi-line set: when the hole is one line, did the server
+    answer one line, and when it is a block, a block? Per hole size, how the answers were shaped and
+    how many of each passed (the raw cut row beside them)."""
+    groups: dict[str, list[dict]] = {"hole of 1 line": [], "hole of 2+ lines": []}
+    for row in rows:
+        size = hole_lines(row["task_id"])
+        if size is not None:
+            groups["hole of 1 line" if size == 1 else "hole of 2+ lines"].append(row)
+    out = ["one line or a block (the server's answer against the hole):"]
+    for name, group in groups.items():
+        if not group:
+            continue
+        parts = []
+        for shape, keep in (("nothing", lambda k: k == 0), ("one line", lambda k: k == 1),
+                            ("a block", lambda k: k > 1)):
+            chosen = [r for r in group if keep(answer_lines(r.get("text") or ""))]
+            if chosen:
+                parts.append(f"{shape} {len(chosen)} (pass {sum(bool(r['pass']) for r in chosen)})")
+        cut = sum(bool(r.get("raw_cut_pass")) for r in group)
+        out.append(f"  {name}: {len(group)} tasks; server pass {sum(bool(r['pass']) for r in group)}, "
+                   f"raw cut {cut}; answered with " + ", ".join(parts))
+    return out
 
 
 def report_runs(args: argparse.Namespace) -> int:

@@ -13,10 +13,13 @@ import pytest
 from slm_lsp import cli
 from slm_lsp.bench.humaneval import (
     SETS,
+    answer_lines,
     cut_at_suffix,
     exact_match,
     find_data,
     hole,
+    hole_lines,
+    line_or_block,
     load_tasks,
     normalise,
     parse_shard,
@@ -317,3 +320,22 @@ def test_report_of_two_shards_adds_up_to_the_tables_the_shards_printed(set_name:
 def test_report_of_a_missing_file_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     assert cli.main(["bench", "humaneval", "--report", str(tmp_path / "none.jsonl")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_line_or_block_counts_answers_by_shape_against_the_hole_size():
+    assert hole_lines("MultiLineInfilling/HumanEval/0/L3_L5") == 3
+    assert hole_lines("MultiLineInfilling/HumanEval/0/L0_L0") == 1
+    assert hole_lines("SingleLineInfilling/HumanEval/0/L1") is None
+    assert [answer_lines(t) for t in ("", "\n", "x = 1\n", "if a:\n    b\n")] == [0, 0, 1, 2]
+    rows = [
+        {"task_id": "M/H/0/L0_L0", "text": "    return x\n", "pass": True, "raw_cut_pass": True},
+        {"task_id": "M/H/1/L2_L2", "text": "    for a in b:\n        c\n", "pass": False, "raw_cut_pass": True},
+        {"task_id": "M/H/2/L1_L3", "text": "    for a in b:\n", "pass": False, "raw_cut_pass": False},
+        {"task_id": "M/H/3/L1_L2", "text": "    a = 1\n    b = 2\n", "pass": True, "raw_cut_pass": False},
+        {"task_id": "M/H/4/L1_L2", "text": "", "pass": False, "raw_cut_pass": False},
+    ]
+    report = line_or_block(rows)
+    assert report[1] == ("  hole of 1 line: 2 tasks; server pass 1, raw cut 2; answered with "
+                         "one line 1 (pass 1), a block 1 (pass 0)")
+    assert report[2] == ("  hole of 2+ lines: 3 tasks; server pass 1, raw cut 0; answered with "
+                         "nothing 1 (pass 0), one line 1 (pass 0), a block 1 (pass 1)")
