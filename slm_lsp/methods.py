@@ -42,6 +42,13 @@ NEXT_EDIT_REQUEST = "slm/nextEdit"
 (anywhere in the editable region around ``position``, in the negotiated position encoding) with
 ``newText``; ``cause`` says what it follows, for the editor to show (``features/next_edit.py``)."""
 
+CURSOR_NOTIFICATION = "slm/cursor"
+"""Client → server: the cursor came to rest somewhere: ``{"textDocument": {"uri"}, "position":
+{"line", "character"}}``, sent when the editor focuses a document or the cursor stops (debounced)
+on another line than the last one sent. LSP says nothing about the cursor until the user types;
+this lets the server warm the prompt there during the pause before typing (when it is another
+document than the last place, or more than ``engine.warmup.JUMP_LINES`` lines from it)."""
+
 CONFIG_SECTION = "slm"
 """The workspace/configuration section the server asks for."""
 

@@ -9,6 +9,9 @@ replaces the few lines it touches, and the text is joined only when something re
 change to a document that was never opened is ignored; no path is read because a message
 named it.
 
+``slm/cursor`` (the cursor came to rest: a focused document, or a stop on another line) is read
+here too and handed to the warmups (``features/warmup.py``).
+
 Text enters sanitized: a lone surrogate (which no UTF-8 encoder accepts, so the tokenizer and
 every prompt that carried it would fail) becomes U+FFFD, one UTF-16 code unit for one, so the
 client's positions after it still point where the client means.
@@ -26,12 +29,13 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from lsprotocol import types
 from pygls import uris
 from pygls.exceptions import JsonRpcInvalidParams
 
+from .. import methods
 from ..engine.service import CompletionRequest, CompletionResult
 
 if TYPE_CHECKING:
@@ -266,7 +270,8 @@ def _encoding(ls: "SlmLanguageServer") -> str:
 
 
 def register(server: "SlmLanguageServer") -> None:
-    from .warmup import Warmups, edit_end  # (it reads this module's documents)
+    from .next_edit import parse as text_document_position
+    from .warmup import Warmups, edit_end  # (they read this module's documents)
 
     server.documents = DocumentStore()
     ls = server
@@ -310,3 +315,17 @@ def register(server: "SlmLanguageServer") -> None:
     features.add_builtin_feature(types.TEXT_DOCUMENT_DID_OPEN, did_open)
     features.add_builtin_feature(types.TEXT_DOCUMENT_DID_CHANGE, did_change)
     features.add_builtin_feature(types.TEXT_DOCUMENT_DID_CLOSE, did_close)
+
+    @server.feature(methods.CURSOR_NOTIFICATION)
+    def cursor(ls: "SlmLanguageServer", params: Any) -> None:
+        try:
+            uri, position = text_document_position(params, methods.CURSOR_NOTIFICATION)
+        except JsonRpcInvalidParams as exc:
+            log.warning("%s ignored: %s", methods.CURSOR_NOTIFICATION, exc)  # a notification has no reply
+            return
+        doc = ls.documents.get(uri)
+        if doc is None or position.line >= len(doc.lines):
+            log.debug("%s at %s:%d: not an open line, ignored", methods.CURSOR_NOTIFICATION, uri, position.line)
+            return
+        warmups.arrived(uri, position.line, column_index(content(doc.lines[position.line]), position.character,
+                                                         doc.encoding))

@@ -198,17 +198,18 @@ def register(server: SlmLanguageServer) -> None:
         return suggestion.to_json() if suggestion is not None else None
 
 
-def parse(params: Any) -> tuple[str, types.Position]:
-    """``(uri, position)`` of ``slm/nextEdit``'s params; InvalidParams saying what is wrong."""
+def parse(params: Any, method: str = methods.NEXT_EDIT_REQUEST) -> tuple[str, types.Position]:
+    """``(uri, position)`` of ``{textDocument: {uri}, position}`` params (``slm/nextEdit``'s, and
+    ``slm/cursor``'s); InvalidParams saying what is wrong."""
     params = _plain(params)
     try:
         uri = params["textDocument"]["uri"]
         line, character = params["position"]["line"], params["position"]["character"]
     except (KeyError, TypeError) as exc:
-        raise JsonRpcInvalidParams(f"{methods.NEXT_EDIT_REQUEST} takes {{textDocument: {{uri}}, position: "
+        raise JsonRpcInvalidParams(f"{method} takes {{textDocument: {{uri}}, position: "
                                    f"{{line, character}}}}, got {params!r}") from exc
     if not isinstance(uri, str) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 31
                                            for v in (line, character)):
-        raise JsonRpcInvalidParams(f"{methods.NEXT_EDIT_REQUEST}: uri must be a string and line, character "
+        raise JsonRpcInvalidParams(f"{method}: uri must be a string and line, character "
                                    f"non-negative integers, got {params!r}")
     return uri, types.Position(line, character)

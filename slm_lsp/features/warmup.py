@@ -6,6 +6,9 @@
 * ``didChange`` in another document than the last edit, or more than ``JUMP_LINES`` lines away
   from it (the cursor jumped): the prompt at the edit, with its repo context, so that the
   request the next pause sends finds it evaluated.
+* ``slm/cursor`` (``methods.CURSOR_NOTIFICATION``), the same rule for where the cursor comes to
+  rest: a focused document or a jump warms before the user types, during the pause in which they
+  read and think, instead of at their first keystroke.
 
 The engine runs a warmup only while idle and drops it for any request; the context is attached
 as for a completion (``WorkspaceContext.attach``), on the event loop, without waiting on it here.
@@ -44,7 +47,8 @@ def edit_end(doc: "OpenDocument", change: types.TextDocumentContentChangeEvent, 
 
 
 class Warmups:
-    """Where the last edit was, and the warmups being prepared (owned by the event loop)."""
+    """Where the user last was (edit or cursor), and the warmups being prepared (owned by the
+    event loop)."""
 
     def __init__(self, ls: "SlmLanguageServer") -> None:
         self._ls = ls
@@ -55,10 +59,15 @@ class Warmups:
         self._start(doc.uri, 0, 0, top=True)
 
     def edited(self, doc: "OpenDocument", line: int, column: int) -> None:
-        last, self._last = self._last, (doc.uri, line)
-        if last is not None and last[0] == doc.uri and abs(last[1] - line) <= JUMP_LINES:
-            return  # typing on: the completion requests keep the prompt warm
-        self._start(doc.uri, line, column)
+        self.arrived(doc.uri, line, column)
+
+    def arrived(self, uri: str, line: int, column: int) -> None:
+        """The user is at ``line`` of ``uri`` (an edit ended there, or the cursor came to rest):
+        warm there unless it is near the last place in the same document."""
+        last, self._last = self._last, (uri, line)
+        if last is not None and last[0] == uri and abs(last[1] - line) <= JUMP_LINES:
+            return  # typing on (the completion requests keep the prompt warm), or a short move
+        self._start(uri, line, column)
 
     def forget(self, uri: str) -> None:
         if self._last is not None and self._last[0] == uri:

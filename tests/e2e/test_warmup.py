@@ -1,6 +1,7 @@
 """Warmups from the editor's messages (features/warmup.py), over LSP with the tiny model: opening a
 document warms its top window, an edit far from the last one (or in another document) warms the
-prompt there, typing on does not; ``slm.status`` reports them and the kept KV states."""
+prompt there, typing on does not; the cursor coming to rest (``slm/cursor``) follows the same rule
+and shares the last place with the edits; ``slm.status`` reports them and the kept KV states."""
 
 from __future__ import annotations
 
@@ -69,6 +70,41 @@ async def test_open_and_jumps_warm_the_prompt_typing_on_does_not(client: Languag
     states = await kv_states(client)
     assert states["warmups"] + states["warmups_stopped"] == after_switch["warmups"] + after_switch["warmups_stopped"]
     assert states["limit_mib"] == 256 and states["documents"] >= 1  # a's prompt was saved when b's was warmed
+
+
+def cursor(client: LanguageClient, params: Any) -> None:
+    client.protocol.notify(methods.CURSOR_NOTIFICATION, params)
+
+
+def at(uri: str, line: int) -> dict[str, Any]:
+    return {"textDocument": {"uri": uri}, "position": {"line": line, "character": 4}}
+
+
+def settled(states: dict[str, Any]) -> int:
+    return states["warmups"] + states["warmups_stopped"]
+
+
+async def test_the_cursor_resting_far_away_or_in_another_document_warms_there(client: LanguageClient):
+    a, b = "file:///work/a.py", "file:///work/b.py"
+    for uri in (a, b):
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=SOURCE)))
+    before = await warmups(client, 1)
+    cursor(client, at(a, 100))  # a jump (nothing was edited yet: the first place)
+    after_jump = await warmups(client, settled(before) + 1)
+    cursor(client, at(b, 90))  # focus on another document
+    after_focus = await warmups(client, settled(after_jump) + 1)
+    # Near the last place, bad params, an unknown document, a line past the end: no warmup, no reply,
+    # and the server goes on answering.
+    cursor(client, at(b, 92))
+    cursor(client, {"position": {"line": 1}})
+    cursor(client, at("file:///work/never-opened.py", 3))
+    cursor(client, at(a, 10_000))
+    edit(client, b, 2, 93, "q")  # typing where the cursor rests: the prompt there is already warm
+    await asyncio.sleep(1.0)
+    assert settled(await kv_states(client)) == settled(after_focus)
+    cursor(client, at(a, 20))  # and the rule still holds after them
+    await warmups(client, settled(after_focus) + 1)
 
 
 def test_edit_end_is_after_the_inserted_text():

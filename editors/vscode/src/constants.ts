@@ -44,6 +44,13 @@ export const COMMAND_REWRITE_SELECTION = 'slm.rewriteSelection';
  */
 export const NEXT_EDIT_REQUEST = 'slm/nextEdit';
 
+/**
+ * Client → server: `{textDocument: {uri}, position}`, the cursor came to rest (a focused editor, or
+ * the selection stopped on another line; debounced). The server warms the prompt there when it is
+ * another document or a jump, so the first suggestion after the pause finds it evaluated.
+ */
+export const CURSOR_NOTIFICATION = 'slm/cursor';
+
 /** The workspace/configuration section the server asks for (and the prefix of our settings). */
 export const CONFIG_SECTION = 'slm';
 

@@ -35,6 +35,11 @@ M.COMMAND_REWRITE_SELECTION = "slm.rewriteSelection"
 --- with newText. The plugin asks after edits and shows the answer as a diff (slm.next_edit).
 M.NEXT_EDIT_REQUEST = "slm/nextEdit"
 
+--- Client → server: { textDocument = { uri }, position }, the cursor came to rest (a focused
+--- buffer, or the cursor stopped on another line); the server warms the prompt there when it is
+--- another document or a jump (slm.cursor sends it, debounced).
+M.CURSOR_NOTIFICATION = "slm/cursor"
+
 --- The workspace/configuration section the server asks for.
 M.CONFIG_SECTION = "slm"
 
