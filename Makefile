@@ -23,10 +23,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	@# --no-cache-dir: a wheel that pip cached from an earlier build (other flags) is not reused.
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS) $$CMAKE_ARGS" $(BIN)/pip install -q --no-cache-dir $(LLAMA_SPEC)
-	$(BIN)/pip install -q -e '.[dev,finetune]'
+	$(BIN)/pip install -q -e '.[dev,finetune,bench]'
 	touch $@
 
-install: $(BIN)/.installed  ## create .venv and install slm-lsp with the dev tools and the finetune extra (builds llama.cpp: ~7 min on 2 cores; torch==2.13.0 is the CPU wheel)
+install: $(BIN)/.installed  ## create .venv and install slm-lsp with the dev tools, the finetune extra and the bench extra (matplotlib, for the session plot and its test) (builds llama.cpp: ~7 min on 2 cores; torch==2.13.0 is the CPU wheel)
 
 demo: $(BIN)/.installed  ## print a completion for examples/circle.py, with timings (downloads the default model if none is set)
 	$(BIN)/slm-lsp complete $(SAMPLE) --pull

@@ -13,7 +13,9 @@ typing, cache) is tallied, with p50/p95 latency per cause.
 ``--session`` replays a working session instead (``session_script``): typing in several files,
 opening each, switching between them and jumping within them, at a human pace (``--cps``
 characters a second, ``--think-ms`` before typing at a new place), with the server's warmup
-hooks (a warmup on open and at the first edit of a new place). It prints p50/p95/max, the share
+hooks: a warmup on open, where the cursor comes to rest at a new place (the editors' ``slm/cursor``,
+before the pause; ``--cursor off`` leaves it out, as before the editors sent it) and at the first
+edit of a new place. It prints p50/p95/max, the share
 answered from the type-through cache, the first suggestion after opening a file, and the causes;
 ``--plot OUT.png`` draws each request's latency over the session coloured by cause (matplotlib,
 the ``bench`` extra). ``--warmup off`` runs the same session without warmups or saved KV states.
@@ -58,6 +60,9 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--warmup", choices=["on", "off"], default="on",
                    help="completion.warmup and the kept KV states (off: completion.kv_states_mb 0)")
     b.add_argument("--kv-states-mb", type=int, help="completion.kv_states_mb")
+    b.add_argument("--cursor", choices=["on", "off"], default="on",
+                   help="--session: the editor says where the cursor comes to rest (slm/cursor), so a new place "
+                        "is warmed during the pause before typing (off: only at the first edit there)")
     b.add_argument("--plot", metavar="OUT.png", help="--session: draw each request's latency over the session")
     b.add_argument("-v", "--verbose", action="store_true")
 
@@ -308,7 +313,8 @@ def run_session_bench(args: argparse.Namespace) -> int:
     print(f"model {runner.name} ({runner.template.name}), {runner.threads} threads; session of {len(stretches)} "
           f"stretches in {len(docs)} files ({', '.join(os.path.basename(d.path) for d in docs)}), "
           f"{args.lines or 3} lines each, a request every {args.every} chars at {args.cps:g} chars/s, "
-          f"{args.think_ms} ms before typing at a new place; warmup {args.warmup}, KV states "
+          f"{args.think_ms} ms before typing at a new place; warmup {args.warmup}, cursor "
+          f"{getattr(args, 'cursor', 'on')}, KV states "
           f"{config.completion.kv_states_mb} MiB")
     provider = _context_provider(args.context) if args.context else None
     keys = [f"file://{os.path.realpath(d.path)}" for d in docs]
@@ -338,11 +344,22 @@ def run_session_bench(args: argparse.Namespace) -> int:
         if delay > 0:
             time.sleep(delay)
 
+    def arrive(i: int, req: CompletionRequest) -> None:
+        """The user is at ``req``'s line of document ``i`` (features/warmup.py's rule): warm there
+        when it is another document than the last place or a jump from it."""
+        nonlocal last_doc
+        if i != last_doc or abs(req.line - last_edit.get(i, -JUMP_LINES - 1)) > JUMP_LINES:
+            engine.warm(req)
+        last_doc, last_edit[i] = i, req.line
+
     for si, stretch in enumerate(stretches):
         doc = docs[stretch.doc]
         if stretch.doc not in opened:  # textDocument/didOpen: the server warms the file's top window
             opened.add(stretch.doc)
             engine.warm(request(stretch.doc, stretch.region), top=True)
+        if getattr(args, "cursor", "on") == "on":
+            # slm/cursor: the cursor rests at the new place while the user reads and thinks.
+            arrive(stretch.doc, request(stretch.doc, stretch.region))
         clock = max(clock, time.perf_counter() - start) + args.think_ms / 1000
         wait_until(clock)
         region = doc.region_text(stretch.region)
@@ -351,10 +368,7 @@ def run_session_bench(args: argparse.Namespace) -> int:
             doc.typed[stretch.region] = offset
             if offset == 1:
                 # The first edit at a new place (didChange): the server warms the prompt there.
-                req = request(stretch.doc, stretch.region)
-                if stretch.doc != last_doc or abs(req.line - last_edit.get(stretch.doc, -99)) > JUMP_LINES:
-                    engine.warm(req)
-                last_doc, last_edit[stretch.doc] = stretch.doc, req.line
+                arrive(stretch.doc, request(stretch.doc, stretch.region))
             if offset % args.every and offset != len(region):
                 continue
             clock += args.every / args.cps

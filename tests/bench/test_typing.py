@@ -55,6 +55,21 @@ def test_bench_typing_session_prints_the_tail_and_plots_it(tmp_path: Path):
     assert (tmp_path / "session.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.parametrize("cursor", ["on", "off"])
+def test_bench_typing_session_with_and_without_the_cursor_warmup(tmp_path: Path, cursor: str):
+    paths = []
+    for name in ("a.py", "b.py"):
+        (tmp_path / name).write_text(SOURCE)
+        paths.append(str(tmp_path / name))
+    out = run(*paths, "--session", "--lines", "1", "--every", "12", "--cps", "1000", "--think-ms", "50",
+              "--cursor", cursor)
+    assert out.returncode == 0, out.stderr
+    assert f"warmup on, cursor {cursor}, KV states" in out.stdout, out.stdout
+    done, stopped = (int(x) for x in out.stdout.split("warmups ", 1)[1].split(" by a request")[0]
+                     .replace(" done,", "").replace(" stopped", "").split())
+    assert done + stopped >= 1  # the warmups ran (the tiny model evaluates a prompt in milliseconds)
+
+
 def test_bench_typing_prints_latency_by_cause(tmp_path: Path):
     (tmp_path / "a.py").write_text(SOURCE)
     out = run(str(tmp_path / "a.py"), "--lines", "2", "--every", "4", "--baseline-samples", "0")
