@@ -37,6 +37,7 @@ function M.disable()
   enabled = false
   require("slm.suggestion").reset()
   require("slm.next_edit").reset()
+  require("slm.cursor").cancel()
 end
 
 --- :SlmToggle
@@ -130,6 +131,20 @@ local function create_autocmds()
       next_edit.reset()
     end,
   })
+  -- Where the cursor comes to rest: the server warms the prompt there (slm.cursor).
+  local cursor = require("slm.cursor")
+  vim.api.nvim_create_autocmd(
+    { "BufEnter", "WinEnter", "FocusGained", "LspAttach", "CursorMoved", "CursorMovedI" },
+    {
+      group = group,
+      desc = "[slm] tell the server where the cursor rests",
+      callback = function(args)
+        if enabled and attached(args.buf) then
+          cursor.schedule()
+        end
+      end,
+    }
+  )
   vim.api.nvim_create_autocmd("VimLeavePre", {
     group = group,
     desc = "[slm] the server stops with Neovim: no restart",
