@@ -30,7 +30,8 @@ import {
   State,
   TransportKind,
 } from 'vscode-languageclient/node';
-import { COMMAND_ACCEPTED, CONFIG_SECTION, EXTENSION_COMMANDS, NEXT_EDIT_REQUEST, STATUS_NOTIFICATION } from './constants';
+import { COMMAND_ACCEPTED, CONFIG_SECTION, CURSOR_NOTIFICATION, EXTENSION_COMMANDS, NEXT_EDIT_REQUEST, STATUS_NOTIFICATION } from './constants';
+import { CursorPlace, cursorParams } from './cursorRest';
 import { ghostTexts, inlineCompletionParams, InlineCompletionRequestParams } from './inlineProtocol';
 import { NextEdit, nextEditFrom, nextEditParams, NextEditParams, rangedEdits } from './nextEditProtocol';
 import { PythonInterpreter } from './python';
@@ -333,6 +334,28 @@ export class SlmClient implements vscode.Disposable {
     const c2p = client.code2ProtocolConverter;
     const result = await client.sendRequest(NEXT_EDIT, nextEditParams(c2p.asUri(document.uri), c2p.asPosition(position)), token);
     return token.isCancellationRequested ? undefined : nextEditFrom(result);
+  }
+
+  /** Where the cursor rests in `document`, as `slm/cursor` says it; undefined when the server is not running. */
+  cursorPlace(document: vscode.TextDocument, position: vscode.Position): CursorPlace | undefined {
+    const client = this.client;
+    if (!client || client.state !== State.Running) {
+      return undefined;
+    }
+    const c2p = client.code2ProtocolConverter;
+    return { server: client, uri: c2p.asUri(document.uri), position: c2p.asPosition(position) };
+  }
+
+  /** `slm/cursor` at `place`; false when its server is no longer the one running. Never throws. */
+  cursorRested(place: CursorPlace): boolean {
+    const client = this.client;
+    if (!client || client !== place.server || client.state !== State.Running) {
+      return false;
+    }
+    client.sendNotification(CURSOR_NOTIFICATION, cursorParams(place)).catch((err: unknown) => {
+      this.output.debug(`${CURSOR_NOTIFICATION}: ${err instanceof Error ? err.message : String(err)}`);
+    });
+    return true;
   }
 
   /** `workspace/executeCommand` on the server. */

@@ -5,12 +5,14 @@
  *   commands.ts  the commands                terminal.ts       pull / finetune in a terminal
  *   edit.ts      Rewrite Selection (instruction box → slm.edit)
  *   nextEdit.ts  Next Edit (slm/nextEdit → a diff in the editor; Tab jumps, Tab applies)
+ *   cursor.ts    where the cursor rests (slm/cursor: the server warms there)
  * Pure (no `vscode` import; the Node tests load them):
  *   settings.ts  settings → server, which command runs it
  *   interpreter.ts  the active interpreter, and whether it has slm-lsp
  *   inlineProtocol.ts  inline requests and answers    statusText.ts  status-bar state and text
  *   nextEditProtocol.ts  slm/nextEdit requests and answers, what an edit changes
  *   debounce.ts  the debounce                constants.ts      names shared with the server
+ *   cursorRest.ts  when a cursor rest is sent (the wait, not the line last sent)
  *   restartPolicy.ts  when to restart a server that crashed, and what to tell the user
  */
 
@@ -18,6 +20,7 @@ import * as vscode from 'vscode';
 import { DOCUMENT_SELECTOR, readSection, SlmClient } from './client';
 import { Commands } from './commands';
 import { CONFIG_SECTION } from './constants';
+import { CursorWatcher } from './cursor';
 import { EditCommands } from './edit';
 import { InlineProvider } from './inline';
 import { NextEditController } from './nextEdit';
@@ -45,6 +48,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     ...new Commands(slm, status, output, () => nextEdits.afterAccept()).register(),
     ...new EditCommands(slm, output).register(),
     ...nextEdits.register(),
+    ...new CursorWatcher(slm, settings).register(),
     vscode.workspace.onDidChangeConfiguration(async (event) => {
       if (!event.affectsConfiguration(CONFIG_SECTION)) {
         return;

@@ -23,7 +23,8 @@ import type {
 } from 'vscode-languageclient';
 import { CancellationTokenSource, MessageConnection, ResponseError } from 'vscode-jsonrpc/node';
 import packageJson from '../package.json';
-import { COMMAND_ACCEPTED, COMMAND_LOAD_ADAPTER, COMMAND_STATUS, CONFIG_SECTION, STATUS_NOTIFICATION } from '../src/constants';
+import { COMMAND_ACCEPTED, COMMAND_LOAD_ADAPTER, COMMAND_STATUS, CONFIG_SECTION, CURSOR_NOTIFICATION, STATUS_NOTIFICATION } from '../src/constants';
+import { cursorParams, CursorRest } from '../src/cursorRest';
 import { ghostTexts, inlineCompletionParams, VSCODE_TRIGGER } from '../src/inlineProtocol';
 import { configurationItem, initializationOptions, PathContext } from '../src/settings';
 import { StatusModel, StatusNotification } from '../src/statusText';
@@ -233,6 +234,52 @@ describe('the real slm-lsp server over stdio', { skip, timeout: 180_000 }, () =>
     assert.equal(next?.items.length, 1);
     const after = await status();
     assert.equal(after.cacheHits, (before.cacheHits as number) + 1, 'the next suggestion was not a cache hit');
+  });
+
+  test(`${CURSOR_NOTIFICATION}: the cursor resting far away warms the prompt there; on the next line it does not`, async () => {
+    // kvStates: the warmups done and stopped (a warmup runs for a while, then counts as one or the other).
+    const warmups = async () => {
+      const status = await answered(connection.sendRequest<Record<string, unknown>>('workspace/executeCommand', { command: COMMAND_STATUS, arguments: [] }), COMMAND_STATUS);
+      const kv = status.kvStates as { warmups: number; warmups_stopped: number };
+      return kv.warmups + kv.warmups_stopped;
+    };
+    const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    /** The count once it has grown past `n` (a warmup asked for has finished), within 15 s. */
+    const grown = async (n: number, what: string) => {
+      for (let i = 0; i < 300; i++) {
+        const now = await warmups();
+        if (now > n) {
+          return now;
+        }
+        await pause(50);
+      }
+      assert.fail(`no warmup after ${what} (still ${n})\n${server.stderr.slice(-2000)}`);
+    };
+    /** The count once earlier tests' warmups are over: three equal readings 300 ms apart. */
+    let before = await warmups();
+    for (let same = 0; same < 2; ) {
+      await pause(300);
+      const now = await warmups();
+      same = now === before ? same + 1 : 0;
+      before = now;
+    }
+    const uri = pathToFileURL(join(workspace, 'long.py')).href;
+    await open(uri, Array.from({ length: 60 }, (_, i) => `def f${i}(x):\n    return x + ${i}\n\n`).join(''));
+    // The open's own warmup (its top window) is over before the cursor moves: the next one is the cursor's.
+    const opened = await grown(before, 'the open');
+    // What the extension does on selection changes, with a shorter rest: the server hears of line 100 only.
+    const rest = new CursorRest((place) => {
+      void connection.sendNotification(CURSOR_NOTIFICATION, cursorParams(place));
+      return true;
+    }, 20);
+    rest.moved({ server: connection, uri, position: { line: 40, character: 4 } });
+    rest.moved({ server: connection, uri, position: { line: 100, character: 4 } });
+    const jumped = await grown(opened, 'the jump');
+    rest.moved({ server: connection, uri, position: { line: 101, character: 0 } });
+    await until(() => rest.stats.sent === 2, 'the second rest', 5000, () => server.stderr);
+    await pause(1000);
+    assert.equal(await warmups(), jumped, `a move to the next line warmed\n${server.stderr.slice(-2000)}`);
+    assert.equal(rest.stats.sent, 2);
   });
 
   test(`executeCommand ${COMMAND_STATUS}: model, state and last latency`, async () => {
