@@ -128,14 +128,10 @@ end
 
 local function main()
   local bufnr = api.nvim_get_current_buf()
-  local c = wait_for("the server to attach", 30000, function()
-    return slm_client.get(bufnr)
+  local c = wait_for("the server attached and its model ready", 60000, function()
+    return status.last and status.last.state == "ready" and slm_client.get(bufnr)
   end)
   report.offset_encoding = c.offset_encoding
-  report.rest_ms = cursor.REST_MS
-  wait_for("slm/status ready", 30000, function()
-    return status.last and status.last.state == "ready"
-  end)
   -- Attaching is a rest too: the top of the buffer, once.
   wait_for("the first slm/cursor", 5000, function()
     return #sent > 0
