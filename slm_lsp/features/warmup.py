@@ -56,6 +56,10 @@ class Warmups:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def opened(self, doc: "OpenDocument") -> None:
+        # The editor puts the cursor at the top of a file it opens and says so (slm/cursor): that
+        # is near this place, so the top window's warmup, which any cursor in it reuses, is not
+        # replaced by a prompt for line 0.
+        self._last = (doc.uri, 0)
         self._start(doc.uri, 0, 0, top=True)
 
     def edited(self, doc: "OpenDocument", line: int, column: int) -> None:

@@ -84,13 +84,29 @@ def settled(states: dict[str, Any]) -> int:
     return states["warmups"] + states["warmups_stopped"]
 
 
+async def quiet(client: LanguageClient) -> dict[str, Any]:
+    """The warmup counts once they stop changing (0.5 s alike)."""
+    states = await kv_states(client)
+    for _ in range(40):
+        await asyncio.sleep(0.5)
+        now = await kv_states(client)
+        if settled(now) == settled(states):
+            return now
+        states = now
+    raise AssertionError(f"warmups never settled: {states}")
+
+
 async def test_the_cursor_resting_far_away_or_in_another_document_warms_there(client: LanguageClient):
     a, b = "file:///work/a.py", "file:///work/b.py"
     for uri in (a, b):
         client.text_document_did_open(types.DidOpenTextDocumentParams(
             text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=SOURCE)))
-    before = await warmups(client, 1)
-    cursor(client, at(a, 100))  # a jump (nothing was edited yet: the first place)
+    await warmups(client, 1)
+    before = await quiet(client)  # both opens' warmups settled (or the first replaced)
+    cursor(client, at(b, 1))  # where the editor puts the cursor of the file it opened: warm already
+    await asyncio.sleep(0.5)
+    assert settled(await kv_states(client)) == settled(before)
+    cursor(client, at(a, 100))  # a jump
     after_jump = await warmups(client, settled(before) + 1)
     cursor(client, at(b, 90))  # focus on another document
     after_focus = await warmups(client, settled(after_jump) + 1)
