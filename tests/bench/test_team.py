@@ -26,9 +26,23 @@ from slm_lsp.bench.team import (
     user_requests,
 )
 from slm_lsp.engine.service import split_at_cursor
+from tests.conftest import TEST_TMP
 
-REPO = Path(__file__).resolve().parents[2]
-FILES = [str(REPO / "slm_lsp" / "bench" / "typing.py"), str(REPO / "slm_lsp" / "engine" / "shaping.py")]
+
+def team_file(name: str, seed: int) -> str:
+    """A Python module whose every line has code, written once under the tests' folder: the users
+    retype its middle, so the requests do not change when a source file of this repository does."""
+    lines = [f'"""Module {name}: totals and scales for the team bench."""', ""]
+    for i in range(30):
+        lines += [f"def scale_{seed}_{i}(values, factor={i + 2}):",
+                  f"    total_{i} = sum(value * factor for value in values if value > {i})",
+                  f"    return [round(value / (total_{i} or 1), {i % 4 + 1}) for value in values]"]
+    path = TEST_TMP / f"team-{name}.py"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+FILES = [team_file("orders", 1), team_file("invoices", 2)]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
