@@ -155,6 +155,12 @@ def test_single_line_keeps_spaces_before_text_on_the_right():
     ("x = foo(", ")", "bar", "bar"),  # nothing to drop
     ("x = foo(", ")", "bar) + 1", "bar) + 1"),  # not a closing run at the end
     ("x = foo(", ") + 1", "bar) + 1", "bar"),  # the whole rest of the line written again
+    # Closers the answer opened itself are its own, not the rest of the line written again
+    # (HumanEval span, 1.5B: 3 tasks failed on the ")" taken away).
+    ("return len(", ")", "set(s.lower())", "set(s.lower())"),
+    ("return ' '.join(", ")", "str(i) for i in range(n + 1)", "str(i) for i in range(n + 1)"),
+    ("x = [f(", ")]", "a), g(b)]", "a), g(b"),  # one of each too many: both go
+    ('print("', '")', 'hi")', "hi"),  # a quote left unpaired and a ")" too many
 ])
 def test_duplicate_closers_are_dropped(line_start, rest, text, shown):
     s = _shaper(line_start, rest + "\n")

@@ -165,15 +165,34 @@ class CompletionShaper:
 
     def _drop_duplicate_closers(self, text: str) -> str:
         """Strip a run of closing characters at the end of ``text`` that the rest of the line
-        already has (e.g. ``foo(bar)`` typed before an auto-inserted ``)``)."""
+        already has (e.g. ``foo(bar)`` typed before an auto-inserted ``)``): only closers the
+        line has too many of, so ``len(set(s.lower())`` + ``)`` keeps its own ``)``."""
         rest = self.rest_of_line.strip()
         if not rest:
             return text
         stripped = text.rstrip()
+        line = self.line_start + stripped + rest
         for n in range(min(len(rest), len(stripped)), 0, -1):
             tail = stripped[-n:]
-            if rest.startswith(tail) and all(c in CLOSERS for c in tail):
+            if rest.startswith(tail) and all(c in CLOSERS for c in tail) and _surplus(line, tail):
                 return stripped[:-n]
-        if stripped.endswith(rest):  # the model wrote the whole rest of the line again
-            return stripped[: -len(rest)]
+        if stripped.endswith(rest) and (not all(c in CLOSERS for c in rest) or _surplus(line, rest)):
+            return stripped[: -len(rest)]  # the model wrote the whole rest of the line again
         return text
+
+
+BRACKETS = {")": "(", "]": "[", "}": "{"}
+QUOTES = set("\"'`")
+
+
+def _surplus(line: str, closers: str) -> bool:
+    """Whether ``line`` has each bracket of ``closers`` that many times more closed than opened,
+    and an unpaired count of each quote in them (other closers, ``;`` ``,`` ``>``, always)."""
+    for closer in set(closers):
+        wanted = closers.count(closer)
+        if closer in BRACKETS:
+            if line.count(closer) - line.count(BRACKETS[closer]) < wanted:
+                return False
+        elif closer in QUOTES and line.count(closer) % 2 == 0:
+            return False
+    return True
