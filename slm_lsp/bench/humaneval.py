@@ -379,7 +379,6 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
           f"model {status.name} ({status.template}); {len(tasks)} HumanEval random-span infilling tasks")
     if routed:
         print(f"route {status.route}: prompts go to the {status.remote}")
-    server_ok = raw_ok = wins = losses = 0
     rows: list[dict] = []
     out = open(args.jsonl, "w") if getattr(args, "jsonl", None) else None
     compare = SpeculationComparison(engine) if getattr(args, "speculative", None) == "compare" and not routed else None
@@ -400,7 +399,6 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         s_middle = where.middle(res.text)
         s_pass = passes(task, s_middle)
         s_em = exact_match(s_middle, task["canonical_solution"])
-        server_ok += s_pass
         if (compare is not None and res.generation is not None and res.backend == "local"
                 and engine.builder is not None and engine.builder.last_prompt is not None):
             compare.add(engine.builder.last_prompt, res.generation)
@@ -427,9 +425,6 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             raw_text = raw_gen.text
             r_pass = passes(task, r_middle)
             r_em = exact_match(r_middle, task["canonical_solution"])
-            raw_ok += r_pass
-            wins += s_pass and not r_pass
-            losses += r_pass and not s_pass
             if set_name != "single":
                 c_middle = where.middle(cut_at_suffix(raw_gen.text, task["suffix"], where.whole_lines))
                 c_pass = r_pass if c_middle == r_middle else passes(task, c_middle)
@@ -463,7 +458,14 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             out.flush()
         if i % progress_every == 0 or i == len(tasks):
             elapsed = time.perf_counter() - t_start
-            raw_part = f", raw {raw_ok}/{i} (+{wins} -{losses})" if with_raw else ""
+            # The running counts, from the rows so far (as summarize() will count them).
+            server_ok = sum(bool(r["pass"]) for r in rows)
+            raw_part = ""
+            if with_raw:
+                raw_ok = sum(bool(r["raw_pass"]) for r in rows)
+                wins = sum(bool(r["pass"]) and not r["raw_pass"] for r in rows)
+                losses = sum(bool(r["raw_pass"]) and not r["pass"] for r in rows)
+                raw_part = f", raw {raw_ok}/{i} (+{wins} -{losses})"
             print(f"[{i}/{len(tasks)}] server {server_ok}/{i}{raw_part}; {elapsed / i:.1f} s/task, "
                   f"{elapsed * (len(tasks) - i) / i / 60:.0f} min left", file=sys.stderr, flush=True)
     engine.close()
