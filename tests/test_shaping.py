@@ -239,3 +239,33 @@ def test_a_line_that_opens_a_block_brings_its_body():
     # The body is below already (HumanEval/140): the opener is the whole answer.
     v = CompletionShaper.for_cursor("def f(t):\n    while t:\n", "\n            end += 1\n        else:\n")
     assert v.stop_at('        if t[0] == " ":\n            if x:') == len('        if t[0] == " ":')
+
+
+# -- an answer that starts below the cursor's line ----------------------------------------------
+def test_at_a_line_end_an_answer_starting_with_a_newline_goes_on_below():
+    # After ``def f(x):`` with nothing below: the body, as on a new line (a block).
+    s = _shaper("def f(x):", "\n")
+    assert not s.multiline and s.below is not None and s.below.multiline
+    assert s.stop_at("\n") is None
+    assert s.stop_at("\n    y = x + 1\n") is None  # still in the body
+    text = "\n    y = x + 1\n    return y\ndef g():\n"
+    end = s.stop_at(text)
+    assert end is not None and text[:end] == "\n    y = x + 1\n    return y"
+    assert s.finish("\n    y = x + 1\n    return y\n\ndef g():") == "\n    y = x + 1\n    return y"
+    # Between two lines of a block: the hole below is one line.
+    t = _shaper("def f(a):\n    b = a + 1", "\n    return b\n")
+    assert t.stop_at("\n    c = b * 2\n    d") == len("\n    c = b * 2")
+    assert t.finish("\n    c = b * 2\n    d = c") == "\n    c = b * 2"
+    # Nothing new below: the next line again, or only blank lines, shows nothing.
+    assert t.finish("\n    return b\n") == ""
+    assert t.finish("\n\n") == ""
+    # An answer on the same line still ends at its newline.
+    assert t.stop_at(" * 2\n    c = 3") == len(" * 2")
+    assert t.finish(" * 2\n    c = 3") == " * 2"
+
+
+def test_mid_line_an_answer_starting_with_a_newline_is_nothing():
+    s = _shaper("x = foo(", ")\nprint(x)\n")
+    assert s.below is None
+    assert s.stop_at("\n    bar") == 0
+    assert s.finish("\n    bar") == ""

@@ -159,10 +159,11 @@ class RemoteLane:
         if self.vocab.bos and tokens[:len(self.vocab.bos)] == self.vocab.bos:
             tokens = tokens[len(self.vocab.bos):]  # the server adds its own BOS to a text prompt
         stop = self.stop
-        if not shaper.multiline and shaper.line_start.strip():
-            # Mid-statement the answer ends at the first newline (shaping would cut it there): the
+        if not shaper.multiline and shaper.line_start.strip() and shaper.below is None:
+            # Mid-line the answer ends at the first newline (shaping would cut it there): the
             # server stops by itself and ends the stream, so the connection stays open for the next
-            # keystroke instead of being closed to stop it.
+            # keystroke instead of being closed to stop it. At a line's end an answer may start
+            # with a newline and go on below, so there shaping stops it.
             stop = [*stop, "\n"]
         gen = await self.backend.stream(self.vocab.render(tokens), max_tokens=cc.max_tokens, stop=stop,
                                         stop_at=shaper.stop_at, time_budget_ms=cc.time_budget_ms)

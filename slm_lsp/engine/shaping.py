@@ -3,6 +3,9 @@
 * single-line when there is text right of the cursor, when the cursor is mid-statement, or when
   it sits on a blank line between existing lines of the same block (filling a hole); there, a
   line that opens a block (``if x:``) brings its body along, as it is no statement on its own;
+* at the end of a line of code, an answer that starts with a line break ends that line as typed
+  and goes on below it: shaped as if the cursor stood on a new line there (a block after
+  ``def f(x):``, one line between two lines of a block);
 * multi-line (a block) on a blank line after a block opener whose body is still empty, or at the
   end of a block; it stops when indentation returns to the enclosing level;
 * stops when the output starts to repeat the suffix, never duplicates closing brackets or
@@ -49,14 +52,21 @@ class CompletionShaper:
     unknown). Small models often drop it; ``finish`` puts it back when they do."""
     stop_at_blank: bool = False
     """Multi-line at the end of a block: a blank line ends the completion too."""
+    below: CompletionShaper | None = None
+    """At the end of a line with code before the cursor: the shaping of an answer that starts
+    with a line break (the cursor on a new line after this one). Cutting such an answer at its
+    first character left nothing to show where the model had the next lines."""
 
     @classmethod
     def for_cursor(cls, prefix: str, suffix: str, max_lines: int = 12) -> "CompletionShaper":
         line_start = prefix.rsplit("\n", 1)[-1]
         rest, _, below = suffix.partition("\n")
         next_line = _first_nonblank(below.split("\n"))
-        if rest.strip() or line_start.strip():
+        if rest.strip():
             return cls(False, 0, rest, next_line, line_start, max_lines)
+        if line_start.strip():
+            below_cursor = cls.for_cursor(prefix + "\n", suffix, max_lines)  # its line_start is ""
+            return cls(False, 0, rest, next_line, line_start, max_lines, below=below_cursor)
         above = prefix[: len(prefix) - len(line_start)].rstrip("\n").split("\n")
         previous = _first_nonblank(list(reversed(above)))
         after_opener = previous is not None and BLOCK_OPENER.search(previous.rstrip()) is not None
@@ -82,6 +92,9 @@ class CompletionShaper:
     def stop_at(self, text: str) -> int | None:
         """Index where the completion ends, once ``text`` (generated so far) is known to be
         complete; None to keep generating."""
+        if self.below is not None and text.startswith("\n"):
+            end = self.below.stop_at(text[1:])
+            return None if end is None else end + 1
         if not self.multiline:
             nl = text.find("\n")
             if nl >= 0 and self._opens_block(text[:nl]):  # the block it opens ends it
@@ -132,6 +145,9 @@ class CompletionShaper:
     def finish(self, text: str, complete: bool = True) -> str:
         """The text to show. ``complete`` is False when generation was cut by a budget: then a
         multi-line answer keeps only whole lines."""
+        if self.below is not None and text.startswith("\n"):
+            lines_below = self.below.finish(text[1:], complete)
+            return "\n" + lines_below if lines_below else ""
         end = self.stop_at(text + "\n") if self.multiline else self.stop_at(text)
         if end is not None:
             text = text[:end]

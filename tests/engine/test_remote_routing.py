@@ -390,7 +390,7 @@ def test_new_remote_settings_take_effect_without_a_reload(silent_server: SilentS
     assert back.backend == "local" and engine.status().route == "local"
 
 
-def test_a_mid_statement_request_lets_the_server_stop_at_the_newline(silent_server: SilentServer):
+def test_a_mid_line_request_lets_the_server_stop_at_the_newline(silent_server: SilentServer):
     import json
 
     def sent_stop(req: CompletionRequest) -> list[str]:
@@ -404,9 +404,13 @@ def test_a_mid_statement_request_lets_the_server_stop_at_the_newline(silent_serv
         data, _end = json.JSONDecoder().raw_decode(body[body.index('{"prompt"'):])
         return list(data["stop"])
 
-    mid = sent_stop(request())  # "    return |": the answer is the rest of this line
+    # "    return g(|)": the answer is the middle of this line.
+    mid = sent_stop(CompletionRequest("file:///m.py", "def f(x):\n    return g()\n", 1, 13, "python"))
+    # "    return |": the rest of this line, or lines below it when the answer starts with a newline.
+    end = sent_stop(request())
     blank = sent_stop(CompletionRequest("file:///b.py", "def f(x):\n    \n", 1, 4, "python"))  # a block
     assert "\n" in mid and "<|endoftext|>" in mid
+    assert "\n" not in end and "<|endoftext|>" in end
     assert "\n" not in blank and "<|endoftext|>" in blank
 
 
