@@ -21,6 +21,7 @@ from finetune.next_edit import (
     files_at,
     jump_steps,
     mark_template,
+    split_commits,
     task_data,
     training_steps,
 )
@@ -93,6 +94,20 @@ def test_training_steps_hold_replayed_jump_and_away_questions(repo: Path) -> Non
     for s in steps:
         assert s.target is None or s.target != s.region
         assert 0 <= s.cursor <= len(s.region)
+
+
+def test_a_short_history_always_keeps_a_validation_commit() -> None:
+    # Any hashes (here: 200 seeds over 7 commits, the end-to-end repo's size): a validation
+    # commit, the rest for training, each in history's order and none in both.
+    history = [Commit(f"{i:040x}", i, f"c{i}") for i in range(7)]
+    for seed in range(200):
+        train, valid = split_commits(history, seed, 0.1)
+        assert len(valid) == 1 and len(train) == 6
+        assert {c.sha for c in train} | {c.sha for c in valid} == {c.sha for c in history}
+        assert [c.time for c in train] == sorted(c.time for c in train)
+    longer = [Commit(f"{i:040x}", i, f"c{i}") for i in range(21)]
+    assert len(split_commits(longer, 0, 0.1)[1]) == 2  # a fraction of a longer one
+    assert split_commits(history[:1], 0, 0.1) == (history[:1], [])  # one commit: nothing to spare
 
 
 def test_example_is_the_server_prompt_then_the_answer_with_loss_on_the_answer(runner) -> None:
