@@ -133,6 +133,12 @@ def split_key(seed: int, path: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def held_out_count(n: int, fraction: float) -> int:
+    """How many of ``n`` items a by-hash split holds out: ``fraction`` of them, at least one of
+    two or more (a threshold on the hash would leave a short list with none)."""
+    return max(1, round(n * fraction)) if n >= 2 else 0
+
+
 def load_files(repo: Path, *, heldout_fraction: float = 0.1, max_file_bytes: int = 200_000,
                seed: int = 0) -> FileSet:
     """The repository's code files, filtered and split by file into train and held-out."""
@@ -150,7 +156,7 @@ def load_files(repo: Path, *, heldout_fraction: float = 0.1, max_file_bytes: int
         if reason is not None:
             dropped[reason] += 1
     ranked = sorted(kept, key=lambda f: split_key(seed, f.path))
-    n_held = max(1, round(len(ranked) * heldout_fraction)) if len(ranked) >= 2 else 0
+    n_held = held_out_count(len(ranked), heldout_fraction)
     heldout = sorted(ranked[:n_held], key=lambda f: f.path)
     train = sorted(ranked[n_held:], key=lambda f: f.path)
     return FileSet(train, heldout, dropped)

@@ -36,7 +36,7 @@ from slm_lsp.context.files import name_skip_reason
 from slm_lsp.engine.next_edit import NextEditInput, render_prompt, render_target
 from slm_lsp.engine.prompt import Tokenizer
 
-from .data import IGNORE_INDEX, Example, ExampleMaker, FileSet, load_files, split_key
+from .data import IGNORE_INDEX, Example, ExampleMaker, FileSet, held_out_count, load_files, split_key
 from .history import (
     MAX_HISTORY,
     REGION_ABOVE,
@@ -212,8 +212,7 @@ def split_commits(commits: list[Commit], seed: int, fraction: float) -> tuple[li
     threshold on the hash would leave a short history (7 commits, 0.1) without a validation
     commit about half the time."""
     ranked = sorted(commits, key=lambda c: split_key(seed, c.sha))
-    n_valid = max(1, round(len(ranked) * fraction)) if len(ranked) >= 2 else 0
-    valid_shas = {c.sha for c in ranked[:n_valid]}
+    valid_shas = {c.sha for c in ranked[:held_out_count(len(ranked), fraction)]}
     return [c for c in commits if c.sha not in valid_shas], [c for c in commits if c.sha in valid_shas]
 
 
