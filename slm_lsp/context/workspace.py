@@ -64,6 +64,9 @@ class WorkspaceService:
         self._roots: list[str] = []
         self._started = False
         self._lock = threading.Lock()
+        self._noting = threading.Lock()
+        """Held while edits taken off the queue go into the ring: a request that finds the queue
+        empty waits for a drain in flight, so its ring is never behind the keystrokes."""
         self._buffers: dict[str, Sequence[str]] = {}
         """Open buffers by path: their latest lines (snapshots nobody changes)."""
         self._edits: list[tuple[str, Sequence[str], int]] = []
@@ -223,13 +226,14 @@ class WorkspaceService:
     def _note_edits(self) -> None:
         """(Scheduler thread, or a request's) Put the edits waiting into the ring of recent
         edits. A request drains them itself first, so its ring is never behind the keystrokes."""
-        with self._lock:
-            edits, self._edits = self._edits, []
-        for i, (path, lines, line) in enumerate(edits):
-            later = edits[i + 1] if i + 1 < len(edits) else None
-            if later is not None and later[0] == path and abs(later[2] - line) < RECENT_REGION_LINES:
-                continue  # typing on: the next edit's chunk covers this one
-            self.provider.note_edit(path, lines, line)
+        with self._noting:
+            with self._lock:
+                edits, self._edits = self._edits, []
+            for i, (path, lines, line) in enumerate(edits):
+                later = edits[i + 1] if i + 1 < len(edits) else None
+                if later is not None and later[0] == path and abs(later[2] - line) < RECENT_REGION_LINES:
+                    continue  # typing on: the next edit's chunk covers this one
+                self.provider.note_edit(path, lines, line)
 
     def buffer_closed(self, path: str) -> None:
         """The buffer was closed (or is no longer offered): the index goes back to the disk."""
