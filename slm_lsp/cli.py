@@ -37,6 +37,13 @@ def _remote_args(p: argparse.ArgumentParser) -> None:
                         "(remote.route, default local)")
 
 
+def _answer_length_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--answer-length", choices=["rules", "model"],
+                   help="where nothing is right of the cursor, who ends the answer: the shaping rules' guess "
+                        "of one line or a block, or the model's own end-of-generation token "
+                        "(completion.answer_length, default rules)")
+
+
 def _speculative_args(p: argparse.ArgumentParser, compare: bool = False) -> None:
     modes = ["off", "lookup", "draft"] + (["compare"] if compare else [])
     compare_help = ("; compare: every request generated again without, with lookup and with the draft model "
@@ -70,6 +77,8 @@ def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
                                      "draft_tokens": getattr(args, "draft_tokens", None)}.items() if v is not None}
     if speculative:
         settings["speculative"] = speculative
+    if getattr(args, "answer_length", None):
+        settings["completion"] = {"answer_length": args.answer_length}
     return settings
 
 
@@ -304,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _remote_args(p)
     _speculative_args(p)
+    _answer_length_arg(p)
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("complete", help="print the completion the server would give at FILE:LINE:COL (1-based)")
@@ -314,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     _remote_args(p)
     _speculative_args(p)
+    _answer_length_arg(p)
     p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("pull", help="download a model into the Hugging Face cache (the only network access)")
@@ -337,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     typing_arguments(b)
     _model_args(b)
     _speculative_args(b, compare=True)
+    _answer_length_arg(b)
     b = bsub.add_parser("humaneval", help="HumanEval infilling (single-line, multi-line, random span) pass@1 and "
                                           "exact match: server vs. raw model, paired")
     b.add_argument("--set", choices=["single", "multi", "span"], default="single",
@@ -364,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(b)
     _remote_args(b)
     _speculative_args(b, compare=True)
+    _answer_length_arg(b)
     b = bsub.add_parser("loop", help="the event loop's longest stall while typing into a 50,000-line file")
     b.add_argument("file", nargs="?", help="the file to type into (default: a generated Python file)")
     b.add_argument("--lines", type=int, default=50_000, help="lines of the generated file")

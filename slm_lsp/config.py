@@ -71,6 +71,14 @@ class CompletionConfig:
     max_lines: int = bounded(12, 1, 1000)
     """Most lines in a multi-line completion. Range: 1 to 1000."""
 
+    answer_length: str = "rules"
+    """Who ends an answer where nothing is right of the cursor (a blank line, the end of a
+    line): ``rules`` (the shaping rules guess one line or a block from the code around the
+    cursor, and generation stops there) or ``model`` (generation goes on until the model's own
+    end-of-generation token, up to ``max_lines``, cut where it writes the code below again; the
+    rules decide only when it runs on). ``model`` suits models that end their middles well
+    (Qwen2.5-Coder 1.5B) and costs generating the longer answer. One of: rules, model."""
+
     time_budget_ms: int = bounded(2000, 50, 60000)
     """Generation time budget: once spent, generation stops at the next line boundary.
     Range: 50 to 60000."""
@@ -142,6 +150,7 @@ class ContextConfig:
 
 
 ROUTES = ("local", "remote", "auto")
+ANSWER_LENGTHS = ("rules", "model")
 REMOTE_KINDS = ("llama-server", "openai", "ollama")
 
 
@@ -409,6 +418,10 @@ def _validate(config: Config, errors: list[str]) -> None:
             default = getattr(RemoteConfig(), name.split(".")[1])
             errors.append(f"{name}: {value!r} is out of range ({', '.join(allowed)}); using {default!r}")
             setattr(config.remote, name.split(".")[1], default)
+    if config.completion.answer_length not in ANSWER_LENGTHS:
+        errors.append(f"completion.answer_length: {config.completion.answer_length!r} is out of range "
+                      f"({', '.join(ANSWER_LENGTHS)}); using {CompletionConfig().answer_length!r}")
+        config.completion.answer_length = CompletionConfig().answer_length
     sc = config.speculative
     if sc.mode not in SPECULATIVE_MODES:
         errors.append(f"speculative.mode: {sc.mode!r} is out of range ({', '.join(SPECULATIVE_MODES)}); using "

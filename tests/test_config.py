@@ -373,3 +373,10 @@ def test_speculative_settings_are_checked():
     assert any("speculative.ngram_min (5) is above" in e for e in result.errors)
     ok = merge_config({"speculative": {"mode": "draft", "draftModel": "qwen2.5-coder-0.5b", "draftPMin": 0.3}})
     assert not ok.errors and ok.config.speculative.draft_model == "qwen2.5-coder-0.5b"
+
+
+def test_answer_length_is_one_of_its_values():
+    assert merge_config({"completion": {"answerLength": "model"}}).config.completion.answer_length == "model"
+    result = merge_config({"completion": {"answerLength": "forever"}})
+    assert result.config.completion.answer_length == "rules"
+    _only_error(result.errors, "completion.answer_length")

@@ -269,3 +269,57 @@ def test_mid_line_an_answer_starting_with_a_newline_is_nothing():
     assert s.below is None
     assert s.stop_at("\n    bar") == 0
     assert s.finish("\n    bar") == ""
+
+
+# -- answer_length "model": the model's end-of-generation token ends the answer ----------------
+def _model_shaper(prefix: str, suffix: str = "", max_lines: int = 12) -> CompletionShaper:
+    return CompletionShaper.for_cursor(prefix, suffix, max_lines, answer_length="model")
+
+
+def test_model_length_keeps_the_lines_the_model_ended():
+    # A hole of two lines between two lines of a block: the rules show one, the model's two stay.
+    prefix, suffix = "def f(a):\n    b = a + 1\n", "\n    return c\n"
+    rules, model = _shaper(prefix, suffix), _model_shaper(prefix, suffix)
+    answer = "    c = b * 2\n    c += 1"
+    assert rules.stop_at(answer) == len("    c = b * 2")
+    assert model.model_ends and model.stop_at(answer) is None  # it goes on to the model's end
+    assert model.finish(answer) == answer
+    assert rules.finish(answer) == "    c = b * 2"
+
+
+def test_model_length_cuts_where_the_model_writes_the_code_below_again():
+    model = _model_shaper("def f(a):\n    b = a + 1\n", "\n    return c\n")
+    text = "    c = b * 2\n    return c\n"
+    assert model.stop_at(text) == len("    c = b * 2")
+    assert model.finish(text[: len("    c = b * 2")]) == "    c = b * 2"
+    # Its first line is the code below: nothing to insert.
+    assert model.stop_at("    return c\n") == 0
+    assert model.finish("") == ""
+
+
+def test_model_length_at_a_line_end_keeps_the_body_it_wrote():
+    # ``for`` header finished on its line, then its body: the rules stop at the line's end.
+    prefix, suffix = "def f(xs):\n    total = 0\n    for x in", "\n    return total\n"
+    answer = " xs:\n        total += x"
+    assert _shaper(prefix, suffix).finish(answer) == " xs:"
+    assert _model_shaper(prefix, suffix).finish(answer) == answer
+    # Lines below the line of code get the indentation the model dropped.
+    s = _model_shaper("def f(a):\n    b = a + 1", "\n    return b\n")
+    assert s.finish("\nc = b * 2\nd = c") == "\n    c = b * 2\n    d = c"
+
+
+def test_model_length_falls_back_to_the_rules_when_the_model_runs_on():
+    prefix, suffix = "def f(a):\n    b = a + 1\n", "\n    return c\n"
+    model, rules = _model_shaper(prefix, suffix, max_lines=3), _shaper(prefix, suffix, max_lines=3)
+    run_on = "".join(f"    c{i} = {i}\n" for i in range(5))
+    end = model.stop_at(run_on)
+    assert end == len(run_on)  # stopped, all of it kept for finish to judge
+    assert model.finish(run_on) == rules.finish(run_on) == "    c0 = 0"
+    # Cut by the time or token budget: the rules too, whole lines of a block only.
+    assert model.finish("    c = 1\n    d = 2\n    e", complete=False) == "    c = 1"
+
+
+def test_model_length_leaves_text_right_of_the_cursor_to_the_rules():
+    s = _model_shaper("x = foo(", ")\nprint(x)\n")
+    assert not s.model_ends
+    assert s.stop_at("a, b\n    c") == len("a, b")

@@ -49,6 +49,7 @@ from ..config import merge_config
 from ..engine.prompt import Prompt, plain_fim_prompt
 from ..engine.router import confidence
 from ..engine.service import CompletionEngine, CompletionRequest
+from ..engine.shaping import CompletionShaper
 from ..models import resolve_model
 from . import percentile
 from .speculative import SpeculationComparison
@@ -277,6 +278,8 @@ def summarize(rows: list[dict], set_name: str, route: str | None = None, total_s
                          f"exact match {cut_em_n}/{n} = {100 * cut_em_n / n:.1f}%; server won {cut_wins}, "
                          f"lost {cut_losses}; difference {100 * (server_ok - cut_ok) / n:+.1f} points; "
                          f"sign test p = {sign_test(cut_wins, cut_losses):.3g}")
+    if all(r.get("rules_pass") is not None for r in rows):
+        lines += model_or_rules(rows)
     if set_name == "multi":
         lines += line_or_block(rows)
     lines.append(f"generated tokens/s: server {_tokens_per_s(server_tokens, server_gen_ms)}"
@@ -288,6 +291,24 @@ def summarize(rows: list[dict], set_name: str, route: str | None = None, total_s
     lines.append(f"latency p50 {percentile(server_ms, 50):.0f} ms, p95 {percentile(server_ms, 95):.0f} ms; "
                  f"total {total:.0f} s")
     return lines
+
+
+def model_or_rules(rows: list[dict]) -> list[str]:
+    """A run with ``--answer-length model``: the server's answers (the model's length where it
+    ended them) against the rules' answers cut from the same generations, paired."""
+    n = len(rows)
+    rules_ok = sum(bool(r["rules_pass"]) for r in rows)
+    rules_em_n = sum(bool(r["rules_em"]) for r in rows)
+    wins = sum(bool(r["pass"]) and not r["rules_pass"] for r in rows)
+    losses = sum(bool(r["rules_pass"]) and not r["pass"] for r in rows)
+    by_model = sum(r.get("length_by") == "model" for r in rows)
+    changed = sum((r.get("text") or "") != (r.get("rules_text") or "") for r in rows)
+    return [f"the same generations shaped by the rules: pass@1 {rules_ok}/{n} = {100 * rules_ok / n:.1f}%, "
+            f"exact match {rules_em_n}/{n} = {100 * rules_em_n / n:.1f}%",
+            f"paired, model length vs rules: won {wins}, lost {losses}; difference "
+            f"{100 * (sum(bool(r['pass']) for r in rows) - rules_ok) / n:+.1f} points; "
+            f"sign test p = {sign_test(wins, losses):.3g}; the model ended {by_model}/{n} answers, "
+            f"{changed} differ from the rules'"]
 
 
 def hole_lines(task_id: str) -> int | None:
@@ -429,6 +450,24 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
                 c_middle = where.middle(cut_at_suffix(raw_gen.text, task["suffix"], where.whole_lines))
                 c_pass = r_pass if c_middle == r_middle else passes(task, c_middle)
                 c_em = exact_match(c_middle, task["canonical_solution"])
+        # answer_length "model": what the rules would have shown, from the same generation (the
+        # rules' stop is a prefix of it), so the two lengths are paired on identical tokens.
+        rules_text: str | None = None
+        rules_pass: bool | None = None
+        rules_em: bool | None = None
+        length_by: str | None = None
+        last_prompt = engine.builder.last_prompt if engine.builder is not None else None
+        if (config.completion.answer_length == "model" and res.generation is not None
+                and res.generation.backend == "local" and last_prompt is not None):
+            cc = config.completion
+            complete = res.generation.stop_reason in ("eog", "stop")
+            by_model = CompletionShaper.for_cursor(last_prompt.prefix, last_prompt.suffix, cc.max_lines, "model")
+            length_by = "model" if by_model.ended_by_model(res.generation.text, complete) else "rules"
+            rules_text = CompletionShaper.for_cursor(last_prompt.prefix, last_prompt.suffix,
+                                                     cc.max_lines).finish(res.generation.text, complete)
+            rules_middle = where.middle(rules_text)
+            rules_pass = s_pass if rules_text == res.text else passes(task, rules_middle)
+            rules_em = exact_match(rules_middle, task["canonical_solution"])
         local_gen = res.generation if res.generation is not None and res.generation.backend == "local" else None
         mean, lowest = confidence(local_gen.logprobs) if local_gen is not None else (None, None)
         if args.verbose:
@@ -446,6 +485,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             "gen_ms": res.generation.gen_ms if res.generation is not None else None,
             "evaluated": res.generation.n_evaluated if res.generation is not None else None,
             "reused": res.generation.n_reused if res.generation is not None else None,
+            "length_by": length_by, "rules_text": rules_text, "rules_pass": rules_pass, "rules_em": rules_em,
             "raw_pass": r_pass, "raw_em": r_em, "raw_text": raw_text, "raw_cut_pass": c_pass, "raw_cut_em": c_em,
             "raw_stop_reason": raw_gen.stop_reason if raw_gen is not None else None,
             "raw_tokens": raw_gen.n_generated if raw_gen is not None else None,

@@ -46,7 +46,7 @@ class SpeculationComparison:
     def add(self, prompt: Prompt, gen: Generation) -> None:
         """Generate ``prompt`` (the request that gave ``gen``) again each way."""
         cc = self.engine.config.completion
-        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
+        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines, cc.answer_length)
         shift = self.requests % len(self.modes)
         order = self.modes[shift:] + self.modes[:shift]
 

@@ -154,7 +154,7 @@ class RemoteLane:
             budget = rc.context_tokens
         # Private context pieces (secrets, denied files) never go into a prompt that leaves.
         prompt = self.builder.build(req.prompt_request(budget, drop_private=True))
-        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
+        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines, cc.answer_length)
         tokens = prompt.tokens
         if self.vocab.bos and tokens[:len(self.vocab.bos)] == self.vocab.bos:
             tokens = tokens[len(self.vocab.bos):]  # the server adds its own BOS to a text prompt

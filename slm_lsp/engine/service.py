@@ -862,7 +862,7 @@ class CompletionEngine:
         self._use_document(runner, req.document_key)
         prompt = builder.build(req.prompt_request(self._context_budget(runner, builder, req)))
         self._last_context = tuple(builder.last_context)
-        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines)
+        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines, cc.answer_length)
         if handle.route == "remote" and not handle.local_only and (lane := self._remote_available()) is not None:
             self._send_remote(handle, lane, "route remote")  # it waited here for the lane to open
             return None

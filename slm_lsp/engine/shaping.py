@@ -11,6 +11,13 @@
 * stops when the output starts to repeat the suffix, never duplicates closing brackets or
   quotes already right of the cursor, and drops empty or whitespace-only results.
 
+With ``answer_length="model"``, where nothing is right of the cursor (a blank line, the end of a
+line), the model says how long the answer is: generation goes on past the first line until its
+end-of-generation token, cut where it writes the code below again; only an answer that runs on
+(past ``max_lines``, out of tokens or time) is shaped by the rules above. Models that end their
+middles well (Qwen2.5-Coder-1.5B: 256 of 300 multi-line answers) lose to the rules' guess of the
+length on holes of several lines; the cost is generating the longer answer on every such request.
+
 ``CompletionShaper.stop_at(text)`` is called while tokens stream in, so generation ends as
 soon as the answer is complete instead of running to ``max_tokens``.
 """
@@ -56,16 +63,27 @@ class CompletionShaper:
     """At the end of a line with code before the cursor: the shaping of an answer that starts
     with a line break (the cursor on a new line after this one). Cutting such an answer at its
     first character left nothing to show where the model had the next lines."""
+    model_ends: bool = False
+    """The model's end-of-generation token ends the answer (``answer_length="model"``, nothing
+    right of the cursor); the rules above decide only for an answer that runs on."""
 
     @classmethod
-    def for_cursor(cls, prefix: str, suffix: str, max_lines: int = 12) -> "CompletionShaper":
+    def for_cursor(cls, prefix: str, suffix: str, max_lines: int = 12,
+                   answer_length: str = "rules") -> "CompletionShaper":
+        shaper = cls._by_rules(prefix, suffix, max_lines)
+        # Text right of the cursor: the answer is the rest of this line, which the rules end.
+        shaper.model_ends = answer_length == "model" and not shaper.rest_of_line.strip()
+        return shaper
+
+    @classmethod
+    def _by_rules(cls, prefix: str, suffix: str, max_lines: int) -> "CompletionShaper":
         line_start = prefix.rsplit("\n", 1)[-1]
         rest, _, below = suffix.partition("\n")
         next_line = _first_nonblank(below.split("\n"))
         if rest.strip():
             return cls(False, 0, rest, next_line, line_start, max_lines)
         if line_start.strip():
-            below_cursor = cls.for_cursor(prefix + "\n", suffix, max_lines)  # its line_start is ""
+            below_cursor = cls._by_rules(prefix + "\n", suffix, max_lines)  # its line_start is ""
             return cls(False, 0, rest, next_line, line_start, max_lines, below=below_cursor)
         above = prefix[: len(prefix) - len(line_start)].rstrip("\n").split("\n")
         previous = _first_nonblank(list(reversed(above)))
@@ -92,6 +110,27 @@ class CompletionShaper:
     def stop_at(self, text: str) -> int | None:
         """Index where the completion ends, once ``text`` (generated so far) is known to be
         complete; None to keep generating."""
+        if self.model_ends:
+            if self._runs_on(text):
+                return len(text)  # all of it: ``finish`` sees it ran on and applies the rules
+            return self._suffix_cut(text)
+        return self._rules_stop(text)
+
+    def _runs_on(self, text: str) -> bool:
+        """Past ``max_lines`` lines below the cursor line (the model did not end its answer)."""
+        return text.count("\n") > self.max_lines
+
+    def _suffix_cut(self, text: str) -> int | None:
+        """Where the model starts writing the code below the cursor again: the first complete
+        line equal to the suffix's next non-blank line (its middle ended before it)."""
+        offset = 0
+        for i, line in enumerate(text.split("\n")[:-1]):
+            if self._repeats_suffix(line if i else self.line_start + line):
+                return max(offset - 1, 0)
+            offset += len(line) + 1
+        return None
+
+    def _rules_stop(self, text: str) -> int | None:
         if self.below is not None and text.startswith("\n"):
             end = self.below.stop_at(text[1:])
             return None if end is None else end + 1
@@ -145,10 +184,12 @@ class CompletionShaper:
     def finish(self, text: str, complete: bool = True) -> str:
         """The text to show. ``complete`` is False when generation was cut by a budget: then a
         multi-line answer keeps only whole lines."""
+        if self.ended_by_model(text, complete):
+            return self._finish_as_ended(text)
         if self.below is not None and text.startswith("\n"):
             lines_below = self.below.finish(text[1:], complete)
             return "\n" + lines_below if lines_below else ""
-        end = self.stop_at(text + "\n") if self.multiline else self.stop_at(text)
+        end = self._rules_stop(text + "\n") if self.multiline else self._rules_stop(text)
         if end is not None:
             text = text[:end]
         elif not complete and "\n" in text:  # a block cut by the budget: whole lines only
@@ -166,6 +207,22 @@ class CompletionShaper:
             text = "\n".join(x.rstrip() for x in text.rstrip().split("\n"))
             if text.startswith("\n") or not text.strip():
                 text = text.lstrip("\n")
+        return text if text.strip() else ""
+
+    def ended_by_model(self, text: str, complete: bool = True) -> bool:
+        """Whether the model decides this answer's length: ``answer_length="model"`` applies
+        here, and the model ended the answer (its end-of-generation token, or the code below
+        written again) within ``max_lines``."""
+        return self.model_ends and complete and not self._runs_on(text)
+
+    def _finish_as_ended(self, text: str) -> str:
+        """The answer the model ended itself, up to where it writes the code below again."""
+        end = self._suffix_cut(text + "\n")
+        text = "\n".join(x.rstrip() for x in (text if end is None else text[:end]).rstrip().split("\n"))
+        if self.below is not None and text.startswith("\n"):  # the lines below a line of code
+            text = "\n" + self.below._repair_indent(text[1:])
+        elif not self.line_start.strip():
+            text = self._repair_indent(text.lstrip("\n"))
         return text if text.strip() else ""
 
     def _repair_indent(self, text: str) -> str:
