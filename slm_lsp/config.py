@@ -76,8 +76,11 @@ class CompletionConfig:
     line): ``rules`` (the shaping rules guess one line or a block from the code around the
     cursor, and generation stops there) or ``model`` (generation goes on until the model's own
     end-of-generation token, up to ``max_lines``, cut where it writes the code below again; the
-    rules decide only when it runs on). ``model`` suits models that end their middles well
-    (Qwen2.5-Coder 1.5B) and costs generating the longer answer. One of: rules, model."""
+    rules decide only when it runs on). At the end of a line of code ``model`` applies to an
+    answer that goes on below it or finishes a line that opens a block (a ``for`` header and its
+    body); a plain statement still ends with its line. ``model`` suits models that end their
+    middles well (Qwen2.5-Coder 1.5B) and costs generating the longer answer. One of: rules,
+    model."""
 
     time_budget_ms: int = bounded(2000, 50, 60000)
     """Generation time budget: once spent, generation stops at the next line boundary.

@@ -323,3 +323,14 @@ def test_model_length_leaves_text_right_of_the_cursor_to_the_rules():
     s = _model_shaper("x = foo(", ")\nprint(x)\n")
     assert not s.model_ends
     assert s.stop_at("a, b\n    c") == len("a, b")
+
+
+def test_model_length_at_a_line_end_ends_a_plain_statement_with_its_line():
+    # Typing ``total = compute(`` at a line end: the line ends at its newline, as by the rules,
+    # so a typing request never pays for the lines after it.
+    s = _model_shaper("def f(xs):\n    total = compute(", "\n    return total\n")
+    assert s.stop_at("xs)\n    print(total)\n") == len("xs)")
+    assert s.finish("xs)\n    print(total)") == "xs)"
+    # The same line finishing a block header goes on to its body, until the model ends it.
+    h = _model_shaper("def f(xs):\n    for x in", "\n    return total\n")
+    assert h.stop_at(" xs:\n        total += x\n") is None

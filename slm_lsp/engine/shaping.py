@@ -11,10 +11,12 @@
 * stops when the output starts to repeat the suffix, never duplicates closing brackets or
   quotes already right of the cursor, and drops empty or whitespace-only results.
 
-With ``answer_length="model"``, where nothing is right of the cursor (a blank line, the end of a
-line), the model says how long the answer is: generation goes on past the first line until its
-end-of-generation token, cut where it writes the code below again; only an answer that runs on
-(past ``max_lines``, out of tokens or time) is shaped by the rules above. Models that end their
+With ``answer_length="model"``, where nothing is right of the cursor, the model says how long the
+answer is: generation goes on past the first line until its end-of-generation token, cut where it
+writes the code below again; only an answer that runs on (past ``max_lines``, out of tokens or
+time) is shaped by the rules above. That holds on a blank line, and at the end of a line of code
+for an answer that goes on below it or finishes a line that opens a block (a ``for`` header and
+its body); one that finishes a plain statement still ends with its line. Models that end their
 middles well (Qwen2.5-Coder-1.5B: 256 of 300 multi-line answers) lose to the rules' guess of the
 length on holes of several lines; the cost is generating the longer answer on every such request.
 
@@ -110,11 +112,24 @@ class CompletionShaper:
     def stop_at(self, text: str) -> int | None:
         """Index where the completion ends, once ``text`` (generated so far) is known to be
         complete; None to keep generating."""
-        if self.model_ends:
+        if self._model_decides(text):
             if self._runs_on(text):
                 return len(text)  # all of it: ``finish`` sees it ran on and applies the rules
             return self._suffix_cut(text)
         return self._rules_stop(text)
+
+    def _model_decides(self, text: str) -> bool:
+        """Whether the model's end of answer applies to ``text``: on a blank line always; at the
+        end of a line of code when the answer goes on below it, or when the line it finishes
+        opens a block (``for x in`` + ``xs:``, then the body). Finishing a plain statement, the
+        answer still ends with its line: that is most requests while typing, and going on past
+        it would cost each of them the longer generation."""
+        if not self.model_ends:
+            return False
+        if not self.line_start.strip() or text.startswith("\n"):
+            return True
+        first, newline, _ = text.partition("\n")
+        return not newline or BLOCK_OPENER.search((self.line_start + first).rstrip()) is not None
 
     def _runs_on(self, text: str) -> bool:
         """Past ``max_lines`` lines below the cursor line (the model did not end its answer)."""
@@ -213,7 +228,7 @@ class CompletionShaper:
         """Whether the model decides this answer's length: ``answer_length="model"`` applies
         here, and the model ended the answer (its end-of-generation token, or the code below
         written again) within ``max_lines``."""
-        return self.model_ends and complete and not self._runs_on(text)
+        return self._model_decides(text) and complete and not self._runs_on(text)
 
     def _finish_as_ended(self, text: str) -> str:
         """The answer the model ended itself, up to where it writes the code below again."""
