@@ -344,9 +344,10 @@ def line_or_block(rows: list[dict]) -> list[str]:
             chosen = [r for r in group if keep(answer_lines(r.get("text") or ""))]
             if chosen:
                 parts.append(f"{shape} {len(chosen)} (pass {sum(bool(r['pass']) for r in chosen)})")
-        cut = sum(bool(r.get("raw_cut_pass")) for r in group)
+        with_cut = all(r.get("raw_cut_pass") is not None for r in group)  # not with --no-raw
+        cut = f"raw cut {sum(bool(r['raw_cut_pass']) for r in group)}; " if with_cut else ""
         out.append(f"  {name}: {len(group)} tasks; server pass {sum(bool(r['pass']) for r in group)}, "
-                   f"raw cut {cut}; answered with " + ", ".join(parts))
+                   f"{cut}answered with " + ", ".join(parts))
     return out
 
 

@@ -21,6 +21,7 @@ from slm_lsp.bench.humaneval import (
     hole_lines,
     line_or_block,
     load_tasks,
+    model_or_rules,
     normalise,
     parse_shard,
     passes,
@@ -339,3 +340,21 @@ def test_line_or_block_counts_answers_by_shape_against_the_hole_size():
                          "one line 1 (pass 1), a block 1 (pass 0)")
     assert report[2] == ("  hole of 2+ lines: 3 tasks; server pass 1, raw cut 0; answered with "
                          "nothing 1 (pass 0), one line 1 (pass 0), a block 1 (pass 1)")
+    # A run without the raw model (--no-raw) has no raw cut to show.
+    no_raw = line_or_block([{**row, "raw_cut_pass": None} for row in rows])
+    assert no_raw[1] == ("  hole of 1 line: 2 tasks; server pass 1, answered with "
+                         "one line 1 (pass 1), a block 1 (pass 0)")
+
+
+def test_model_or_rules_pairs_the_model_length_with_the_rules_on_the_same_generation():
+    rows = [
+        {"text": "a\nb", "rules_text": "a", "pass": True, "rules_pass": False, "length_by": "model", "rules_em": True},
+        {"text": "c", "rules_text": "c", "pass": True, "rules_pass": True, "length_by": "model"},
+        {"text": "d", "rules_text": "d", "pass": False, "rules_pass": False, "length_by": "rules"},
+        {"text": "e\nf", "rules_text": "e", "pass": False, "rules_pass": True, "length_by": "model"},
+        {"text": "g\nh", "rules_text": "g", "pass": True, "rules_pass": False, "length_by": "model"},
+    ]
+    report = model_or_rules([{"rules_em": False, **row} for row in rows])
+    assert report[0] == "the same generations shaped by the rules: pass@1 2/5 = 40.0%, exact match 1/5 = 20.0%"
+    assert report[1].startswith("paired, model length vs rules: won 2, lost 1; difference +20.0 points;")
+    assert report[1].endswith("the model ended 4/5 answers, 3 differ from the rules'")
