@@ -451,6 +451,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
                 c_middle = where.middle(cut_at_suffix(raw_gen.text, task["suffix"], where.whole_lines))
                 c_pass = r_pass if c_middle == r_middle else passes(task, c_middle)
                 c_em = exact_match(c_middle, task["canonical_solution"])
+        local_gen = res.generation if res.generation is not None and res.generation.backend == "local" else None
         # answer_length "model": what the rules would have shown, from the same generation (the
         # rules' stop is a prefix of it), so the two lengths are paired on identical tokens.
         rules_text: str | None = None
@@ -458,18 +459,16 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         rules_em: bool | None = None
         length_by: str | None = None
         last_prompt = engine.builder.last_prompt if engine.builder is not None else None
-        if (config.completion.answer_length == "model" and res.generation is not None
-                and res.generation.backend == "local" and last_prompt is not None):
+        if config.completion.answer_length == "model" and local_gen is not None and last_prompt is not None:
             cc = config.completion
-            complete = res.generation.stop_reason in ("eog", "stop")
+            complete = local_gen.stop_reason in ("eog", "stop")
             by_model = CompletionShaper.for_cursor(last_prompt.prefix, last_prompt.suffix, cc.max_lines, "model")
-            length_by = "model" if by_model.ended_by_model(res.generation.text, complete) else "rules"
+            length_by = "model" if by_model.ended_by_model(local_gen.text, complete) else "rules"
             rules_text = CompletionShaper.for_cursor(last_prompt.prefix, last_prompt.suffix,
-                                                     cc.max_lines).finish(res.generation.text, complete)
+                                                     cc.max_lines).finish(local_gen.text, complete)
             rules_middle = where.middle(rules_text)
             rules_pass = s_pass if rules_text == res.text else passes(task, rules_middle)
             rules_em = exact_match(rules_middle, task["canonical_solution"])
-        local_gen = res.generation if res.generation is not None and res.generation.backend == "local" else None
         mean, lowest = confidence(local_gen.logprobs) if local_gen is not None else (None, None)
         if args.verbose:
             conf = f" mean logprob {mean:.2f}" if mean is not None else ""
