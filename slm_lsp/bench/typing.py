@@ -1,7 +1,11 @@
 """``slm-lsp bench typing``: replay typing part of a real file, a completion request at each pause.
 
 The region (``--lines`` lines from ``--start-line``) is removed and typed back character by
-character; every ``--every`` characters the editor pauses and asks for a completion, through
+character, the way an editor user writes new lines: the line is opened first (Enter, or Vim's
+``o``), so the text after the cursor starts on the next line (``--open-line off``: the rest of
+the file follows the typed text on the cursor's line, as this benchmark typed before
+2026-12-01, which costs every request that line's tokens again and shows the model a line that
+no one writes); every ``--every`` characters the editor pauses and asks for a completion, through
 the same engine the server uses (prompt windows, KV reuse, type-through cache). In the same run,
 a sample of those requests is replayed through plain llama-cpp-python (``Llama``, cache reset
 before each: no reuse) with the same prompt tokens, for the latency ratio, and its greedy output
@@ -64,6 +68,10 @@ def add_arguments(b: argparse.ArgumentParser) -> None:
                    help="--session: the editor says where the cursor comes to rest (slm/cursor), so a new place "
                         "is warmed during the pause before typing (off: only at the first edit there)")
     b.add_argument("--plot", metavar="OUT.png", help="--session: draw each request's latency over the session")
+    b.add_argument("--open-line", choices=["on", "off"], default="on",
+                   help="on: each line is typed into a line of its own, opened first (Enter, Vim's o), as editor "
+                        "users write; off: the file's next line follows the typed text on the cursor's line (the "
+                        "benchmark before 2026-12-01)")
     b.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -81,14 +89,20 @@ def cause_table(rows: list[tuple[str, float]]) -> list[str]:
     return out
 
 
-def typing_script(text: str, start_line: int, n_lines: int, every: int) -> tuple[str, str, str, list[int]]:
-    """(before, region, after, pause offsets into region) for retyping ``region``."""
+def typing_script(text: str, start_line: int, n_lines: int, every: int,
+                  open_line: bool = True) -> tuple[str, str, str, list[int]]:
+    """(before, region, after, pause offsets into region) for retyping ``region``: the document
+    at a pause is ``before + region[:offset] + after``. With ``open_line`` the region's last line
+    break belongs to ``after``: the user opened the line before typing into it, so the text after
+    the cursor always starts on the next line."""
     lines = text.splitlines(keepends=True)
     if not start_line:
         start_line = max(0, len(lines) // 2 - n_lines // 2)
     before = "".join(lines[:start_line])
     region = "".join(lines[start_line:start_line + n_lines])
     after = "".join(lines[start_line + n_lines:])
+    if open_line and region.endswith("\n"):
+        region, after = region[:-1], "\n" + after
     pauses = list(range(every, len(region) + 1, every))
     return before, region, after, pauses
 
@@ -132,14 +146,15 @@ def run_typing_bench(args: argparse.Namespace) -> int:
     model_path = str(resolve_model(config.model.path))
     args.file, args.lines = args.file[0], args.lines or 20
     text = open(args.file, encoding="utf-8").read()
-    before, region, after, pauses = typing_script(text, args.start_line, args.lines, args.every)
+    before, region, after, pauses = typing_script(text, args.start_line, args.lines, args.every,
+                                                  getattr(args, "open_line", "on") == "on")
     engine = CompletionEngine(config)
     engine.load(model_path).result()
     runner = engine.runner
     assert runner is not None
     print(f"model {runner.name} ({runner.template.name}), {runner.threads} threads, {runner.n_gpu_layers} GPU layers; "
           f"typing {len(region)} chars of {args.file} ({args.lines} lines), a request every {args.every} chars "
-          f"({len(pauses)} requests)")
+          f"({len(pauses)} requests), open line {getattr(args, 'open_line', 'on')}")
     provider = _context_provider(args.context) if args.context else None
     path = os.path.realpath(args.file)
     compare = SpeculationComparison(engine) if getattr(args, "speculative", None) == "compare" else None
@@ -240,10 +255,18 @@ class SessionDoc:
     """(first line, end line) in ``lines``, in file order, not overlapping."""
     typed: list[int] = field(default_factory=list)
     """Characters of each region typed so far."""
+    open_line: bool = True
+    """A region is typed into a line opened first (``typing_script``'s ``open_line``): its last
+    line break is there from the first character, and is not typed."""
 
     def region_text(self, i: int) -> str:
         a, b = self.regions[i]
         return "".join(self.lines[a:b])
+
+    def typed_length(self, i: int) -> int:
+        """Characters typed to write region ``i`` (its last line break comes with the opened line)."""
+        text = self.region_text(i)
+        return len(text) - 1 if self.open_line and text.endswith("\n") else len(text)
 
     def text(self, active: int) -> tuple[str, int]:
         """The document now, and the offset of the cursor (the end of what region ``active`` has)."""
@@ -251,15 +274,18 @@ class SessionDoc:
         cursor, start = 0, 0
         for i, (a, b) in enumerate(self.regions):
             parts.append("".join(self.lines[start:a]))
-            parts.append(self.region_text(i)[:self.typed[i]])
+            region, typed = self.region_text(i), self.typed[i]
+            parts.append(region[:typed])
             if i == active:
                 cursor = sum(map(len, parts))
+            if self.open_line and typed and region.endswith("\n") and typed < len(region):
+                parts.append("\n")  # the opened line's end
             start = b
         parts.append("".join(self.lines[start:]))
         return "".join(parts), cursor
 
 
-def session_script(paths: list[str], lines: int) -> tuple[list[SessionDoc], list[Stretch]]:
+def session_script(paths: list[str], lines: int, open_line: bool = True) -> tuple[list[SessionDoc], list[Stretch]]:
     """The session: in each file, two places to write ``lines`` lines at, each twice (a stretch,
     then its continuation later): at a third of the file and at four fifths. The stretches open
     the first file, then the second, jump within it, go back to the first, open the third, go
@@ -274,7 +300,7 @@ def session_script(paths: list[str], lines: int) -> tuple[list[SessionDoc], list
         regions = [(first, first + lines), (first + lines, first + 2 * lines)]
         if second + 2 * lines <= len(ls):
             regions += [(second, second + lines), (second + lines, second + 2 * lines)]
-        docs.append(SessionDoc(path, ls, regions, [0] * len(regions)))
+        docs.append(SessionDoc(path, ls, regions, [0] * len(regions), open_line))
     plan = [(0, 0, "open"), (1, 0, "open"), (1, 2, "jump"), (0, 1, "switch"), (2, 0, "open"), (1, 3, "switch"),
             (0, 2, "switch"), (2, 1, "switch"), (2, 2, "jump")]
     stretches = [Stretch(d, r, kind) for d, r, kind in plan if d < len(docs) and r < len(docs[d].regions)]
@@ -305,7 +331,7 @@ def run_session_bench(args: argparse.Namespace) -> int:
         return 2
     config = merge_config(_settings(args)).config
     model_path = str(resolve_model(config.model.path))
-    docs, stretches = session_script(args.file, args.lines or 3)
+    docs, stretches = session_script(args.file, args.lines or 3, getattr(args, "open_line", "on") == "on")
     engine = CompletionEngine(config)
     engine.load(model_path).result()
     runner = engine.runner
@@ -314,7 +340,7 @@ def run_session_bench(args: argparse.Namespace) -> int:
           f"stretches in {len(docs)} files ({', '.join(os.path.basename(d.path) for d in docs)}), "
           f"{args.lines or 3} lines each, a request every {args.every} chars at {args.cps:g} chars/s, "
           f"{args.think_ms} ms before typing at a new place; warmup {args.warmup}, cursor "
-          f"{getattr(args, 'cursor', 'on')}, KV states "
+          f"{getattr(args, 'cursor', 'on')}, open line {getattr(args, 'open_line', 'on')}, KV states "
           f"{config.completion.kv_states_mb} MiB")
     provider = _context_provider(args.context) if args.context else None
     keys = [f"file://{os.path.realpath(d.path)}" for d in docs]
@@ -362,14 +388,14 @@ def run_session_bench(args: argparse.Namespace) -> int:
             arrive(stretch.doc, request(stretch.doc, stretch.region))
         clock = max(clock, time.perf_counter() - start) + args.think_ms / 1000
         wait_until(clock)
-        region = doc.region_text(stretch.region)
+        end = doc.typed_length(stretch.region)
         first = stretch.kind
-        for offset in range(1, len(region) + 1):
+        for offset in range(1, end + 1):
             doc.typed[stretch.region] = offset
             if offset == 1:
                 # The first edit at a new place (didChange): the server warms the prompt there.
                 arrive(stretch.doc, request(stretch.doc, stretch.region))
-            if offset % args.every and offset != len(region):
+            if offset % args.every and offset != end:
                 continue
             clock += args.every / args.cps
             wait_until(clock)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from slm_lsp.bench.typing import SessionDoc, cause_table, session_script
+from slm_lsp.bench.typing import SessionDoc, cause_table, session_script, typing_script
 from tests.conftest import TINY_MODEL
 
 SOURCE = "".join(f"def f{i}(x):\n    y = x * {i}\n    return y + {i}\n\n" for i in range(12))
@@ -29,10 +29,28 @@ def test_a_session_types_in_each_file_switching_and_jumping(tmp_path: Path):
     assert [(s.doc, s.kind) for s in stretches] == [(0, "open"), (1, "open"), (1, "jump"), (0, "switch"), (2, "open"),
                                                     (1, "switch"), (0, "switch"), (2, "switch"), (2, "jump")]
     for doc in docs:  # a document with every region typed back is the file again
-        doc.typed = [len(doc.region_text(i)) for i in range(len(doc.regions))]
+        doc.typed = [doc.typed_length(i) for i in range(len(doc.regions))]
         assert doc.text(0)[0] == SOURCE
-    doc = SessionDoc("x", ["a\n", "b\n", "c\n"], [(1, 2)], [1])
-    assert doc.text(0) == ("a\nbc\n", 3)  # "b" typed, its line end not yet: the cursor after it
+    # The user opened a line for "b" (Enter, Vim's o) and typed it: the next line stays its own.
+    doc = SessionDoc("x", ["a\n", "bb\n", "c\n"], [(1, 2)], [0])
+    assert doc.typed_length(0) == 2 and doc.text(0) == ("a\nc\n", 2)
+    doc.typed = [1]
+    assert doc.text(0) == ("a\nb\nc\n", 3)
+    doc.typed = [2]
+    assert doc.text(0) == ("a\nbb\nc\n", 4)
+    # --open-line off: the next line follows what was typed on the cursor's line.
+    glued = SessionDoc("x", ["a\n", "bb\n", "c\n"], [(1, 2)], [1], open_line=False)
+    assert glued.typed_length(0) == 3 and glued.text(0) == ("a\nbc\n", 3)
+
+
+def test_typing_script_types_into_an_opened_line():
+    text = "x = 1\ny = 2\nz = 3\n"
+    before, region, after, pauses = typing_script(text, 1, 1, 2)
+    assert (before, region, after, pauses) == ("x = 1\n", "y = 2", "\nz = 3\n", [2, 4])
+    assert before + region[:2] + after == "x = 1\ny \nz = 3\n"  # the cursor's line holds only what was typed
+    assert before + region + after == text
+    before, region, after, pauses = typing_script(text, 1, 1, 2, open_line=False)
+    assert (region, after, pauses) == ("y = 2\n", "z = 3\n", [2, 4, 6])
 
 
 def test_cause_table_counts_each_cause_in_order():
@@ -47,8 +65,9 @@ def test_bench_typing_session_prints_the_tail_and_plots_it(tmp_path: Path):
         (tmp_path / name).write_text(SOURCE)
         paths.append(str(tmp_path / name))
     out = run(*paths, "--session", "--lines", "1", "--every", "12", "--cps", "1000", "--think-ms", "0",
-              "--plot", str(tmp_path / "session.png"))
+              "--open-line", "off", "--plot", str(tmp_path / "session.png"))
     assert out.returncode == 0, out.stderr
+    assert "open line off" in out.stdout, out.stdout
     for expected in ("latency, all requests:", "type-through cache:", "first suggestion after open:",
                      "KV states kept:", "latency by cause:", "  open "):
         assert expected in out.stdout, out.stdout
@@ -64,7 +83,7 @@ def test_bench_typing_session_with_and_without_the_cursor_warmup(tmp_path: Path,
     out = run(*paths, "--session", "--lines", "1", "--every", "12", "--cps", "1000", "--think-ms", "50",
               "--cursor", cursor)
     assert out.returncode == 0, out.stderr
-    assert f"warmup on, cursor {cursor}, KV states" in out.stdout, out.stdout
+    assert f"warmup on, cursor {cursor}, open line on, KV states" in out.stdout, out.stdout
     done, stopped = (int(x) for x in out.stdout.split("warmups ", 1)[1].split(" by a request")[0]
                      .replace(" done,", "").replace(" stopped", "").split())
     assert done + stopped >= 1  # the warmups ran (the tiny model evaluates a prompt in milliseconds)
