@@ -239,10 +239,15 @@ def outcomes_of(rows: list[dict[str, Any]]) -> list[StepOutcome]:
 
 def compare(a_path: str, b_path: str) -> dict[str, Any]:
     """Two ``--jsonl`` runs paired by step: B's wins and losses over A on "answered right" and on
-    exact match (edit steps), with the sign test."""
-    a = {f"{r['commit']}:{r['index']}": r for r in load_outcomes(a_path)}
-    b = {f"{r['commit']}:{r['index']}": r for r in load_outcomes(b_path)}
+    exact match (edit steps), with the sign test; and on the edit steps' edit similarity (scored
+    again as ``outcomes_of`` does), where a step is won when B's is higher: exact match is rare on
+    new-code hunks, so a partly right edit must count too."""
+    a_rows, b_rows = load_outcomes(a_path), load_outcomes(b_path)
+    a = {f"{r['commit']}:{r['index']}": r for r in a_rows}
+    b = {f"{r['commit']}:{r['index']}": r for r in b_rows}
     both = sorted(set(a) & set(b))
+    sim_a = {o.key: o.similarity for o in outcomes_of(a_rows)}
+    sim_b = {o.key: o.similarity for o in outcomes_of(b_rows)}
 
     def right(r: dict[str, Any]) -> bool:
         return bool(r["exact"]) if r["expected_edit"] else not r["predicted_edit"]
@@ -254,6 +259,13 @@ def compare(a_path: str, b_path: str) -> dict[str, Any]:
         losses = sum(fn(a[k]) and not fn(b[k]) for k in keys)
         out[name] = {"n": len(keys), "a": sum(fn(a[k]) for k in keys), "b": sum(fn(b[k]) for k in keys),
                      "b_wins": wins, "b_losses": losses, "p": sign_test(wins, losses)}
+    edit_keys = [k for k in both if a[k]["expected_edit"]]
+    wins = sum(sim_b[k] > sim_a[k] for k in edit_keys)
+    losses = sum(sim_b[k] < sim_a[k] for k in edit_keys)
+    out["similarity"] = {"n": len(edit_keys),
+                         "a": statistics.fmean(sim_a[k] for k in edit_keys) if edit_keys else float("nan"),
+                         "b": statistics.fmean(sim_b[k] for k in edit_keys) if edit_keys else float("nan"),
+                         "b_wins": wins, "b_losses": losses, "p": sign_test(wins, losses)}
     return out
 
 
@@ -272,6 +284,9 @@ def run_next_edit_eval(args: argparse.Namespace) -> int:
             r = result[name]
             print(f"{name}: A {r['a']}/{r['n']}, B {r['b']}/{r['n']}; B won {r['b_wins']}, lost {r['b_losses']} "
                   f"(sign test p={r['p']:.3g})")
+        r = result["similarity"]
+        print(f"edit similarity on the {r['n']} edit steps: A {r['a']:.3f}, B {r['b']:.3f}; B higher on "
+              f"{r['b_wins']}, lower on {r['b_losses']} (sign test p={r['p']:.3g})")
         return 0
     if not args.repo:
         print("slm-lsp eval --task next-edit: a repository, or --compare A.jsonl B.jsonl", file=sys.stderr)

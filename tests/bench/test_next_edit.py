@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from finetune.history import Step
 from slm_lsp.bench.humaneval import sign_test
 from slm_lsp.bench.next_edit import (
@@ -99,6 +101,10 @@ def test_compare_pairs_two_runs_by_step(tmp_path: Path) -> None:
     assert (result["right"]["b_wins"], result["right"]["b_losses"]) == (8, 2)
     assert result["right"]["p"] == sign_test(8, 2)
     assert result["exact"]["n"] == 5 and result["exact"]["b_wins"] == 4
+    # edit steps 0, 2, 4, 6 (exact in B, nothing in A) and 8 (nothing in B, exact in A)
+    assert result["similarity"]["n"] == 5
+    assert (result["similarity"]["b_wins"], result["similarity"]["b_losses"]) == (4, 1)
+    assert result["similarity"]["a"] == pytest.approx(0.2) and result["similarity"]["b"] == pytest.approx(0.8)
     rows = [json.loads(x) for x in Path(b).read_text().splitlines()]
     assert summarize(outcomes_of(rows))["right"] == 0.8
 
