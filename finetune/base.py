@@ -191,20 +191,32 @@ def load_base(base: str, gguf_file: str = "", precision: str = "fp32") -> Base:
                 server_gguf)
 
 
-def causal_lm_loss(model: Any, batch: dict[str, Any]) -> Any:
-    """The mean next-token loss over the labelled positions of ``batch`` (``input_ids``,
-    ``attention_mask``, ``labels`` with -100 where no loss is taken), what ``model(**batch).loss``
-    gives, with the output matrix applied only where a label follows. FIM examples take the loss
-    on the middle alone (a tenth of the tokens); the rest of the logits are wasted work, and a
-    262k-token vocabulary (Gemma 3) makes the output matrix as costly as all the layers."""
+def causal_lm_loss(model: Any, batch: dict[str, Any], reduction: str = "mean") -> Any:
+    """The next-token loss over the labelled positions of ``batch`` (``input_ids``,
+    ``attention_mask``, ``labels`` with -100 where no loss is taken): their mean, what
+    ``model(**batch).loss`` gives, or with ``reduction="sum"`` their sum; the output matrix is
+    applied only where a label follows. FIM examples take the loss on the middle alone (a tenth
+    of the tokens); the rest of the logits are wasted work, and a 262k-token vocabulary (Gemma 3)
+    makes the output matrix as costly as all the layers."""
     import torch
 
     labels = batch["labels"]
     targets = labels[:, 1:]
     keep = (targets != -100).any(dim=0).nonzero().flatten()
     if len(keep) == 0 or len(keep) * 2 > targets.shape[1]:  # most positions labelled: plain forward
-        return model(**batch).loss
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=keep).logits
-    kept_targets = targets[:, keep]
+        if reduction == "mean":
+            return model(**batch).loss
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+        kept_targets = targets
+    else:
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       logits_to_keep=keep).logits
+        kept_targets = targets[:, keep]
     return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), kept_targets.reshape(-1),
-                                             ignore_index=-100)
+                                             ignore_index=-100, reduction=reduction)
+
+
+def labelled_tokens(examples: list[Any]) -> int:
+    """Positions with a loss in ``examples`` (``Example.labels`` not -100, the first one aside:
+    it predicts nothing), what ``causal_lm_loss(..., "sum")`` adds up."""
+    return sum(sum(1 for x in ex.labels[1:] if x != -100) for ex in examples)

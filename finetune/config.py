@@ -18,8 +18,13 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 TASKS = ("fim", "next-edit", "mixed")
-# A next-edit example is a prompt with the edits and a 20-line region, then the region rewritten.
-TASK_DEFAULTS: dict[str, dict[str, int]] = {"next-edit": {"seq_len": 768}, "mixed": {"seq_len": 768}}
+# A next-edit example is a prompt with the edits and a 20-line region, then the region rewritten
+# (about 250 answer tokens) or the no-edit marker (6): every answer token weighs the same
+# (``loss_per``), or the one token that decides between them weighs 40 times more in a no-edit
+# answer and the adapter learns to answer no edit everywhere.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {"next-edit": {"seq_len": 768, "loss_per": "token"},
+                                            "mixed": {"seq_len": 768, "loss_per": "token"}}
+LOSS_PER = ("example", "token")
 GENERAL_CORPORA = ("stdlib", "site-packages")  # finetune.data.GENERAL_CORPORA (config imports no data code)
 ATTENTION = ["q_proj", "k_proj", "v_proj", "o_proj"]
 MLP = ["gate_proj", "up_proj", "down_proj"]
@@ -96,6 +101,15 @@ class FinetuneConfig:
     loss_on: str = "middle"
     """``middle``: the loss is taken on the middle (and its end token) only; ``all``: on the
     whole sequence."""
+
+    loss_per: str = "example"
+    """How the answer tokens' losses are averaged. ``example``: each example's mean, so every
+    FIM middle counts the same, long or short. ``token``: every answer token counts the same
+    wherever it is (the sum over a step divided by a fixed estimate of its answer tokens, the mean
+    over the first examples); the default of ``--task next-edit|mixed``, whose answers are a
+    250-token rewrite or a 6-token no-edit marker that differ in one deciding token: per example,
+    that token weighs 40 times more in a no-edit answer, and a 0.5B adapter trained so answered
+    no edit on every held-out step."""
 
     whole_line_fraction: float = 0.0
     """Share of node and line middles widened to whole lines, indentation included, leaving an
@@ -245,6 +259,7 @@ class FinetuneConfig:
         need(self.node_fraction + self.line_fraction <= 1.0, "line_fraction",
              "node_fraction + line_fraction must be at most 1")
         need(self.loss_on in ("middle", "all"), "loss_on", "middle or all")
+        need(self.loss_per in LOSS_PER, "loss_per", " or ".join(LOSS_PER))
         need(self.precision in ("fp32", "bf16"), "precision", "fp32 or bf16")
         need(self.lora_r >= 1, "lora_r", "at least 1")
         need(self.lora_alpha > 0, "lora_alpha", "positive")

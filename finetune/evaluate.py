@@ -75,6 +75,44 @@ class CompletionScores:
         return asdict(self)
 
 
+def next_edit_decisions(model: Any, examples: list[Example], decision: tuple[int, int, int]) -> dict[str, Any]:
+    """How often the model takes the right branch where a next-edit answer decides between an
+    edit and none: at answer token ``decision[0]``, the no-edit token ``decision[1]`` against the
+    edit token ``decision[2]``, the larger logit wins. Per kind (``edit``: the example's answer is
+    a rewrite; ``none``: the no-edit marker), right out of all. The held-out loss cannot show this:
+    it is mostly the copied region's tokens, and an adapter that answers no edit everywhere
+    still lowers it."""
+    import torch
+
+    offset, no_edit, edit = decision
+    device = next(model.parameters()).device
+    counts = {"edit": [0, 0], "none": [0, 0]}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for ex in examples:
+            first = next((i for i, x in enumerate(ex.labels) if x != IGNORE_INDEX), None)
+            if first is None or first + offset >= len(ex.input_ids):
+                continue
+            at = first + offset
+            truth = ex.input_ids[at]
+            if truth not in (no_edit, edit):
+                continue
+            ids = torch.tensor([ex.input_ids[:at]], device=device)
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits[0, -1].float()
+            chosen = edit if logits[edit] > logits[no_edit] else no_edit
+            kind = "edit" if truth == edit else "none"
+            counts[kind][0] += chosen == truth
+            counts[kind][1] += 1
+    model.train(was_training)
+    return {kind: {"right": right, "of": n} for kind, (right, n) in counts.items()}
+
+
+def describe_decisions(d: dict[str, Any]) -> str:
+    return (f"edit chosen on {d['edit']['right']}/{d['edit']['of']} questions with an edit, "
+            f"no edit on {d['none']['right']}/{d['none']['of']} without")
+
+
 def heldout_loss(model: Any, examples: list[Example], pad_id: int, batch_size: int = 4) -> float:
     """Token-weighted mean loss over the labelled tokens of ``examples``."""
     import torch

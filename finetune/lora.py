@@ -50,8 +50,10 @@ from .evaluate import (
     compare_paired,
     complete_lines,
     decide,
+    describe_decisions,
     heldout_loss,
     line_tasks,
+    next_edit_decisions,
     repo_names,
 )
 
@@ -67,6 +69,8 @@ BARRIER_TIMEOUT = timedelta(hours=3)
 # accelerate modes that shard the model: the first process alone could then neither evaluate
 # nor export it (and the optimizer state would be sharded in the checkpoints).
 SHARDED_MODES = ("DEEPSPEED", "FSDP", "MEGATRON_LM", "TP")
+TOKEN_NORM_EXAMPLES = 32
+"""``loss_per token``: examples whose mean answer length fixes a step's loss divisor."""
 
 
 class FinetuneError(Exception):
@@ -126,7 +130,7 @@ def main(cfg: FinetuneConfig) -> int:
 
     # -- 2. base model, tokenizer, FIM template ---------------------------------------------
     t0 = time.perf_counter()
-    from .base import causal_lm_loss, load_base
+    from .base import causal_lm_loss, labelled_tokens, load_base
 
     base = load_base(cfg.base, cfg.gguf, cfg.precision)
     base.model.to(accelerator.device)
@@ -159,6 +163,7 @@ def main(cfg: FinetuneConfig) -> int:
             f"{sum(t.own_names for t in tasks)} using the repository's own names"
             + (f" (fewer than --eval-lines {cfg.eval_lines}: the held-out files have no more)"
                if len(tasks) < cfg.eval_lines else ""))
+    decision_check: tuple[list[Any], tuple[int, int, int]] | None = None
     if cfg.task != "fim":  # next edits from the history before the held-out commits (finetune/next_edit.py)
         from .next_edit import task_data
 
@@ -167,6 +172,8 @@ def main(cfg: FinetuneConfig) -> int:
         except ValueError as exc:
             raise FinetuneError(str(exc)) from exc
         maker, eval_examples = data.maker, data.eval_examples
+        if data.decision is not None and data.decision_examples:
+            decision_check = (data.decision_examples, data.decision)
         # mixed: the FIM lines of the gate come from the files at the cut (the work tree holds
         # the held-out commits' results); next-edit alone: the held-out loss decides.
         tasks = line_tasks(data.fim_files.heldout, cfg.eval_lines, cfg.seed) \
@@ -195,6 +202,8 @@ def main(cfg: FinetuneConfig) -> int:
         else:
             t0 = time.perf_counter()
             before = {"loss": heldout_loss(base.model, eval_examples, pad_id)}
+            if decision_check is not None:
+                before["decisions"] = next_edit_decisions(base.model, *decision_check)
             if tasks and base.gguf is not None:
                 cache = Path(cfg.eval_cache).expanduser() if cfg.eval_cache else None
                 outcomes, cached = base_lines(cache, base.gguf, tasks, threads=threads,
@@ -237,6 +246,15 @@ def main(cfg: FinetuneConfig) -> int:
             save_checkpoint(ckpt_dir, at, accelerator.unwrap_model(model), optimizer, scheduler, history)
 
     # -- 5. training -----------------------------------------------------------------------
+    # loss_per token: a step's summed loss over a fixed count, the answer tokens a step holds on
+    # average (from the first examples, the same on every process and at --resume), so that each
+    # answer token weighs the same in every step, not more in a step of short answers.
+    per_step_tokens = 0.0
+    if cfg.loss_per == "token":
+        sample = maker.examples(range(TOKEN_NORM_EXAMPLES))
+        per_step_tokens = max(1.0, labelled_tokens(sample) / len(sample)) * cfg.batch_size * cfg.grad_accum
+        say(f"finetune: loss per token: a step's loss is its sum over {per_step_tokens:.0f} answer tokens "
+            f"(the mean of the first {len(sample)} examples x {cfg.batch_size * cfg.grad_accum})")
     n_tokens = 0
     trained_on: list[int] = []  # this step's example indices, for --log-shards
     t_train = time.perf_counter()
@@ -253,7 +271,10 @@ def main(cfg: FinetuneConfig) -> int:
                 sync = micro == cfg.grad_accum - 1
                 with nullcontext() if sync else accelerator.no_sync(model):  # DDP: all-reduce on the last only
                     with accelerator.autocast():
-                        loss = causal_lm_loss(model, batch) / cfg.grad_accum
+                        if per_step_tokens:
+                            loss = causal_lm_loss(model, batch, "sum") / per_step_tokens
+                        else:
+                            loss = causal_lm_loss(model, batch) / cfg.grad_accum
                     accelerator.backward(loss)
                 step_loss += float(loss.detach())
             grad_norm = accelerator.clip_grad_norm_(params, 1.0)  # of the averaged gradients
@@ -316,6 +337,8 @@ def main(cfg: FinetuneConfig) -> int:
         mark_template(staging / ADAPTER_TEMPLATE)
     t0 = time.perf_counter()
     after: dict[str, Any] = {"loss": heldout_loss(peft_model, eval_examples, pad_id)}
+    if decision_check is not None:
+        after["decisions"] = next_edit_decisions(peft_model, *decision_check)
     if tasks and base.gguf is not None:
         _add_lines(after, complete_lines(base.gguf, tasks, adapter=staging / ADAPTER, threads=threads,
                                          prompt_tokens=cfg.eval_prompt_tokens, progress=lines_done("after")))
@@ -390,6 +413,15 @@ def judge(before: dict[str, Any], after: dict[str, Any], tasks: list[LineTask],
                  f"  lines using the repository's own names (n={own_comparison.n}):", own_comparison.describe("    ")]
     decision = decide(before["loss"], after["loss"], comparison, min_loss_gain=cfg.min_loss_gain,
                       max_similarity_drop=cfg.max_similarity_drop, exact_match_alpha=cfg.exact_match_alpha)
+    if "decisions" in after:
+        d = gate["decisions"] = {"before": before.get("decisions"), "after": after["decisions"]}
+        text.append(f"  next-edit decisions on {d['after']['edit']['of'] + d['after']['none']['of']} validation "
+                    f"questions: " + (f"before: {describe_decisions(d['before'])}; " if d["before"] else "")
+                    + f"after: {describe_decisions(d['after'])}")
+        if decision.publish and d["after"]["edit"]["of"] and not d["after"]["edit"]["right"]:
+            # A lower loss is no use if the server would never see an edit from the adapter.
+            decision = Decision(False, "next-edit decisions",
+                                f"it chose no edit on all {d['after']['edit']['of']} validation questions with one")
     text.append(f"  decision: {'publish' if decision.publish else 'refuse'}, decided by {decision.metric}")
     return decision, gate, "\n".join(text)
 
@@ -418,6 +450,8 @@ def _mean(xs: list[float]) -> float:
 
 def _summary(result: dict[str, Any]) -> str:
     text = f"held-out loss {result['loss']:.4f}"
+    if result.get("decisions"):
+        text += f", next-edit decisions: {describe_decisions(result['decisions'])}"
     c = result.get("completion")
     if c:
         text += (f", line completions: exact match {c['exact_match']:.3f}, edit similarity "

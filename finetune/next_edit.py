@@ -28,7 +28,7 @@ import random
 import subprocess
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -226,6 +226,26 @@ class TaskData:
     fim_files: FileSet | None
     """The FIM files (mixed), at the cut; None for next-edit alone (no line completion evaluation)."""
     summary: dict[str, Any]
+    decision_examples: list[Example] = field(default_factory=list)
+    """One example per validation question (at most ``DECISION_QUESTIONS``, spread over them):
+    the edit-or-not decision before and after (``evaluate.next_edit_decisions``)."""
+    decision: tuple[int, int, int] | None = None
+    """(answer token, no-edit token, edit token) where the two answers part (``decision_token``)."""
+
+
+DECISION_QUESTIONS = 64
+
+
+def decision_token(tokenizer: Tokenizer) -> tuple[int, int, int] | None:
+    """Where a no-edit answer and a rewrite first differ, in tokens (the markers are plain text
+    to the tokenizer: ``<``, ``|``, then ``no`` or ``region`` for Qwen2.5-Coder): (index, the
+    no-edit answer's token, the rewrite's token); None if one is a prefix of the other."""
+    none = tokenizer.tokenize(render_target(None))
+    edit = tokenizer.tokenize(render_target("x\n"))
+    for i, (a, b) in enumerate(zip(none, edit)):
+        if a != b:
+            return i, a, b
+    return None
 
 
 def task_data(cfg: Any, base: Any, repo_name: str, fim_settings: Any) -> TaskData:
@@ -255,8 +275,12 @@ def task_data(cfg: Any, base: Any, repo_name: str, fim_settings: Any) -> TaskDat
         "train_questions": dict(Counter(s.kind for s in train_steps)),
         "validation_questions": dict(Counter(s.kind for s in valid_steps)),
     }
+    picked = [valid_steps[round(i * len(valid_steps) / DECISION_QUESTIONS)] for i in range(DECISION_QUESTIONS)] \
+        if len(valid_steps) > DECISION_QUESTIONS else valid_steps
+    decisions = [ex for ex in (ne_eval.make(s) for s in picked) if ex is not None]
+    decision = decision_token(base.tokenizer)
     if cfg.task == "next-edit":
-        return TaskData(ne, ne_eval.examples(range(n_eval)), None, summary)
+        return TaskData(ne, ne_eval.examples(range(n_eval)), None, summary, decisions, decision)
     tmp = Path(tempfile.mkdtemp(prefix="slm-finetune-cut-"))
     files = load_files(files_at(repo, older[-1].sha, tmp), heldout_fraction=cfg.heldout_fraction,
                        max_file_bytes=cfg.max_file_bytes, seed=cfg.seed)
@@ -269,7 +293,8 @@ def task_data(cfg: Any, base: Any, repo_name: str, fim_settings: Any) -> TaskDat
     n_ne = round(n_eval * cfg.next_edit_fraction)
     evals = ne_eval.examples(range(n_ne)) + fim_eval.examples(range(n_eval - n_ne))
     summary["fim_files"] = {"train": len(files.train), "heldout": len(files.heldout), "at": older[-1].sha}
-    return TaskData(MixedExampleMaker(fim, ne, cfg.next_edit_fraction, cfg.seed), evals, files, summary)
+    return TaskData(MixedExampleMaker(fim, ne, cfg.next_edit_fraction, cfg.seed), evals, files, summary,
+                    decisions, decision)
 
 
 def mark_template(path: Path) -> None:

@@ -105,6 +105,16 @@ def test_loss_on_labelled_positions_equals_the_full_forward(tmp_path):
     kept, kept_grads = loss_and_grads(lambda: causal_lm_loss(model, batch))
     assert kept == pytest.approx(full, rel=1e-5)
     assert all(torch.allclose(kept_grads[n], g, atol=1e-6) for n, g in full_grads.items())
+    # loss_per token: the sum over the labelled positions instead of their mean.
+    n = int((labels[:, 1:] != -100).sum())
+    summed = float(causal_lm_loss(model, batch, "sum").detach())
+    assert summed == pytest.approx(full * n, rel=1e-5)
+    most = labels.clone()
+    most[:, 5:] = ids[:, 5:]  # most positions labelled: the plain forward path sums too
+    batch_most = {**batch, "labels": most}
+    mean_most = float(model(**batch_most).loss.detach())
+    assert float(causal_lm_loss(model, batch_most, "sum").detach()) == pytest.approx(
+        mean_most * int((most[:, 1:] != -100).sum()), rel=1e-5)
 
 
 def test_the_converted_tokenizer_is_cached_and_tokenizes_alike(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import json
 import random
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from finetune.next_edit import (
     MixedExampleMaker,
     NextEditExampleMaker,
     away_steps,
+    decision_token,
     files_at,
     jump_steps,
     mark_template,
@@ -26,7 +28,7 @@ from finetune.next_edit import (
     training_steps,
 )
 from slm_lsp.engine.fim import FimTemplate
-from slm_lsp.engine.model import ADAPTER_TEMPLATE, LlamaRunner
+from slm_lsp.engine.model import ADAPTER_TEMPLATE, LlamaRunner, LlamaVocab
 from slm_lsp.engine.next_edit import NextEditInput, render_prompt, render_target, trained_for_next_edit
 from tests.conftest import TINY_MODEL
 from tests.finetune import test_lora
@@ -206,6 +208,11 @@ def test_task_flags_and_their_defaults() -> None:
     assert from_args(given).task == "fim" and from_args(given).seq_len == 256
     cfg = from_args({**given, "task": "next-edit"})
     assert cfg.seq_len == TASK_DEFAULTS["next-edit"]["seq_len"] == 768
+    # A rewrite and the no-edit marker differ in one token: every answer token weighs the same.
+    assert cfg.loss_per == "token" and from_args(given).loss_per == "example"
+    assert from_args({**given, "task": "next-edit", "loss_per": "example"}).loss_per == "example"
+    with pytest.raises(ConfigError, match="--loss-per"):
+        from_args({**given, "loss_per": "sequence"})
     assert from_args({**given, "task": "mixed", "seq_len": 512}).seq_len == 512
     # The finetune cut and the evaluation's default agree.
     assert FinetuneConfig().heldout_commits == HELDOUT_COMMITS
@@ -229,6 +236,10 @@ def test_finetune_next_edit_end_to_end_marks_the_adapter_for_the_server(repo: Pa
     out = Path(cfg.out)
     report = json.loads((out / "eval.json").read_text())
     assert report["after"]["loss"] < report["before"]["loss"], report
+    # The edit-or-not decision was checked before and after on the validation questions.
+    for when in ("before", "after"):
+        d = report[when]["decisions"]
+        assert d["edit"]["of"] + d["none"]["of"] >= 1 and 0 <= d["edit"]["right"] <= d["edit"]["of"], report
     assert trained_for_next_edit(out / ADAPTER_TEMPLATE)
     r = LlamaRunner(str(gguf), threads=1, n_ctx=512)
     try:
@@ -236,3 +247,47 @@ def test_finetune_next_edit_end_to_end_marks_the_adapter_for_the_server(repo: Pa
         assert r.next_edit_prompt
     finally:
         r.close()
+
+
+def test_decision_token_is_where_a_rewrite_and_no_edit_part() -> None:
+    vocab = LlamaVocab(str(TINY_MODEL))
+    parted = decision_token(vocab)
+    assert parted is not None
+    at, none, edit = parted
+    assert vocab.tokenize(render_target(None))[at] == none
+    assert vocab.tokenize(render_target("x\n"))[at] == edit and none != edit
+    assert vocab.tokenize(render_target(None))[:at] == vocab.tokenize(render_target("x\n"))[:at]
+
+
+def test_next_edit_decisions_reads_the_logits_where_the_answers_part() -> None:
+    """A stand-in model prefers the edit token exactly when the last token it was given is even:
+    the check must look right before the deciding answer token, count per kind, and skip examples
+    whose answer does not reach a decision."""
+    torch: Any = pytest.importorskip("torch")
+    from finetune.data import Example
+    from finetune.evaluate import next_edit_decisions
+
+    NONE, EDIT = 7, 8
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask):  # noqa: ANN001
+            logits = torch.zeros(1, input_ids.shape[1], 10)
+            logits[0, -1, EDIT if int(input_ids[0, -1]) % 2 == 0 else NONE] = 1.0
+            return SimpleNamespace(logits=logits)
+
+    def example(prompt: list[int], answer: list[int]) -> Example:
+        return Example(prompt + answer, [IGNORE_INDEX] * len(prompt) + answer, "p", "next-edit:x", "next-edit", "")
+
+    examples = [
+        example([1, 2, 3], [5, 6, EDIT, 9]),  # before the decision: 6, even: edit chosen, right
+        example([1, 2, 3], [5, 6, NONE, 9]),  # edit chosen, wrong
+        example([1, 2, 3], [5, 1, NONE, 9]),  # 1, odd: no edit chosen, right
+        example([1, 2, 3], [5, 1, 4, 9]),     # the answer's third token decides nothing: skipped
+        example([1, 2, 3], [5]),              # too short: skipped
+    ]
+    d = next_edit_decisions(Model(), examples, (2, NONE, EDIT))
+    assert d == {"edit": {"right": 1, "of": 1}, "none": {"right": 1, "of": 2}}
