@@ -257,7 +257,8 @@ class SessionDoc:
     """Characters of each region typed so far."""
     open_line: bool = True
     """A region is typed into a line opened first (``typing_script``'s ``open_line``): its last
-    line break is there from the first character, and is not typed."""
+    line break is there from the moment the user comes to the place (Enter, Vim's ``o``: the
+    cursor then rests on the empty line while they think), and is not typed."""
 
     def region_text(self, i: int) -> str:
         a, b = self.regions[i]
@@ -268,8 +269,9 @@ class SessionDoc:
         text = self.region_text(i)
         return len(text) - 1 if self.open_line and text.endswith("\n") else len(text)
 
-    def text(self, active: int) -> tuple[str, int]:
-        """The document now, and the offset of the cursor (the end of what region ``active`` has)."""
+    def text(self, active: int, line_open: bool = True) -> tuple[str, int]:
+        """The document now, and the offset of the cursor (the end of what region ``active`` has);
+        ``line_open`` False: before the user opened the active region's line (as the file opened)."""
         parts: list[str] = []
         cursor, start = 0, 0
         for i, (a, b) in enumerate(self.regions):
@@ -278,7 +280,8 @@ class SessionDoc:
             parts.append(region[:typed])
             if i == active:
                 cursor = sum(map(len, parts))
-            if self.open_line and typed and region.endswith("\n") and typed < len(region):
+            if self.open_line and (typed or (i == active and line_open)) and region.endswith("\n") \
+                    and typed < len(region):
                 parts.append("\n")  # the opened line's end
             start = b
         parts.append("".join(self.lines[start:]))
@@ -345,9 +348,9 @@ def run_session_bench(args: argparse.Namespace) -> int:
     provider = _context_provider(args.context) if args.context else None
     keys = [f"file://{os.path.realpath(d.path)}" for d in docs]
 
-    def request(i: int, region: int) -> CompletionRequest:
+    def request(i: int, region: int, line_open: bool = True) -> CompletionRequest:
         doc = docs[i]
-        text, offset = doc.text(region)
+        text, offset = doc.text(region, line_open)
         line = text.count("\n", 0, offset)
         col = offset - (text.rfind("\n", 0, offset) + 1)
         req = CompletionRequest(keys[i], text, line, col, "python", path=os.path.realpath(doc.path))
@@ -382,7 +385,7 @@ def run_session_bench(args: argparse.Namespace) -> int:
         doc = docs[stretch.doc]
         if stretch.doc not in opened:  # textDocument/didOpen: the server warms the file's top window
             opened.add(stretch.doc)
-            engine.warm(request(stretch.doc, stretch.region), top=True)
+            engine.warm(request(stretch.doc, stretch.region, line_open=False), top=True)
         if getattr(args, "cursor", "on") == "on":
             # slm/cursor: the cursor rests at the new place while the user reads and thinks.
             arrive(stretch.doc, request(stretch.doc, stretch.region))
@@ -430,6 +433,10 @@ def run_session_bench(args: argparse.Namespace) -> int:
     if cold:
         print(f"prompt evaluation on this machine: {sum(e for e, _ in cold) / sum(m for _, m in cold) * 1000:.0f} "
               f"tokens/s (requests that evaluated 200+ tokens)")
+    typing = [r.evaluated for r in records if r.cause == "typing"]
+    if typing:  # what a typing request costs, whatever the machine's speed
+        print(f"prompt tokens evaluated per typing request: p50 {percentile(typing, 50):.0f}, "
+              f"mean {statistics.fmean(typing):.1f}")
     print(f"KV states kept: {kv['documents']} documents, {kv['mib']} MiB of {kv['limit_mib']} MiB; restored "
           f"{kv['restored']}, evicted {kv['evicted']}; warmups {kv['warmups']} done, {kv['warmups_stopped']} stopped "
           f"by a request")

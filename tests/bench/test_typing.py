@@ -31,9 +31,11 @@ def test_a_session_types_in_each_file_switching_and_jumping(tmp_path: Path):
     for doc in docs:  # a document with every region typed back is the file again
         doc.typed = [doc.typed_length(i) for i in range(len(doc.regions))]
         assert doc.text(0)[0] == SOURCE
-    # The user opened a line for "b" (Enter, Vim's o) and typed it: the next line stays its own.
+    # The user opened a line for "b" (Enter, Vim's o) on coming to the place, and typed it: the
+    # next line stays its own. A region not typed yet, away from the cursor, has no line yet.
     doc = SessionDoc("x", ["a\n", "bb\n", "c\n"], [(1, 2)], [0])
-    assert doc.typed_length(0) == 2 and doc.text(0) == ("a\nc\n", 2)
+    assert doc.typed_length(0) == 2 and doc.text(0) == ("a\n\nc\n", 2)
+    assert doc.text(-1)[0] == "a\nc\n" and doc.text(0, line_open=False) == ("a\nc\n", 2)
     doc.typed = [1]
     assert doc.text(0) == ("a\nb\nc\n", 3)
     doc.typed = [2]
@@ -69,7 +71,8 @@ def test_bench_typing_session_prints_the_tail_and_plots_it(tmp_path: Path):
     assert out.returncode == 0, out.stderr
     assert "open line off" in out.stdout, out.stdout
     for expected in ("latency, all requests:", "type-through cache:", "first suggestion after open:",
-                     "KV states kept:", "latency by cause:", "  open "):
+                     "prompt tokens evaluated per typing request:", "KV states kept:", "latency by cause:",
+                     "  open "):
         assert expected in out.stdout, out.stdout
     assert (tmp_path / "session.png").read_bytes()[:4] == b"\x89PNG"
 
