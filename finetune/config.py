@@ -116,6 +116,12 @@ class FinetuneConfig:
     empty line with the cursor at column 0 (a new line the user opened; HumanEval's single- and
     multi-line sets ask that way)."""
 
+    own_names_fraction: float = 0.0
+    """Share of the repository's examples whose middle is the rest of a line from a cursor at
+    or before a name the training files define (functions, classes, constants, ``self.``
+    attributes; as the gate's own-name lines): what an adapter can learn from a codebase that a
+    base model cannot know. The rest are drawn as ``node_fraction`` and ``line_fraction`` say."""
+
     general_corpus: str = ""
     """Also train on general code, comma-separated: ``stdlib`` (Python's standard library
     source) and/or ``site-packages`` (installed packages under permissive licences only), tests
@@ -273,6 +279,7 @@ class FinetuneConfig:
             need(getattr(self, name) >= 0, name, "not negative")
         need(self.max_file_bytes >= 1024, "max_file_bytes", "at least 1024")
         need(0.0 <= self.whole_line_fraction <= 1.0, "whole_line_fraction", "between 0 and 1")
+        need(0.0 <= self.own_names_fraction <= 1.0, "own_names_fraction", "between 0 and 1")
         need(0.0 <= self.train_minutes <= 100_000, "train_minutes", "between 0 and 100000")
         need(all(x.strip() in GENERAL_CORPORA for x in self.general_corpus.split(",") if x.strip()),
              "general_corpus", f"empty or a comma-separated list of {', '.join(GENERAL_CORPORA)}")

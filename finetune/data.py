@@ -20,8 +20,10 @@
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import hashlib
+import keyword
 import os
 import random
 import re
@@ -357,6 +359,55 @@ def whole_lines(text: str, span: tuple[int, int]) -> tuple[int, int] | None:
     return line_start, line_end
 
 
+# -- the repository's own names -----------------------------------------------------------------
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# Definitions across the languages the index reads, at the start of a line (so that prose in
+# comments does not count): functions, classes, types, constants and variables (``def``/``class``,
+# ``function``/``const``/``let``, Go/Rust ``func``/``fn``/``struct``, Go methods' receivers
+# skipped), names assigned at the start of a line without indentation (module constants), and
+# attributes set on ``self``/``this`` (what ``self.`` completes to).
+DEFINITION = re.compile(
+    r"^[ \t]*(?:(?:export|pub(?:\([a-z]+\))?|async|static|default|public|private|protected)\s+)*"
+    r"(?:def|class|function|func|fn|struct|enum|trait|interface|type|const|let|var|val)\s+"
+    r"\*?(?:\([^)]*\)\s*)?([A-Za-z_][A-Za-z0-9_]*)"
+    r"|^([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=\n]*)?=(?!=)"
+    r"|\b(?:self|this)\.([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=\n]*)?=(?!=)", re.M)
+MIN_NAME_CHARS = 4
+"""Shorter names (``i``, ``df``, ``run``) say little about a codebase."""
+COMMON_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
+
+
+def repo_names(files: Iterable[SourceFile]) -> set[str]:
+    """The names ``files`` define (see ``DEFINITION``), less Python's builtins and keywords,
+    dunder names and names shorter than ``MIN_NAME_CHARS``."""
+    names: set[str] = set()
+    for f in files:
+        for m in DEFINITION.finditer(f.text):
+            names.add(m.group(1) or m.group(2) or m.group(3))
+    return {n for n in names if len(n) >= MIN_NAME_CHARS and n not in COMMON_NAMES and not n.startswith("__")}
+
+
+def name_uses(text: str, names: set[str]) -> list[int]:
+    """Where ``text`` uses one of ``names`` (the offsets of the identifiers)."""
+    return [m.start() for m in IDENTIFIER.finditer(text) if m.group() in names]
+
+
+def name_line_span(text: str, uses: list[int], rng: random.Random) -> tuple[int, int] | None:
+    """The rest of the line from a random cursor at or before one of ``uses`` (offsets of the
+    repository's names in ``text``, see ``name_uses``): the name is part of the middle, as in the
+    gate's own-name lines (``evaluate.line_tasks``)."""
+    if not uses:
+        return None
+    at = rng.choice(uses)
+    line_start = text.rfind("\n", 0, at) + 1
+    line_end = text.find("\n", at)
+    line_end = len(text) if line_end < 0 else line_end
+    # line_span cuts before the last two characters it is given: up to two into the name, so
+    # the cut falls before the name or at its start
+    cut = line_span(text[line_start:at + 2], rng, min_chars=2)
+    return (line_start + cut[0], line_end) if cut is not None else None
+
+
 # -- examples -----------------------------------------------------------------------------------
 @dataclass
 class Example:
@@ -364,7 +415,7 @@ class Example:
     labels: list[int]
     path: str
     kind: str
-    """node, line or random."""
+    """node, line, name (the rest of a line from before a repository name) or random."""
     layout: str
     middle: str
 
@@ -381,6 +432,7 @@ class DataSettings:
     max_middle_lines: int = 8
     loss_on: str = "middle"
     whole_line_fraction: float = 0.0
+    own_names_fraction: float = 0.0
 
     @classmethod
     def from_config(cls, cfg: Any) -> DataSettings:
@@ -392,10 +444,12 @@ class ExampleMaker:
 
     def __init__(self, files: list[SourceFile], template: FimTemplate, tokenizer: Tokenizer, *,
                  end_token: int, bos: list[int] | None = None, settings: DataSettings | None = None,
-                 repo_name: str = "repo", seed: int = 0) -> None:
+                 repo_name: str = "repo", seed: int = 0, names: set[str] | None = None) -> None:
         if not files:
             raise ValueError("no files to make examples from")
         self.files, self.template, self.tok = files, template, tokenizer
+        self.names = names or set()
+        self._uses: dict[str, list[int]] = {}
         self.end_token, self.bos = end_token, bos or []
         self.s = settings or DataSettings()
         self.repo_name, self.seed = repo_name, seed
@@ -407,6 +461,11 @@ class ExampleMaker:
         if f.path not in self._nodes:
             self._nodes[f.path] = node_spans(f, self.s.max_middle_lines)
         return self._nodes[f.path]
+
+    def _name_uses(self, f: SourceFile) -> list[int]:
+        if f.path not in self._uses:
+            self._uses[f.path] = name_uses(f.text, self.names)
+        return self._uses[f.path]
 
     def example(self, index: int) -> Example:
         """Example ``index`` (deterministic); retries other spans when one does not fit."""
@@ -423,9 +482,14 @@ class ExampleMaker:
     def _try(self, rng: random.Random) -> Example | None:
         s = self.s
         f = rng.choices(self.files, self._weights)[0]
-        roll = rng.random()
         span: tuple[int, int] | None = None
         kind = "random"
+        # drawn only when asked for, so that other settings make the same examples as before
+        if s.own_names_fraction and self.names and rng.random() < s.own_names_fraction \
+                and (span := name_line_span(f.text, self._name_uses(f), rng)) is not None:
+            return self.make(f, span, kind="name",
+                             context=self._context(f, rng) if rng.random() < s.context_fraction else [])
+        roll = rng.random()
         if roll < s.node_fraction and (nodes := self._node_spans(f)):
             span, kind = rng.choice(nodes), "node"
         elif roll < s.node_fraction + s.line_fraction:

@@ -17,23 +17,20 @@
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
-import keyword
 import os
 import random
-import re
 import statistics
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from slm_lsp.bench.humaneval import sign_test
 
-from .data import IGNORE_INDEX, Example, SourceFile, collate, line_span
+from .data import IDENTIFIER, IGNORE_INDEX, Example, SourceFile, collate, line_span
 
 
 @dataclass
@@ -133,38 +130,6 @@ def heldout_loss(model: Any, examples: list[Example], pad_id: int, batch_size: i
             count += int((labels != IGNORE_INDEX).sum())
     model.train(was_training)
     return total / max(count, 1)
-
-
-# -- the repository's own names -----------------------------------------------------------------
-IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Definitions across the languages the index reads, at the start of a line (so that prose in
-# comments does not count): functions, classes, types, constants and variables (``def``/``class``,
-# ``function``/``const``/``let``, Go/Rust ``func``/``fn``/``struct``, Go methods' receivers
-# skipped), names assigned at the start of a line without indentation (module constants), and
-# attributes set on ``self``/``this`` (what ``self.`` completes to).
-DEFINITION = re.compile(
-    r"^[ \t]*(?:(?:export|pub(?:\([a-z]+\))?|async|static|default|public|private|protected)\s+)*"
-    r"(?:def|class|function|func|fn|struct|enum|trait|interface|type|const|let|var|val)\s+"
-    r"\*?(?:\([^)]*\)\s*)?([A-Za-z_][A-Za-z0-9_]*)"
-    r"|^([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=\n]*)?=(?!=)"
-    r"|\b(?:self|this)\.([A-Za-z_][A-Za-z0-9_]*)\s*(?::[^=\n]*)?=(?!=)", re.M)
-MIN_NAME_CHARS = 4
-"""Shorter names (``i``, ``df``, ``run``) say little about a codebase."""
-COMMON_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(keyword.softkwlist)
-
-
-def repo_names(files: Iterable[SourceFile]) -> set[str]:
-    """The names ``files`` define (see ``DEFINITION``), less Python's builtins and keywords,
-    dunder names and names shorter than ``MIN_NAME_CHARS``."""
-    names: set[str] = set()
-    for f in files:
-        for m in DEFINITION.finditer(f.text):
-            names.add(m.group(1) or m.group(2) or m.group(3))
-    return {n for n in names if len(n) >= MIN_NAME_CHARS and n not in COMMON_NAMES and not n.startswith("__")}
-
-
-def uses_names(text: str, names: set[str]) -> bool:
-    return any(m.group() in names for m in IDENTIFIER.finditer(text))
 
 
 # -- tasks --------------------------------------------------------------------------------------

@@ -39,7 +39,16 @@ from typing import Any
 from slm_lsp.engine.model import ADAPTER_TEMPLATE
 
 from .config import FinetuneConfig
-from .data import DataSettings, ExampleMaker, MixedExamples, collate, count_by, load_files, load_general_corpus
+from .data import (
+    DataSettings,
+    ExampleMaker,
+    MixedExamples,
+    collate,
+    count_by,
+    load_files,
+    load_general_corpus,
+    repo_names,
+)
 from .evaluate import (
     CompletionScores,
     Decision,
@@ -54,7 +63,6 @@ from .evaluate import (
     heldout_loss,
     line_tasks,
     next_edit_decisions,
-    repo_names,
 )
 
 ADAPTER = "adapter.gguf"
@@ -138,9 +146,10 @@ def main(cfg: FinetuneConfig) -> int:
         f"template {base.template.name}")
     settings = DataSettings.from_config(cfg)
     repo_name = Path(cfg.repo).resolve().name
+    train_names = repo_names(files.train)
     maker: ExampleMaker | MixedExamples = ExampleMaker(files.train, base.template, base.tokenizer,
                                                        end_token=base.end_token, bos=base.bos, settings=settings,
-                                                       repo_name=repo_name, seed=cfg.seed)
+                                                       repo_name=repo_name, seed=cfg.seed, names=train_names)
     if cfg.general_corpus:
         general = load_general_corpus(cfg.general_corpus, max_files=cfg.general_max_files,
                                       max_file_bytes=cfg.max_file_bytes, seed=cfg.seed)
@@ -156,7 +165,7 @@ def main(cfg: FinetuneConfig) -> int:
     eval_maker = ExampleMaker(files.heldout, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
                               settings=settings, repo_name=repo_name, seed=cfg.seed + 1)
     eval_examples = eval_maker.examples(range(cfg.eval_examples))
-    tasks = line_tasks(files.heldout, cfg.eval_lines, cfg.seed, names=repo_names(files.train),
+    tasks = line_tasks(files.heldout, cfg.eval_lines, cfg.seed, names=train_names,
                        own_names_fraction=cfg.eval_own_names_fraction) if base.gguf is not None else []
     if base.gguf is not None and cfg.eval_lines:
         say(f"finetune: {len(tasks)} held-out lines for the gate from {len({t.path for t in tasks})} files, "

@@ -12,6 +12,7 @@ import pytest
 
 from finetune.config import ConfigError, FinetuneConfig, from_args
 from finetune.data import (
+    IDENTIFIER,
     IGNORE_INDEX,
     DataSettings,
     ExampleMaker,
@@ -19,6 +20,7 @@ from finetune.data import (
     line_span,
     load_files,
     node_spans,
+    repo_names,
 )
 from finetune.evaluate import edit_similarity, line_tasks
 from slm_lsp.config import CompletionConfig
@@ -45,9 +47,9 @@ def files():
     return load_files(REPO, heldout_fraction=0.3, seed=0)
 
 
-def maker_for(runner, files, **settings):
+def maker_for(runner, files, names=None, **settings):
     return ExampleMaker(files, runner.template, runner, end_token=runner.special("<|endoftext|>"),
-                        settings=DataSettings(**settings), repo_name="geom", seed=0)
+                        settings=DataSettings(**settings), repo_name="geom", seed=0, names=names)
 
 
 def test_filters_drop_generated_vendored_minified_ignored_and_duplicates(files):
@@ -222,6 +224,50 @@ def test_cli_reports_a_bad_flag_by_name(capsys, tmp_path):
 
     assert main(["finetune", str(REPO), "--base", "m.gguf", "--out", str(tmp_path / "o"), "--lora-r", "0"]) == 2
     assert "--lora-r: at least 1" in capsys.readouterr().err
+
+
+# -- the repository's own names ------------------------------------------------------------------
+def test_name_line_span_puts_the_cursor_at_or_before_a_use_of_the_name():
+    import random
+
+    from finetune.data import name_line_span, name_uses
+
+    text = "import os\n\ndef area(shape):\n    total = polygon_area(shape.points) + 1\n    return total\n"
+    uses = name_uses(text, {"polygon_area"})
+    assert uses == [text.index("polygon_area")]
+    line_end = text.index("\n", uses[0])
+    cuts = set()
+    for seed in range(200):
+        start, end = name_line_span(text, uses, random.Random(seed))
+        assert end == line_end and start <= uses[0]  # the whole name is in the middle
+        assert "polygon_area(shape.points) + 1" in text[start:end]
+        cuts.add(start)
+    assert uses[0] in cuts and len(cuts) > 1  # at the name, and earlier in the line
+    assert name_line_span(text, [], random.Random(0)) is None
+    # A name at the start of its line: the cursor at the name, the indentation kept out.
+    text = "x = 1\n    polygon_area(x)\n"
+    assert name_line_span(text, name_uses(text, {"polygon_area"}), random.Random(0)) == (text.index("polygon_area"),
+                                                                                         len(text) - 1)
+
+
+def test_own_names_fraction_hides_lines_that_use_the_training_files_names(runner, files):
+    names = repo_names(files.train)
+    assert names
+    settings = dict(seq_len=512, context_fraction=0.0, spm_fraction=0.0)
+    with_names = maker_for(runner, files.train, names=names, own_names_fraction=1.0, **settings).examples(range(20))
+    assert all(e.kind == "name" for e in with_names)
+    for e in with_names:
+        # the cursor is at or before the name: some name of the repository is in the middle
+        assert any(m.group() in names for m in IDENTIFIER.finditer(e.middle)), e.middle
+        assert "\n" not in e.middle
+    # Off (the default) or without names: the examples are exactly those drawn before the option.
+    plain = maker_for(runner, files.train, **settings).examples(range(20))
+    names_off = maker_for(runner, files.train, names=names, **settings)
+    no_names = maker_for(runner, files.train, own_names_fraction=1.0, **settings)
+    for maker in (names_off, no_names):
+        assert [e.input_ids for e in maker.examples(range(20))] == [e.input_ids for e in plain]
+    half = maker_for(runner, files.train, names=names, own_names_fraction=0.5, **settings).examples(range(60))
+    assert 15 <= sum(e.kind == "name" for e in half) <= 45
 
 
 # -- whole lines, the general corpus, mixing ------------------------------------------------------

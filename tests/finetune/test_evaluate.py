@@ -13,7 +13,7 @@ import pytest
 
 from finetune import lora
 from finetune.config import FinetuneConfig
-from finetune.data import SourceFile, load_files
+from finetune.data import SourceFile, load_files, repo_names
 from finetune.evaluate import (
     LineOutcome,
     base_lines,
@@ -23,7 +23,6 @@ from finetune.evaluate import (
     decide,
     line_tasks,
     lines_key,
-    repo_names,
     score_line,
 )
 from slm_lsp.bench.humaneval import sign_test
