@@ -220,7 +220,10 @@ def complete_lines(gguf: Path, tasks: list[LineTask], *, adapter: Path | None = 
     config = Config()
     config.model.path, config.model.threads = str(gguf), threads
     config.model.adapter = str(adapter) if adapter else ""
+    # One line is scored: the rules end the answer there (the model's own length would only
+    # generate past it), whatever the server's default.
     config.completion.max_lines, config.completion.max_tokens = 1, max_tokens
+    config.completion.answer_length = "rules"
     config.completion.time_budget_ms = 60_000
     if prompt_tokens:
         config.completion.prefix_tokens = prompt_tokens * 3 // 4

@@ -38,10 +38,10 @@ def _remote_args(p: argparse.ArgumentParser) -> None:
 
 
 def _answer_length_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--answer-length", choices=["rules", "model"],
+    p.add_argument("--answer-length", choices=["rules", "model", "auto"],
                    help="where nothing is right of the cursor, who ends the answer: the shaping rules' guess "
-                        "of one line or a block, or the model's own end-of-generation token "
-                        "(completion.answer_length, default rules)")
+                        "of one line or a block, the model's own end-of-generation token, or the model while it "
+                        "ends its answers itself (completion.answer_length, default auto)")
 
 
 def _speculative_args(p: argparse.ArgumentParser, compare: bool = False) -> None:

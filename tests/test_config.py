@@ -377,6 +377,7 @@ def test_speculative_settings_are_checked():
 
 def test_answer_length_is_one_of_its_values():
     assert merge_config({"completion": {"answerLength": "model"}}).config.completion.answer_length == "model"
+    assert merge_config({"completion": {"answerLength": "rules"}}).config.completion.answer_length == "rules"
     result = merge_config({"completion": {"answerLength": "forever"}})
-    assert result.config.completion.answer_length == "rules"
+    assert result.config.completion.answer_length == "auto"
     _only_error(result.errors, "completion.answer_length")

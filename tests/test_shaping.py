@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slm_lsp.engine.shaping import CompletionShaper, indent_of
+from slm_lsp.engine.shaping import AnswerLengthChoice, CompletionShaper, indent_of
 
 
 def _shaper(prefix: str, suffix: str = "", max_lines: int = 12) -> CompletionShaper:
@@ -334,3 +334,78 @@ def test_model_length_at_a_line_end_ends_a_plain_statement_with_its_line():
     # The same line finishing a block header goes on to its body, until the model ends it.
     h = _model_shaper("def f(xs):\n    for x in", "\n    return total\n")
     assert h.stop_at(" xs:\n        total += x\n") is None
+
+
+# -- answer_length "auto": the model while it ends its answers itself ---------------------------
+HOLE = ("def f(a):\n    b = a + 1\n", "\n    return c\n")
+"""A blank line between two lines of a block: an answer whose length the model may decide."""
+
+
+def _answer(choice: AnswerLengthChoice, text: str, complete: bool = True, where: tuple[str, str] = HOLE) -> str:
+    """One request: the shaper for the length ``choice`` picks, and the outcome recorded."""
+    mode = choice.mode("auto")
+    shaper = CompletionShaper.for_cursor(*where, max_lines=3, answer_length=mode)
+    choice.record("auto", shaper, text, complete)
+    return mode
+
+
+ENDED = "    c = b * 2\n    c += 1"
+RUN_ON = "".join(f"    c{i} = {i}\n" for i in range(6))
+
+
+def test_auto_keeps_the_model_length_for_a_model_that_ends_its_answers():
+    choice = AnswerLengthChoice()
+    window = AnswerLengthChoice.SAMPLE
+    for i in range(3 * window):
+        # one in ten runs on (or is cut by the budget): still at least three in four
+        assert _answer(choice, RUN_ON if i % 10 == 9 else ENDED) == "model"
+    ran_on = sum(i % 10 == 9 for i in range(2 * window, 3 * window))
+    assert choice.snapshot("auto") == {"setting": "auto", "using": "model", "ended": window - ran_on, "of": window}
+
+
+def test_auto_hands_the_length_to_the_rules_for_a_model_that_runs_on_and_tries_again_later():
+    choice = AnswerLengthChoice()
+    window, every = AnswerLengthChoice.SAMPLE, AnswerLengthChoice.PROBE_EVERY
+    # The first answers it could end: half ran on (past max_lines, or out of tokens or time).
+    modes = [_answer(choice, RUN_ON if i % 2 else ENDED, complete=i % 4 != 1) for i in range(window)]
+    assert modes == ["model"] * window
+    assert choice.snapshot("auto") == {"setting": "auto", "using": "rules", "ended": window // 2, "of": window}
+    # The rules decide now; after PROBE_EVERY requests the model decides once more.
+    assert [_answer(choice, ENDED) for _ in range(every)] == ["rules"] * every
+    assert choice.mode("auto") == "model"
+    # A probe where the model does not decide (text right of the cursor) keeps the probe open.
+    assert _answer(choice, "a, b", where=("x = foo(", ")\nprint(x)\n")) == "model"
+    assert _answer(choice, ENDED) == "model"  # this one counts (it replaces an ended one)
+    assert choice.mode("auto") == "rules" and choice.snapshot("auto")["ended"] == window // 2
+    # If it now ends its answers (another model, an adapter), the probes bring the model back:
+    # each probe that ends replaces the oldest answer, and the run-ons leave the window one by one.
+    probes = 0
+    while choice.mode("auto") == "rules" and probes < window:
+        assert [_answer(choice, ENDED) for _ in range(every)] == ["rules"] * every
+        assert _answer(choice, ENDED) == "model"
+        probes += 1
+    assert choice.mode("auto") == "model" and probes < window
+    assert choice.snapshot("auto")["ended"] >= AnswerLengthChoice.MIN_SHARE * window
+    for _ in range(window):
+        assert _answer(choice, ENDED) == "model"
+    assert choice.snapshot("auto")["ended"] == window
+
+
+def test_auto_counts_only_answers_the_model_could_end_and_starts_afresh_on_reset():
+    choice = AnswerLengthChoice()
+    # Mid-line (text right of the cursor) and a plain statement finished at a line end: the
+    # rules end those whatever the setting, so they say nothing about the model.
+    for _ in range(30):
+        _answer(choice, "a, b", where=("x = foo(", ")\nprint(x)\n"))
+        _answer(choice, "xs)\n    print(total)", where=("def f(xs):\n    total = compute(", "\n    return total\n"))
+    assert choice.snapshot("auto")["of"] == 0 and choice.mode("auto") == "model"
+    for _ in range(AnswerLengthChoice.SAMPLE):
+        _answer(choice, RUN_ON)
+    assert choice.mode("auto") == "rules"
+    choice.reset()
+    assert choice.mode("auto") == "model" and choice.snapshot("auto")["of"] == 0
+    # The fixed settings are what they say, and record nothing.
+    assert choice.mode("rules") == "rules" and choice.mode("model") == "model"
+    shaper = CompletionShaper.for_cursor(*HOLE, max_lines=3, answer_length="model")
+    choice.record("model", shaper, RUN_ON, True)
+    assert choice.snapshot("model") == {"setting": "model", "using": "model", "ended": 0, "of": 0}

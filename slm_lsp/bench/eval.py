@@ -177,9 +177,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
     repo = os.path.realpath(args.repo)
     settings = cli.cli_settings(args)
+    # One line is scored, and the rules end the answer there (the model's own length would
+    # only generate lines past it).
     settings.setdefault("completion", {}).update({
         "prefix_tokens": args.prefix_tokens, "suffix_tokens": args.suffix_tokens, "max_tokens": 48,
-        "max_lines": 1})
+        "max_lines": 1, "answer_length": "rules"})
     config = merge_config(settings).config
     # No time budget: a benchmark scores the model's line, not how busy the machine was. (The
     # setting's range ends at 60 s; asking for more gave the default 2 s, and on 2 busy cores the

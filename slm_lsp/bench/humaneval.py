@@ -49,7 +49,7 @@ from ..config import merge_config
 from ..engine.prompt import Prompt, plain_fim_prompt
 from ..engine.router import confidence
 from ..engine.service import CompletionEngine, CompletionRequest
-from ..engine.shaping import CompletionShaper
+from ..engine.shaping import AnswerLengthChoice, CompletionShaper
 from ..models import resolve_model
 from . import percentile
 from .speculative import SpeculationComparison
@@ -351,6 +351,49 @@ def line_or_block(rows: list[dict]) -> list[str]:
     return out
 
 
+def replay_auto(rows: list[dict], tasks: list[dict], set_name: str) -> list[str]:
+    """``completion.answer_length: auto`` replayed on a model-length run (``--answer-length
+    model``): ``AnswerLengthChoice`` decides task by task in the set's order from each recorded
+    generation. Where it gives the model the length the answer is the run's; where it gives the
+    rules, the rules' cut of the same generation (``rules_pass``), which is what a rules run
+    answers. Exact, as long as the choice depends only on those generations (it does). Empty
+    when the rows are not such a run."""
+    if not rows or not all(r.get("generated") is not None and r.get("rules_pass") is not None for r in rows):
+        return []
+    by_id = {r["task_id"]: r for r in rows}
+    ordered = [(t, by_id[t["task_id"]]) for t in tasks if t["task_id"] in by_id]
+    if len(ordered) != len(rows):
+        return []
+    choice = AnswerLengthChoice()
+    max_lines = merge_config({}).config.completion.max_lines
+    got, model_got, used_model = [], [], 0
+    for task, row in ordered:
+        where = hole(task, set_name)
+        lines = where.document.split("\n")
+        prefix = "\n".join(lines[:where.line] + [lines[where.line][:where.column]])
+        suffix = "\n".join([lines[where.line][where.column:]] + lines[where.line + 1:])
+        generated, complete = row["generated"], row.get("stop_reason") in ("eog", "stop")
+        # Where the model does not decide the length its answer is the rules' (runs before the
+        # rule that a plain statement at a line end ends with its line let it decide there).
+        decides = CompletionShaper.for_cursor(prefix, suffix, max_lines, "model").model_decides(generated)
+        model_pass = bool(row["pass"]) if decides else bool(row["rules_pass"])
+        mode = choice.mode("auto")
+        choice.record("auto", CompletionShaper.for_cursor(prefix, suffix, max_lines, mode), generated, complete)
+        used_model += mode == "model"
+        got.append(model_pass if mode == "model" else bool(row["rules_pass"]))
+        model_got.append(model_pass)
+    n, rules = len(got), [bool(r["rules_pass"]) for _, r in ordered]
+    won_r, lost_r = sum(a and not b for a, b in zip(got, rules)), sum(b and not a for a, b in zip(got, rules))
+    won_m, lost_m = sum(a and not b for a, b in zip(got, model_got)), sum(b and not a for a, b in zip(got, model_got))
+    end = choice.snapshot("auto")
+    return [f"answer length auto, replayed on these generations: pass@1 {sum(got)}/{n} = {100 * sum(got) / n:.1f} "
+            f"(rules {100 * sum(rules) / n:.1f}, model {100 * sum(model_got) / n:.1f}); the model's length on "
+            f"{used_model} tasks, the rules' on {n - used_model}",
+            f"  vs rules: won {won_r}, lost {lost_r}, sign test p = {sign_test(won_r, lost_r):.2g}; vs model: won "
+            f"{won_m}, lost {lost_m}; at the end the model had ended {end['ended']} of the last {end['of']} answers "
+            f"it could end ({end['using']} next)"]
+
+
 def report_runs(args: argparse.Namespace) -> int:
     """``bench humaneval --report A.jsonl [B.jsonl ...]``: the table of earlier runs' rows, added
     up (shards, a stopped run and its rest), without loading a model."""
@@ -365,6 +408,13 @@ def report_runs(args: argparse.Namespace) -> int:
     noun = "random-span" if set_name == "span" else f"{set_name}-line"
     print(f"{len(rows)} HumanEval {noun} infilling tasks from {len(args.report)} run file(s)")
     print("\n".join(summarize(rows, set_name, "remote or auto" if routed else None)))
+    if any(r.get("length_by") is not None for r in rows):  # a run with the model's length
+        try:
+            tasks = load_tasks(find_data(getattr(args, "data", None), set_name))
+        except (OSError, ValueError) as exc:
+            print(f"answer length auto not replayed: {exc}", file=sys.stderr)
+        else:
+            print("\n".join(replay_auto(rows, tasks, set_name)))
     return 0
 
 
@@ -415,6 +465,8 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             rest = where.document[len(task["prompt"]):]
             engine.complete(CompletionRequest(task["task_id"], before + rest, before.count("\n"),
                                               len(before.rsplit("\n", 1)[-1]), "python"))
+        # who ends this answer (answer_length auto decides it request by request)
+        length_used = str(dict(engine.status().answer_length).get("using", config.completion.answer_length))
         t0 = time.perf_counter()
         res = engine.complete(CompletionRequest(task["task_id"], where.document, where.line, where.column, "python"))
         elapsed_ms = (time.perf_counter() - t0) * 1000
@@ -459,7 +511,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
         rules_em: bool | None = None
         length_by: str | None = None
         last_prompt = engine.builder.last_prompt if engine.builder is not None else None
-        if config.completion.answer_length == "model" and local_gen is not None and last_prompt is not None:
+        if length_used == "model" and local_gen is not None and last_prompt is not None:
             cc = config.completion
             complete = local_gen.stop_reason in ("eog", "stop")
             by_model = CompletionShaper.for_cursor(last_prompt.prefix, last_prompt.suffix, cc.max_lines, "model")
@@ -485,6 +537,7 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
             "gen_ms": res.generation.gen_ms if res.generation is not None else None,
             "evaluated": res.generation.n_evaluated if res.generation is not None else None,
             "reused": res.generation.n_reused if res.generation is not None else None,
+            "answer_length": length_used,
             "length_by": length_by, "rules_text": rules_text, "rules_pass": rules_pass, "rules_em": rules_em,
             "raw_pass": r_pass, "raw_em": r_em, "raw_text": raw_text, "raw_cut_pass": c_pass, "raw_cut_em": c_em,
             "raw_stop_reason": raw_gen.stop_reason if raw_gen is not None else None,
@@ -508,8 +561,13 @@ def run_humaneval_bench(args: argparse.Namespace) -> int:
                 raw_part = f", raw {raw_ok}/{i} (+{wins} -{losses})"
             print(f"[{i}/{len(tasks)}] server {server_ok}/{i}{raw_part}; {elapsed / i:.1f} s/task, "
                   f"{elapsed * (len(tasks) - i) / i / 60:.0f} min left", file=sys.stderr, flush=True)
+    length = dict(engine.status().answer_length)
     engine.close()
     print("\n".join(summarize(rows, set_name, status.route if routed else None, time.perf_counter() - t_start)))
+    if length.get("setting") == "auto" and not routed:
+        print(f"answer length auto: the model's own length on {sum(r['answer_length'] == 'model' for r in rows)} "
+              f"of {len(rows)} tasks, the rules' on the rest; at the end the model had ended {length['ended']} of "
+              f"the last {length['of']} answers it could end ({length['using']} next)")
     if compare is not None:
         print("\n".join(compare.report()))
     if out is not None:

@@ -46,7 +46,9 @@ class SpeculationComparison:
     def add(self, prompt: Prompt, gen: Generation) -> None:
         """Generate ``prompt`` (the request that gave ``gen``) again each way."""
         cc = self.engine.config.completion
-        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines, cc.answer_length)
+        # the length the engine chose for its next request (answer_length auto), as near as can be seen
+        length = str(dict(self.engine.status().answer_length).get("using", cc.answer_length))
+        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines, length)
         shift = self.requests % len(self.modes)
         order = self.modes[shift:] + self.modes[:shift]
 

@@ -33,7 +33,7 @@ from .model import ADAPTER_TEMPLATE, Generation, LlamaVocab
 from .prompt import PromptBuilder
 from .remote import RemoteBackend, RemoteError
 from .requests import CompletionResult, RequestHandle
-from .shaping import CompletionShaper
+from .shaping import AnswerLengthChoice, CompletionShaper
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,9 @@ class RemoteLane:
         self.builder = PromptBuilder(vocab.template, vocab, cc.prefix_tokens, cc.suffix_tokens, vocab.bos,
                                      cc.near_lines)
         self.stop = stop_strings(vocab)
+        self.answer_length = AnswerLengthChoice()
+        """(lane thread) Who ends the server's answers under ``completion.answer_length: auto``:
+        its model is not the local one (a new lane, for a new server, counts afresh)."""
         self._done, self._failed = done, failed
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="slm-remote", daemon=True)
@@ -154,7 +157,8 @@ class RemoteLane:
             budget = rc.context_tokens
         # Private context pieces (secrets, denied files) never go into a prompt that leaves.
         prompt = self.builder.build(req.prompt_request(budget, drop_private=True))
-        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines, cc.answer_length)
+        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines,
+                                             self.answer_length.mode(cc.answer_length))
         tokens = prompt.tokens
         if self.vocab.bos and tokens[:len(self.vocab.bos)] == self.vocab.bos:
             tokens = tokens[len(self.vocab.bos):]  # the server adds its own BOS to a text prompt
@@ -167,7 +171,9 @@ class RemoteLane:
             stop = [*stop, "\n"]
         gen = await self.backend.stream(self.vocab.render(tokens), max_tokens=cc.max_tokens, stop=stop,
                                         stop_at=shaper.stop_at, time_budget_ms=cc.time_budget_ms)
-        text = shaper.finish(gen.text, complete=gen.stop_reason in ("eog", "stop"))
+        complete = gen.stop_reason in ("eog", "stop")
+        self.answer_length.record(cc.answer_length, shaper, gen.text, complete)
+        text = shaper.finish(gen.text, complete=complete)
         total = (time.perf_counter() - t0) * 1000
         log.info("completion %s by the %s (%s): %d prompt tokens, server evaluated %s / cached %s, first token "
                  "%.0f ms, %d tokens in %.0f ms (%s), %d chars", req.document_key.rsplit("/", 1)[-1],

@@ -43,7 +43,7 @@ from .probe import probe
 from .prompt import ContextFile, PromptBuilder
 from .requests import CompletionRequest, CompletionResult, RequestHandle, split_at_cursor
 from .router import RemoteLane, remote_template_file, unsure
-from .shaping import CompletionShaper
+from .shaping import AnswerLengthChoice, CompletionShaper
 from .speculative import Speculation
 from .warmup import WARM_BATCH, DocumentStates, Seen, classify, context_digest, first_window_end
 
@@ -97,6 +97,9 @@ class EngineStatus:
     kv_states: tuple[tuple[str, float], ...] = ()
     """The KV states kept for recently used documents (count, MiB, limit, restored, evicted) and
     the warmups done and stopped (``CompletionEngine.kv_report``)."""
+    answer_length: tuple[tuple[str, object], ...] = ()
+    """``completion.answer_length``, who ends the local model's answers now, and how many of the
+    last it could end it ended itself (``AnswerLengthChoice.snapshot``)."""
 
 
 @dataclass(frozen=True)
@@ -179,6 +182,8 @@ class CompletionEngine:
         self._local_ms: float | None = None
         """Running average of local completion latency (``remote.auto_slow_ms``)."""
         self._answered: Counter[str] = Counter()
+        self.answer_length = AnswerLengthChoice()
+        """(worker) Who ends the local model's answers under ``completion.answer_length: auto``."""
         self._prefetched: Counter[str] = Counter()
         self._last_backend: str | None = None
         self._last_backend_reason = ""
@@ -227,7 +232,8 @@ class CompletionEngine:
                             self._last_context, self.config.remote.route if lane is not None else "local",
                             lane.describe() if lane is not None else None, self._last_backend,
                             self._last_backend_reason, answered, round(retry, 1), prefetched,
-                            tuple(self.kv_report().items()))
+                            tuple(self.kv_report().items()),
+                            tuple(self.answer_length.snapshot(self.config.completion.answer_length).items()))
 
     def _publish(self) -> None:
         """(worker) Refresh what ``status`` reports about the runner."""
@@ -413,6 +419,7 @@ class CompletionEngine:
             _settle(done, error=error)
             return
         old, self.runner = self.runner, runner
+        self.answer_length.reset()
         self._forget_kv()
         self._rebuild_builder()
         self.cache.clear()
@@ -552,6 +559,7 @@ class CompletionEngine:
                 if str(runner.path) != model:
                     raise ModelLoadError("the model changed while the adapter was checked; try again")
                 runner.set_adapter(path)
+                self.answer_length.reset()  # (worker) another adapter may end its answers otherwise
 
             def applied(f: Future[object]) -> None:
                 error = f.exception()
@@ -862,7 +870,8 @@ class CompletionEngine:
         self._use_document(runner, req.document_key)
         prompt = builder.build(req.prompt_request(self._context_budget(runner, builder, req)))
         self._last_context = tuple(builder.last_context)
-        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines, cc.answer_length)
+        shaper = CompletionShaper.for_cursor(prompt.prefix, prompt.suffix, cc.max_lines,
+                                             self.answer_length.mode(cc.answer_length))
         if handle.route == "remote" and not handle.local_only and (lane := self._remote_available()) is not None:
             self._send_remote(handle, lane, "route remote")  # it waited here for the lane to open
             return None
@@ -881,7 +890,9 @@ class CompletionEngine:
             log.info("completion %s (%s) cancelled: generation stopped after %d of at most %d tokens",
                      req.document_key.rsplit("/", 1)[-1], cause, gen.n_generated, cc.max_tokens)
             return CompletionResult("", reason="cancelled", generation=gen, cause=cause)
-        text = shaper.finish(gen.text, complete=gen.stop_reason in ("eog", "stop"))
+        complete = gen.stop_reason in ("eog", "stop")
+        self.answer_length.record(cc.answer_length, shaper, gen.text, complete)
+        text = shaper.finish(gen.text, complete=complete)
         total = (time.perf_counter() - t0) * 1000
         log.info("completion %s (%s): %d evaluated / %d reused prompt tokens, prompt %.0f ms, %d tokens in %.0f ms "
                  "(%s), %d chars", req.document_key.rsplit("/", 1)[-1], cause, gen.n_evaluated, gen.n_reused,

@@ -49,6 +49,7 @@ def register(server: SlmLanguageServer) -> None:
             "remoteRetryS": snapshot.remote_retry_s,
             "prefetch": dict(snapshot.prefetch),
             "kvStates": dict(snapshot.kv_states),
+            "answerLength": dict(snapshot.answer_length),
         }
 
 

@@ -270,6 +270,9 @@ def test_bench_humaneval_runs_a_set_with_the_tiny_model(set_name: str, tmp_path:
         assert isinstance(row["raw_text"], str) and row["raw_tokens"] <= 24
         # The fields runs made before --set wrote are still there.
         assert {"text", "backend", "route", "ms", "multiline", "mean_logprob", "min_logprob"} <= row.keys()
+        # answer_length auto (the default): the first answers are the model's, paired with the rules'
+        assert row["answer_length"] == "model" and isinstance(row["rules_pass"], bool)
+    assert "answer length auto: the model's own length on 2 of 2 tasks" in out
     won = sum(r["pass"] and not r["raw_pass"] for r in rows)
     lost = sum(r["raw_pass"] and not r["pass"] for r in rows)
     assert f"paired vs raw: server won {won}, lost {lost}, tied {2 - won - lost}" in out
@@ -358,3 +361,26 @@ def test_model_or_rules_pairs_the_model_length_with_the_rules_on_the_same_genera
     assert report[0] == "the same generations shaped by the rules: pass@1 2/5 = 40.0%, exact match 1/5 = 20.0%"
     assert report[1].startswith("paired, model length vs rules: won 2, lost 1; difference +20.0 points;")
     assert report[1].endswith("the model ended 4/5 answers, 3 differ from the rules'")
+
+
+def test_report_replays_answer_length_auto_on_a_model_length_run():
+    from slm_lsp.bench.humaneval import replay_auto
+    from slm_lsp.engine.shaping import AnswerLengthChoice
+
+    window, n = AnswerLengthChoice.SAMPLE, AnswerLengthChoice.SAMPLE + 8
+    tasks = [{"task_id": f"SingleLineInfilling/f/L{i}", "prompt": "def f(a):\n    b = a + 1\n",
+              "suffix": "    return c\n", "canonical_solution": "    c = b\n"} for i in range(n)]
+    run_on = "".join(f"    c{i} = {i}\n" for i in range(20))  # past completion.max_lines: the model ran on
+    # A model that runs on everywhere; its model-length answers fail where the rules' cut passes.
+    rows = [{"task_id": t["task_id"], "generated": run_on, "stop_reason": "stop", "pass": False,
+             "rules_pass": True, "length_by": "rules"} for t in reversed(tasks)]  # any file order
+    lines = replay_auto(rows, tasks, "single")
+    # auto: the model's length for the first SAMPLE answers, then the rules' (no retry before
+    # PROBE_EVERY more requests)
+    assert lines[0] == (f"answer length auto, replayed on these generations: pass@1 {n - window}/{n} = "
+                        f"{100 * (n - window) / n:.1f} (rules 100.0, model 0.0); the model's length on {window} "
+                        f"tasks, the rules' on {n - window}")
+    assert f"vs rules: won 0, lost {window}, " in lines[1] and f"vs model: won {n - window}, lost 0" in lines[1]
+    assert f"the model had ended 0 of the last {window} answers it could end (rules next)" in lines[1]
+    # Not a model-length run (no rules cut recorded): nothing to replay.
+    assert replay_auto([{**r, "rules_pass": None} for r in rows], tasks, "single") == []

@@ -77,7 +77,7 @@ describe('initializationOptions', () => {
     }
     assert.deepEqual(options, {
       model: { path: '', nGpuLayers: -1, threads: 0, nCtx: 4096, adapter: '' },
-      completion: { enabledLanguages: ['*'], maxTokens: 128, maxLines: 12, answerLength: 'rules', timeBudgetMs: 2000, prefetchOnAccept: true },
+      completion: { enabledLanguages: ['*'], maxTokens: 128, maxLines: 12, answerLength: 'auto', timeBudgetMs: 2000, prefetchOnAccept: true },
       logLevel: 'info',
     });
   });
