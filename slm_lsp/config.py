@@ -78,11 +78,12 @@ class CompletionConfig:
     end-of-generation token, up to ``max_lines``, cut where it writes the code below again; the
     rules decide only when it runs on) or ``auto`` (the model while it ends at least 3 in 4 of the
     last 32 such answers itself, else the rules, trying the model again every 32 requests;
-    counted afresh for each model and adapter). At the end of a line of code the model's length
-    applies to an answer that goes on below it or finishes a line that opens a block (a ``for``
-    header and its body); a plain statement still ends with its line. ``model`` suits models
-    that end their middles well (Qwen2.5-Coder 1.5B) and costs generating the longer answer;
-    ``auto`` finds which kind the model is. One of: rules, model, auto."""
+    counted for each model and adapter file, remembered across restarts). At the end of a
+    line of code the model's length applies to an answer that goes on below it or finishes a
+    line that opens a block (a ``for`` header and its body); a plain statement still ends
+    with its line. ``model`` suits models that end their middles well (Qwen2.5-Coder 1.5B) and
+    costs generating the longer answer; ``auto`` finds which kind the model is. One of: rules,
+    model, auto."""
 
     time_budget_ms: int = bounded(2000, 50, 60000)
     """Generation time budget: once spent, generation stops at the next line boundary.

@@ -20,6 +20,7 @@ from pygls.protocol import LanguageServerProtocol
 from . import __version__, methods
 from .config import Config, merge_config
 from .engine.service import CompletionEngine
+from .models import cache_dir
 
 if TYPE_CHECKING:
     from .features.accept import AcceptTracker
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+ANSWER_LENGTHS_FILE = "answer-lengths.json"
+"""In the cache directory: the last answers each model and adapter ended itself or ran on
+(``completion.answer_length: auto``), so that a restart does not sample them again."""
 MAX_MESSAGE_BYTES = 128 << 20
 """The largest message body the server reads. VS Code does not sync files over 50 MB to language
 servers; a longer ``Content-Length`` is taken for a corrupt header, not allocated."""
@@ -203,7 +207,8 @@ class SlmLanguageServer(LanguageServer):
         self.cli_settings = cli_settings or {}
         self.init_settings: dict[str, Any] = {}
         self.config: Config = merge_config(self.cli_settings).config
-        self.engine = CompletionEngine(self.config, self._on_engine_state)
+        self.engine = CompletionEngine(self.config, self._on_engine_state,
+                                       answer_lengths=cache_dir() / ANSWER_LENGTHS_FILE)
         self.model_error = ""
         self.last_latency_ms: float | None = None
         self.loop: asyncio.AbstractEventLoop | None = None

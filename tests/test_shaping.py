@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from slm_lsp.engine.shaping import AnswerLengthChoice, CompletionShaper, indent_of
@@ -409,3 +411,34 @@ def test_auto_counts_only_answers_the_model_could_end_and_starts_afresh_on_reset
     shaper = CompletionShaper.for_cursor(*HOLE, max_lines=3, answer_length="model")
     choice.record("model", shaper, RUN_ON, True)
     assert choice.snapshot("model") == {"setting": "model", "using": "model", "ended": 0, "of": 0}
+
+
+def test_auto_remembers_each_models_answers_in_its_store(tmp_path):
+    store = tmp_path / "cache" / "answer-lengths.json"
+    first = AnswerLengthChoice(store)
+    first.reset("model-a")
+    for _ in range(AnswerLengthChoice.SAMPLE):
+        _answer(first, RUN_ON)
+    assert first.mode("auto") == "rules"
+    # A restart: the same model file goes on with the rules at once; another starts afresh.
+    again = AnswerLengthChoice(store)
+    again.reset("model-a")
+    assert again.mode("auto") == "rules"
+    assert again.snapshot("auto") == {"setting": "auto", "using": "rules", "ended": 0, "of": AnswerLengthChoice.SAMPLE}
+    again.reset("model-b")
+    assert again.mode("auto") == "model" and again.snapshot("auto")["of"] == 0
+    _answer(again, ENDED)
+    assert set(json.loads(store.read_text())) == {"model-a", "model-b"}
+    # Only the most recently used models are kept; an unreadable store is an empty one.
+    for i in range(AnswerLengthChoice.KEEP_MODELS + 2):
+        again.reset(f"model-{i}")
+        _answer(again, ENDED)
+    kept = json.loads(store.read_text())
+    assert len(kept) == AnswerLengthChoice.KEEP_MODELS and "model-a" not in kept
+    store.write_text("{not json")
+    broken = AnswerLengthChoice(store)
+    broken.reset("model-a")
+    assert broken.mode("auto") == "model"
+    _answer(broken, ENDED)
+    assert json.loads(store.read_text()) == {"model-a": [1]}
+    assert not [p for p in store.parent.iterdir() if p.name.endswith(".tmp")]  # no temporary files left

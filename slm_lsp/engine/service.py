@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
@@ -33,6 +34,7 @@ from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..config import Config, ModelConfig
@@ -136,6 +138,22 @@ class _Prefetch(RequestHandle):
     the same place, which takes over its answer."""
 
 
+def _files_key(model: str | Path, adapter: str | Path | None) -> str:
+    """Names a model and adapter by their files (path, size, modification time): what the
+    answer lengths are remembered under."""
+    parts = []
+    for path in (model, adapter):
+        if not path:
+            parts.append("")
+            continue
+        try:
+            st = os.stat(path)
+            parts.append(f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}")
+        except OSError:
+            parts.append(str(path))
+    return "|".join(parts)
+
+
 def _same_place(a: CompletionRequest, b: CompletionRequest) -> bool:
     return a.document_key == b.document_key and a.line == b.line and a.column == b.column and a.text == b.text
 
@@ -153,7 +171,7 @@ def _settle(future: Future[Any], result: object = None, error: BaseException | N
 
 class CompletionEngine:
     def __init__(self, config: Config, on_state: Callable[[str, str], None] | None = None, *,
-                 probe_files: bool = True) -> None:
+                 probe_files: bool = True, answer_lengths: Path | None = None) -> None:
         self.config = config
         self.probe_files = probe_files
         """Try new model and adapter files in a child process first (``engine.probe``)."""
@@ -182,8 +200,9 @@ class CompletionEngine:
         self._local_ms: float | None = None
         """Running average of local completion latency (``remote.auto_slow_ms``)."""
         self._answered: Counter[str] = Counter()
-        self.answer_length = AnswerLengthChoice()
-        """(worker) Who ends the local model's answers under ``completion.answer_length: auto``."""
+        self.answer_length = AnswerLengthChoice(answer_lengths)
+        """(worker) Who ends the local model's answers under ``completion.answer_length: auto``
+        (remembered per model and adapter in ``answer_lengths``, the language server's file)."""
         self._prefetched: Counter[str] = Counter()
         self._last_backend: str | None = None
         self._last_backend_reason = ""
@@ -419,7 +438,7 @@ class CompletionEngine:
             _settle(done, error=error)
             return
         old, self.runner = self.runner, runner
-        self.answer_length.reset()
+        self.answer_length.reset(_files_key(runner.path, runner.adapter_path))
         self._forget_kv()
         self._rebuild_builder()
         self.cache.clear()
@@ -559,7 +578,8 @@ class CompletionEngine:
                 if str(runner.path) != model:
                     raise ModelLoadError("the model changed while the adapter was checked; try again")
                 runner.set_adapter(path)
-                self.answer_length.reset()  # (worker) another adapter may end its answers otherwise
+                # (worker) another adapter may end its answers otherwise
+                self.answer_length.reset(_files_key(runner.path, runner.adapter_path))
 
             def applied(f: Future[object]) -> None:
                 error = f.exception()

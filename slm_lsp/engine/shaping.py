@@ -26,9 +26,16 @@ soon as the answer is complete instead of running to ``max_tokens``.
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import re
+import tempfile
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 BLOCK_OPENER = re.compile(r"(:|\{|\(|\[|=>|\bdo|\bthen|\belse|->)\s*(#.*|//.*)?$")
 CLOSERS = set(")]}>\"'`;,")
@@ -308,22 +315,69 @@ class AnswerLengthChoice:
     and the 0.5B's at 22 of 32 or less; a window of 16 at four in five sent the 1.5B to the
     rules on a stretch of long multi-line holes, where it loses 53 tasks.
 
+    With a ``store`` (the language server's: a JSON file in the cache directory) the last answers
+    are remembered per model and adapter file across restarts, so a model that runs on costs its
+    first answers once, not in every session. Benchmarks start afresh (no store).
+
     Owned by one thread (the engine worker, or a remote lane's); ``snapshot`` is safe anywhere."""
 
     SAMPLE = 32
     MIN_SHARE = 0.75
     PROBE_EVERY = 32
+    KEEP_MODELS = 16
+    """Most model and adapter files remembered in the store (the least recently used go)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Path | None = None) -> None:
+        self.store = store
+        self._key = ""
         self._ended: deque[bool] = deque(maxlen=self.SAMPLE)
         self._since_model = 0
         self._summary: tuple[str, int, int] = ("model", 0, 0)
 
-    def reset(self) -> None:
-        """A new model or adapter: its answers are counted afresh."""
+    def reset(self, key: str = "") -> None:
+        """A new model or adapter (``key`` names the files): its answers are counted afresh, or
+        from what the store remembers of it."""
+        self._key = key
         self._ended.clear()
         self._since_model = 0
-        self._summary = ("model", 0, 0)
+        if self.store is not None and key:
+            remembered = self._read().get(key, [])
+            self._ended.extend(bool(x) for x in remembered[-self.SAMPLE:] if isinstance(x, (bool, int)))
+        self._summary = (self.mode("auto"), sum(self._ended), len(self._ended))
+
+    def _read(self) -> dict[str, list]:
+        """The store's answers per key; empty when it is missing or unreadable (it is a cache)."""
+        assert self.store is not None
+        try:
+            data = json.loads(self.store.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, list)} \
+            if isinstance(data, dict) else {}
+
+    def _save(self) -> None:
+        """Write this key's answers to the store (atomically: a temporary file renamed), this
+        key last so that it is the most recently used; a failure costs only the memory."""
+        if self.store is None or not self._key:
+            return
+        data = self._read()
+        data.pop(self._key, None)
+        data[self._key] = [int(x) for x in self._ended]
+        data = dict(list(data.items())[-self.KEEP_MODELS:])
+        tmp = None
+        try:
+            self.store.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=self.store.name + ".", suffix=".tmp", dir=self.store.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh)
+            os.replace(tmp, self.store)
+        except OSError as exc:
+            log.warning("could not remember the answer lengths in %s: %s", self.store, exc)
+            if tmp is not None:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
 
     def mode(self, setting: str) -> str:
         """``rules`` or ``model`` for the next request under ``completion.answer_length``."""
@@ -341,6 +395,7 @@ class AnswerLengthChoice:
         if shaper.model_decides(text):
             self._ended.append(shaper.ended_by_model(text, complete))
             self._since_model = 0
+            self._save()
         else:
             self._since_model += 1
         self._summary = (self.mode(setting), sum(self._ended), len(self._ended))

@@ -8,6 +8,7 @@ a 5 MB file. After each bad request the server must still answer a good one.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from types import SimpleNamespace
 
@@ -155,6 +156,19 @@ async def test_type_through_is_answered_from_the_cache(client: LanguageClient):
     assert second == first[2:]
     status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="slm.status"))
     assert status["cacheHits"] >= 1
+
+
+async def test_answer_lengths_are_counted_and_remembered_for_the_next_start(client: LanguageClient):
+    # A blank line between two lines of a block: an answer whose length the model may decide
+    # (completion.answer_length auto, the default), counted and written to the cache directory.
+    open_doc(client, "def f(x):\n    y = x + 1\n\n    return y\n", uri="file:///work/lengths.py")
+    await inline(client, 2, 0, uri="file:///work/lengths.py")
+    status = await client.workspace_execute_command_async(types.ExecuteCommandParams(command="slm.status"))
+    length = status["answerLength"]
+    assert length["setting"] == "auto" and length["using"] in ("model", "rules") and 1 <= length["of"] <= 32
+    stored = json.loads((TEST_TMP / "cache" / "answer-lengths.json").read_text())
+    key = next(k for k in stored if "tiny-qwen-coder.gguf" in k)
+    assert len(stored[key]) == length["of"] and sum(stored[key]) == length["ended"]
 
 
 CANCEL_LOG = TEST_TMP / "cancel-server.log"
