@@ -47,7 +47,10 @@ async def test_fills_the_middle_using_the_suffix(client: LanguageClient):
     text = "def mean(values):\n    \n    return total / len(values)\n"
     got = await complete(client, "file:///w/mean.py", text, 1, 4)
     assert got.strip().startswith("total")
-    assert "\n" not in got  # a hole between lines of a block: one line
+    # The rules would answer one line in a hole between lines of a block; with
+    # completion.answer_length auto (the default) a new model's first answers end where it ends
+    # them (the 0.5B: `total = 0` and the loop that sums), never writing the code below again.
+    assert "return" not in got
 
 
 async def test_multiline_block_after_opener(client: LanguageClient):
