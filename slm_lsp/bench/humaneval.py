@@ -47,6 +47,7 @@ from pathlib import Path
 
 from ..config import merge_config
 from ..engine.prompt import Prompt, plain_fim_prompt
+from ..engine.requests import split_at_cursor
 from ..engine.router import confidence
 from ..engine.service import CompletionEngine, CompletionRequest
 from ..engine.shaping import AnswerLengthChoice, CompletionShaper
@@ -369,9 +370,7 @@ def replay_auto(rows: list[dict], tasks: list[dict], set_name: str) -> list[str]
     got, model_got, used_model = [], [], 0
     for task, row in ordered:
         where = hole(task, set_name)
-        lines = where.document.split("\n")
-        prefix = "\n".join(lines[:where.line] + [lines[where.line][:where.column]])
-        suffix = "\n".join([lines[where.line][where.column:]] + lines[where.line + 1:])
+        prefix, suffix = split_at_cursor(where.document, where.line, where.column)
         generated, complete = row["generated"], row.get("stop_reason") in ("eog", "stop")
         # Where the model does not decide the length its answer is the rules' (runs before the
         # rule that a plain statement at a line end ends with its line let it decide there).
