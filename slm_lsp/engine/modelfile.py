@@ -112,7 +112,9 @@ class _HeaderReader(gguf.GGUFReader):
         return offs - orig_offs, [raw_itype, alen], [], [gguf.GGUFValueType.ARRAY, itype]
 
 
-def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+def file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """A file as its resolved path, size and modification time: a different or rewritten file
+    gets another key (OSError when it cannot be read)."""
     p = Path(path).expanduser().resolve()
     st = p.stat()
     return str(p), st.st_size, st.st_mtime_ns
@@ -121,7 +123,7 @@ def _file_key(path: str | os.PathLike[str]) -> tuple[str, int, int]:
 def read_gguf(path: str | os.PathLike[str]) -> GgufInfo:
     """Header and tensor table of a GGUF file (cached by path, size and modification time)."""
     try:
-        key = _file_key(path)
+        key = file_key(path)
     except OSError as exc:
         raise ModelFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return _read_gguf(*key)

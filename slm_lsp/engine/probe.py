@@ -21,7 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
-from .modelfile import ModelLoadError
+from .modelfile import ModelLoadError, file_key
 
 PROBE_TIMEOUT_S = 300.0
 PROBE_N_CTX = 256
@@ -31,12 +31,6 @@ PROBE_TEXT = "def main():\n    "
 _verdicts: dict[tuple[tuple[str, int, int], tuple[str, int, int] | None], str] = {}
 """File keys -> "" (worked) or the error message."""
 _lock = threading.Lock()
-
-
-def _key(path: str) -> tuple[str, int, int]:
-    p = Path(path).expanduser().resolve()
-    st = p.stat()
-    return str(p), st.st_size, st.st_mtime_ns
 
 
 def _describe_exit(code: int) -> str:
@@ -52,7 +46,7 @@ def probe(model: str, adapter: str | None = None, *, timeout: float = PROBE_TIME
     """Raise ``ModelLoadError`` unless a child process can load ``model`` (with ``adapter``) and
     decode with it."""
     try:
-        key = (_key(model), _key(adapter) if adapter else None)
+        key = (file_key(model), file_key(adapter) if adapter else None)
     except OSError as exc:
         raise ModelLoadError(f"cannot read {exc.filename}: {exc.strerror}") from exc
     with _lock:

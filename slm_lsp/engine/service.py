@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import queue
 import threading
 import time
@@ -40,7 +39,7 @@ from typing import Any
 from ..config import Config, ModelConfig
 from .cache import ResultCache
 from .model import LlamaRunner, LlamaVocab, ModelLoadError, check_model_file, gpu_offload_supported
-from .modelfile import ModelFileError, check_adapter, check_memory, read_gguf
+from .modelfile import ModelFileError, check_adapter, check_memory, file_key, read_gguf
 from .probe import probe
 from .prompt import ContextFile, PromptBuilder
 from .requests import CompletionRequest, CompletionResult, RequestHandle, split_at_cursor
@@ -139,16 +138,12 @@ class _Prefetch(RequestHandle):
 
 
 def _files_key(model: str | Path, adapter: str | Path | None) -> str:
-    """Names a model and adapter by their files (path, size, modification time): what the
-    answer lengths are remembered under."""
+    """Names a model and adapter by their files (``modelfile.file_key``): what the answer
+    lengths are remembered under."""
     parts = []
     for path in (model, adapter):
-        if not path:
-            parts.append("")
-            continue
         try:
-            st = os.stat(path)
-            parts.append(f"{os.path.realpath(path)}:{st.st_size}:{st.st_mtime_ns}")
+            parts.append(":".join(map(str, file_key(path))) if path else "")
         except OSError:
             parts.append(str(path))
     return "|".join(parts)
