@@ -42,6 +42,7 @@ from .config import FinetuneConfig
 from .data import (
     DataSettings,
     ExampleMaker,
+    FileSet,
     MixedExamples,
     collate,
     count_by,
@@ -165,13 +166,14 @@ def main(cfg: FinetuneConfig) -> int:
     eval_maker = ExampleMaker(files.heldout, base.template, base.tokenizer, end_token=base.end_token, bos=base.bos,
                               settings=settings, repo_name=repo_name, seed=cfg.seed + 1)
     eval_examples = eval_maker.examples(range(cfg.eval_examples))
-    tasks = line_tasks(files.heldout, cfg.eval_lines, cfg.seed, names=train_names,
-                       own_names_fraction=cfg.eval_own_names_fraction) if base.gguf is not None else []
-    if base.gguf is not None and cfg.eval_lines:
-        say(f"finetune: {len(tasks)} held-out lines for the gate from {len({t.path for t in tasks})} files, "
-            f"{sum(t.own_names for t in tasks)} using the repository's own names"
-            + (f" (fewer than --eval-lines {cfg.eval_lines}: the held-out files have no more)"
-               if len(tasks) < cfg.eval_lines else ""))
+
+    def gate_lines(fim_files: FileSet) -> list[LineTask]:
+        """The gate's held-out lines, half of them (``eval_own_names_fraction``) on lines using
+        a name the training files define: the same lines for the same files, whatever the task."""
+        return line_tasks(fim_files.heldout, cfg.eval_lines, cfg.seed, names=repo_names(fim_files.train),
+                          own_names_fraction=cfg.eval_own_names_fraction) if base.gguf is not None else []
+
+    tasks = gate_lines(files)
     decision_check: tuple[list[Any], tuple[int, int, int]] | None = None
     if cfg.task != "fim":  # next edits from the history before the held-out commits (finetune/next_edit.py)
         from .next_edit import task_data
@@ -185,9 +187,13 @@ def main(cfg: FinetuneConfig) -> int:
             decision_check = (data.decision_examples, data.decision)
         # mixed: the FIM lines of the gate come from the files at the cut (the work tree holds
         # the held-out commits' results); next-edit alone: the held-out loss decides.
-        tasks = line_tasks(data.fim_files.heldout, cfg.eval_lines, cfg.seed) \
-            if data.fim_files is not None and base.gguf is not None else []
+        tasks = gate_lines(data.fim_files) if data.fim_files is not None else []
         say(f"finetune: --task {cfg.task}: {json.dumps(data.summary)}")
+    if base.gguf is not None and cfg.eval_lines and cfg.task != "next-edit":  # next-edit alone: no lines
+        say(f"finetune: {len(tasks)} held-out lines for the gate from {len({t.path for t in tasks})} files, "
+            f"{sum(t.own_names for t in tasks)} using the repository's own names"
+            + (f" (fewer than --eval-lines {cfg.eval_lines}: the held-out files have no more)"
+               if len(tasks) < cfg.eval_lines else ""))
     pad_id = base.end_token
 
     def lines_done(when: str) -> Callable[[int, list[LineOutcome]], None]:
@@ -369,6 +375,9 @@ def main(cfg: FinetuneConfig) -> int:
                   "dropped": dict(files.dropped)},
         "examples": {"eval": len(eval_examples), "eval_kinds": count_by(eval_examples, lambda e: e.kind),
                      "line_tasks": len(tasks)},
+        # which line each of before["lines"] and after["lines"] is: two runs' answers pair up by it
+        "line_tasks": [{"path": t.path, "line": t.line, "column": t.column, "own_names": t.own_names}
+                       for t in tasks],
         "template": base.template.name,
         "processes": world,
     }

@@ -249,6 +249,39 @@ def test_finetune_next_edit_end_to_end_marks_the_adapter_for_the_server(repo: Pa
         r.close()
 
 
+def test_a_mixed_run_gates_on_the_lines_a_fim_run_on_the_cut_asks(tmp_path: Path, tiny) -> None:
+    """``--task mixed`` trains FIM on the files at the cut; its gate asks the same held-out lines,
+    own-name lines included, as a FIM run on a checkout of the cut, and says which: the two
+    adapters' answers pair up line by line (one adapter for both tasks, or one for each)."""
+    from finetune.lora import main
+
+    gguf, hf_dir = tiny
+    repo = new_repo(tmp_path / "shapes")
+    users = {f"use{i}.py": "from geom import area, perimeter\n\n" + "".join(
+        f"def shape{i}_{k}(w, h):\n    return area(w, h) + perimeter(w, {k})\n\n" for k in range(10))
+        for i in range(4)}
+    text = BODY
+    commit(repo, {"geom.py": text, **users}, "create")
+    for i in range(8):
+        text = text.replace(f"x{10 * i + 5} = ", f"y{10 * i + 5} = ").replace(f"x{10 * i + 7} = ", f"y{10 * i + 7} = ")
+        commit(repo, {"geom.py": text}, f"rename {i}")
+    older, _ = split_history(mine(repo), 2)
+    cut = tmp_path / "cut"
+    git(tmp_path, "clone", "-q", str(repo), str(cut))
+    git(cut, "checkout", "-q", older[-1].sha)
+    reports = {}
+    for task, source in (("mixed", repo), ("fim", cut)):
+        cfg = test_lora.config(tmp_path, hf_dir, gguf=str(gguf), repo=str(source), task=task, heldout_commits=2,
+                               out=str(tmp_path / task), eval_lines=6, eval_examples=4, steps=2, grad_accum=1,
+                               **({"seq_len": 1024} if task == "mixed" else {}))
+        assert main(cfg) == 0
+        reports[task] = json.loads((Path(cfg.out) / "eval.json").read_text())
+    mixed, fim = reports["mixed"], reports["fim"]
+    assert len(mixed["line_tasks"]) == 6 and mixed["line_tasks"] == fim["line_tasks"]
+    assert len(mixed["after"]["lines"]) == len(fim["after"]["lines"]) == 6
+    assert "own_names" in mixed["gate"]  # the mixed gate reports its own-name lines, as the FIM one does
+
+
 def test_decision_token_is_where_a_rewrite_and_no_edit_part() -> None:
     vocab = LlamaVocab(str(TINY_MODEL))
     parted = decision_token(vocab)
