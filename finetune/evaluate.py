@@ -364,6 +364,25 @@ def compare_paired(before: list[LineOutcome], after: list[LineOutcome], *, confi
         confidence=confidence)
 
 
+def compare_reports(a: dict[str, Any], b: dict[str, Any], **kw: Any) -> tuple[PairedComparison, int]:
+    """Two finetune runs' adapters (``eval.json``: ``after`` of each) on the gate lines both asked,
+    paired by file, line and column (``line_tasks``): "before" is A's adapter, "after" B's. Also
+    returns how many lines only one of them asked. Raises ValueError for a report without them."""
+    def answers(report: dict[str, Any], name: str) -> dict[tuple[str, int, int], LineOutcome]:
+        asked, lines = report.get("line_tasks"), report.get("after", {}).get("lines")
+        if not asked or not lines or len(asked) != len(lines):
+            raise ValueError(f"{name}: no gate lines with their places (line_tasks: a finetune run with "
+                             "--eval-lines, from this version on)")
+        return {(t["path"], t["line"], t["column"]): LineOutcome(**o) for t, o in zip(asked, lines)}
+
+    in_a, in_b = answers(a, "A"), answers(b, "B")
+    both = [k for k in in_a if k in in_b]
+    if not both:
+        raise ValueError("A and B asked no gate line in common (different files or seeds)")
+    return (compare_paired([in_a[k] for k in both], [in_b[k] for k in both], **kw),
+            len(in_a) + len(in_b) - 2 * len(both))
+
+
 # -- the decision -------------------------------------------------------------------------------
 @dataclass
 class Decision:

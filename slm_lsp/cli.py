@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from . import __version__
@@ -276,15 +278,34 @@ def cmd_eval(args: argparse.Namespace) -> int:
         return run_next_edit_eval(args)
     from .bench.eval import report, run_eval
 
+    if args.compare:  # two finetune runs' gate reports: which adapter completes lines better
+        return compare_gate_reports(*args.compare)
     if args.report:
         report(args.report, args.pick_on)
         return 0
     if not args.repo:
-        print("slm-lsp eval: a repository, or --report RUN.jsonl", file=sys.stderr)
+        print("slm-lsp eval: a repository, --report RUN.jsonl or --compare A/eval.json B/eval.json", file=sys.stderr)
         return 2
     setup_logging(args.verbose)
     logging.getLogger("slm_lsp").setLevel(logging.WARNING)
     return run_eval(args)
+
+
+def compare_gate_reports(a_path: str, b_path: str) -> int:
+    """``slm-lsp eval --compare A/eval.json B/eval.json``: B's adapter against A's on the held-out
+    lines both gates asked, paired line by line (wins, losses, sign test, bootstrap intervals)."""
+    from finetune.evaluate import compare_reports
+
+    try:
+        reports = [json.loads(Path(path).read_text()) for path in (a_path, b_path)]
+        comparison, unpaired = compare_reports(*reports)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"error: slm-lsp eval --compare: {exc}", file=sys.stderr)
+        return 2
+    print(f"A {a_path}\nB {b_path}\nB's adapter against A's on {comparison.n} held-out lines both asked"
+          + (f" ({unpaired} asked by one only, left out)" if unpaired else "") + ":")
+    print(comparison.describe())
+    return 0
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:

@@ -356,5 +356,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edit-budget-ms", type=int, default=300_000,
                    help="next-edit: generation time of one suggestion (next_edit.time_budget_ms; the default is "
                         "long so that a slow machine measures the model, not the budget)")
-    p.add_argument("--compare", nargs=2, metavar=("A.jsonl", "B.jsonl"),
-                   help="next-edit: pair two --jsonl runs step by step (B's wins and losses, sign test)")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                   help="no model: pair two runs, B against A (wins and losses, sign test). next-edit: two --jsonl "
+                        "runs, step by step; otherwise two finetune reports (OUT/eval.json), their adapters on "
+                        "the held-out lines both gates asked, line by line (one adapter for two tasks or two)")

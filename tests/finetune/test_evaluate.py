@@ -19,6 +19,7 @@ from finetune.evaluate import (
     base_lines,
     bootstrap_interval,
     compare_paired,
+    compare_reports,
     complete_lines,
     decide,
     line_tasks,
@@ -253,3 +254,22 @@ def test_base_against_itself_through_the_engine_is_all_ties(tmp_path):
     redone, from_cache = base_lines(cache, TINY_MODEL, tasks, threads=1, max_tokens=8)
     assert not from_cache and answers(redone) == answers(first)
     assert base_lines(cache, TINY_MODEL, tasks, threads=1, max_tokens=8) == (redone, True)
+
+
+def gate_report(places: list[tuple[str, int, int]], exact: list[bool]) -> dict:
+    return {"line_tasks": [{"path": p, "line": ln, "column": c, "own_names": False} for p, ln, c in places],
+            "after": {"lines": [{"completion": "x", "exact": e, "similarity": float(e), "ms": 1.0} for e in exact]}}
+
+
+def test_compare_reports_pairs_two_adapters_by_the_lines_both_asked() -> None:
+    a = gate_report([("a.py", 1, 0), ("a.py", 5, 2), ("b.py", 3, 4), ("c.py", 9, 0)], [True, False, False, True])
+    # B asked three of A's lines, in another order, and one A did not.
+    b = gate_report([("b.py", 3, 4), ("a.py", 1, 0), ("d.py", 2, 2), ("a.py", 5, 2)], [True, False, True, True])
+    comparison, unpaired = compare_reports(a, b)
+    assert comparison.n == 3 and unpaired == 2
+    assert (comparison.wins, comparison.losses) == (2, 1)  # b.py:3 and a.py:5 won, a.py:1 lost
+    assert comparison.exact_before == pytest.approx(1 / 3) and comparison.exact_after == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="line_tasks"):
+        compare_reports({"after": a["after"]}, b)  # a report written before the places were
+    with pytest.raises(ValueError, match="in common"):
+        compare_reports(a, gate_report([("z.py", 1, 0)], [True]))

@@ -249,7 +249,7 @@ def test_finetune_next_edit_end_to_end_marks_the_adapter_for_the_server(repo: Pa
         r.close()
 
 
-def test_a_mixed_run_gates_on_the_lines_a_fim_run_on_the_cut_asks(tmp_path: Path, tiny) -> None:
+def test_a_mixed_run_gates_on_the_lines_a_fim_run_on_the_cut_asks(tmp_path: Path, tiny, capsys) -> None:
     """``--task mixed`` trains FIM on the files at the cut; its gate asks the same held-out lines,
     own-name lines included, as a FIM run on a checkout of the cut, and says which: the two
     adapters' answers pair up line by line (one adapter for both tasks, or one for each)."""
@@ -280,6 +280,12 @@ def test_a_mixed_run_gates_on_the_lines_a_fim_run_on_the_cut_asks(tmp_path: Path
     assert len(mixed["line_tasks"]) == 6 and mixed["line_tasks"] == fim["line_tasks"]
     assert len(mixed["after"]["lines"]) == len(fim["after"]["lines"]) == 6
     assert "own_names" in mixed["gate"]  # the mixed gate reports its own-name lines, as the FIM one does
+    # One adapter for both tasks against one for each, on FIM: the command pairs them line by line.
+    from slm_lsp.cli import main as cli_main
+
+    reports_paths = [str(tmp_path / task / "eval.json") for task in ("fim", "mixed")]
+    assert cli_main(["eval", "--compare", *reports_paths]) == 0
+    assert "on 6 held-out lines both asked:" in capsys.readouterr().out
 
 
 def test_decision_token_is_where_a_rewrite_and_no_edit_part() -> None:
