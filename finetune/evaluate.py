@@ -369,7 +369,9 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any], **kw: Any) -> tuple[Pa
     paired by file, line and column (``line_tasks``): "before" is A's adapter, "after" B's. Also
     returns how many lines only one of them asked. Raises ValueError for a report without them."""
     def answers(report: dict[str, Any], name: str) -> dict[tuple[str, int, int], LineOutcome]:
-        asked, lines = report.get("line_tasks"), report.get("after", {}).get("lines")
+        if not isinstance(report, dict) or not isinstance(report.get("after"), dict):
+            raise ValueError(f"{name}: not a finetune report (eval.json)")
+        asked, lines = report.get("line_tasks"), report["after"].get("lines")
         if not asked or not lines or len(asked) != len(lines):
             raise ValueError(f"{name}: no gate lines with their places (line_tasks: a finetune run with "
                              "--eval-lines, from this version on)")

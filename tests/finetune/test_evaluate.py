@@ -6,6 +6,7 @@ GGUF through the server's completion engine, and the cache of the base's answers
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -273,3 +274,18 @@ def test_compare_reports_pairs_two_adapters_by_the_lines_both_asked() -> None:
         compare_reports({"after": a["after"]}, b)  # a report written before the places were
     with pytest.raises(ValueError, match="in common"):
         compare_reports(a, gate_report([("z.py", 1, 0)], [True]))
+    for garbage in ([], {"after": []}, "eval"):
+        with pytest.raises(ValueError, match="not a finetune report"):
+            compare_reports(garbage, b)  # type: ignore[arg-type]
+
+
+def test_eval_compare_says_what_is_wrong_with_its_files(tmp_path: Path, capsys) -> None:
+    from slm_lsp.cli import main as cli_main
+
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(gate_report([("a.py", 1, 0)], [True])))
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "broken.json").write_text("{not json")
+    for other in ("missing.json", "list.json", "broken.json"):
+        assert cli_main(["eval", "--compare", str(good), str(tmp_path / other)]) == 2
+        assert "error: slm-lsp eval --compare" in capsys.readouterr().err
