@@ -42,8 +42,8 @@ from .config import FinetuneConfig
 from .data import (
     DataSettings,
     ExampleMaker,
-    FileSet,
     MixedExamples,
+    SourceFile,
     collate,
     count_by,
     load_files,
@@ -167,13 +167,14 @@ def main(cfg: FinetuneConfig) -> int:
                               settings=settings, repo_name=repo_name, seed=cfg.seed + 1)
     eval_examples = eval_maker.examples(range(cfg.eval_examples))
 
-    def gate_lines(fim_files: FileSet) -> list[LineTask]:
+    def gate_lines(heldout: list[SourceFile], names: set[str]) -> list[LineTask]:
         """The gate's held-out lines, half of them (``eval_own_names_fraction``) on lines using
-        a name the training files define: the same lines for the same files, whatever the task."""
-        return line_tasks(fim_files.heldout, cfg.eval_lines, cfg.seed, names=repo_names(fim_files.train),
+        one of ``names`` (those the training files define): the same lines for the same files,
+        whatever the task."""
+        return line_tasks(heldout, cfg.eval_lines, cfg.seed, names=names,
                           own_names_fraction=cfg.eval_own_names_fraction) if base.gguf is not None else []
 
-    tasks = gate_lines(files)
+    tasks = gate_lines(files.heldout, train_names) if cfg.task == "fim" else []
     decision_check: tuple[list[Any], tuple[int, int, int]] | None = None
     if cfg.task != "fim":  # next edits from the history before the held-out commits (finetune/next_edit.py)
         from .next_edit import task_data
@@ -187,7 +188,8 @@ def main(cfg: FinetuneConfig) -> int:
             decision_check = (data.decision_examples, data.decision)
         # mixed: the FIM lines of the gate come from the files at the cut (the work tree holds
         # the held-out commits' results); next-edit alone: the held-out loss decides.
-        tasks = gate_lines(data.fim_files) if data.fim_files is not None else []
+        if data.fim_files is not None:
+            tasks = gate_lines(data.fim_files.heldout, repo_names(data.fim_files.train))
         say(f"finetune: --task {cfg.task}: {json.dumps(data.summary)}")
     if base.gguf is not None and cfg.eval_lines and cfg.task != "next-edit":  # next-edit alone: no lines
         say(f"finetune: {len(tasks)} held-out lines for the gate from {len({t.path for t in tasks})} files, "
