@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slm_lsp.engine.fim import FALLBACK, PSM, FimTemplate, detect_template
+from slm_lsp.engine.fim import FALLBACK, PSM, SPM, FimTemplate, detect_template
 
 from .data import HFTokenizer
 from .export import HF_TO_GGUF_ARCH, gguf_arch_of
@@ -105,6 +105,17 @@ def choose_template(metadata: dict[str, str], tok: HFTokenizer) -> FimTemplate:
             return dataclasses.replace(reserved, stop=stop)
     log.warning("the model has no FIM tokens: training plain left-to-right completion")
     return template
+
+
+def served_template(template: FimTemplate, spm_fraction: float) -> FimTemplate:
+    """The template saved beside the adapter, which the server lays its prompts out with: the
+    layout most training examples had. Mostly suffix-prefix-middle training (``spm_fraction``
+    over one half) gives an SPM template named ``<name>-spm``: the prompt ends with the prefix,
+    so the middle continues it as plain text, which a base model taught FIM (``--preset
+    teach-fim``) already knows how to do."""
+    if not template.is_fim or template.layout == SPM or spm_fraction <= 0.5:
+        return template
+    return dataclasses.replace(template, name=f"{template.name}-spm", layout=SPM)
 
 
 def tokenizer_cache_dir(gguf_path: Path) -> Path:

@@ -139,7 +139,7 @@ def main(cfg: FinetuneConfig) -> int:
 
     # -- 2. base model, tokenizer, FIM template ---------------------------------------------
     t0 = time.perf_counter()
-    from .base import causal_lm_loss, labelled_tokens, load_base
+    from .base import causal_lm_loss, labelled_tokens, load_base, served_template
 
     base = load_base(cfg.base, cfg.gguf, cfg.precision)
     base.model.to(accelerator.device)
@@ -341,13 +341,14 @@ def main(cfg: FinetuneConfig) -> int:
     from .export import export_peft_model
 
     hf_cfg = peft_model.base_model.model.config
+    served = served_template(base.template, cfg.spm_fraction)
     export_peft_model(peft_model, staging / ADAPTER, arch=base.arch, n_blocks=base.n_blocks,
                       n_head=hf_cfg.num_attention_heads,
                       n_head_kv=getattr(hf_cfg, "num_key_value_heads", None) or hf_cfg.num_attention_heads,
                       metadata={"general.name": f"slm-lsp finetune of {Path(cfg.base).name} on {repo_name}",
-                                "adapter.slm_lsp.fim_template": base.template.to_json()})
+                                "adapter.slm_lsp.fim_template": served.to_json()})
     save_peft_dir(peft_model, staging / PEFT_DIR)
-    base.template.save(staging / ADAPTER_TEMPLATE)
+    served.save(staging / ADAPTER_TEMPLATE)
     if cfg.task != "fim":  # the server then sends this adapter the raw next-edit prompt it learned
         from .next_edit import mark_template
 
@@ -380,7 +381,7 @@ def main(cfg: FinetuneConfig) -> int:
         # which line each of before["lines"] and after["lines"] is: two runs' answers pair up by it
         "line_tasks": [{"path": t.path, "line": t.line, "column": t.column, "own_names": t.own_names}
                        for t in tasks],
-        "template": base.template.name,
+        "template": served.name,
         "processes": world,
     }
     _write_json(staging / "eval.json", report)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune.base import GEMMA_UNUSED, LLAMA3_RESERVED, choose_template
-from slm_lsp.engine.fim import FALLBACK, PSM, FimTemplate
+from finetune.base import GEMMA_UNUSED, LLAMA3_RESERVED, choose_template, served_template
+from slm_lsp.engine.fim import FALLBACK, PSM, SPM, FimTemplate
 
 GEMMA = os.environ.get("SLM_LSP_TEST_GEMMA", "")
 
@@ -65,6 +65,20 @@ def test_own_fim_tokens_win_over_reserved_ones():
     llama3 = ["<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"] + [f"<|reserved_special_token_{i}|>"
                                                                      for i in range(248)]
     assert choose_template({}, _Vocab(llama3)).name == LLAMA3_RESERVED.name  # type: ignore[arg-type]
+
+
+def test_the_served_template_has_the_layout_most_examples_were_trained_in():
+    """Mostly-SPM training serves SPM (the prefix last, continued by the middle), under its own
+    name; otherwise, and for a prefix-only model, the template is the one trained with."""
+    spm = served_template(GEMMA_UNUSED, 1.0)
+    assert spm.layout == SPM and spm.name == f"{GEMMA_UNUSED.name}-spm"
+    assert (spm.prefix, spm.suffix, spm.middle, spm.stop) == (GEMMA_UNUSED.prefix, GEMMA_UNUSED.suffix,
+                                                              GEMMA_UNUSED.middle, GEMMA_UNUSED.stop)
+    assert FimTemplate.from_json(spm.to_json()) == spm
+    assert served_template(GEMMA_UNUSED, 0.5) == GEMMA_UNUSED
+    assert served_template(GEMMA_UNUSED, 0.0) == GEMMA_UNUSED
+    assert served_template(spm, 1.0) == spm  # already SPM: not renamed twice
+    assert served_template(FALLBACK, 1.0) == FALLBACK
 
 
 def test_loss_on_labelled_positions_equals_the_full_forward(tmp_path):
@@ -179,7 +193,7 @@ def test_gemma_finetune_writes_an_adapter_the_server_uses_with_its_sentinels(tmp
     assert main(cfg) == 0
     assert (out / "adapter.gguf").is_file()
     saved = FimTemplate.load(out / "template.json")
-    assert saved.name == GEMMA_UNUSED.name
+    assert saved == served_template(GEMMA_UNUSED, 1.0)  # the preset trains SPM only
 
     runner = LlamaRunner(GEMMA, threads=2, n_ctx=512)
     try:
@@ -190,7 +204,9 @@ def test_gemma_finetune_writes_an_adapter_the_server_uses_with_its_sentinels(tmp
             PromptRequest("def add(a, b):\n    \n\nprint(add(1, 2))\n", 1, 4, "m.py"))
         ids = prompt.tokens
         pre, suf, mid = (runner.special(t) for t in (saved.prefix, saved.suffix, saved.middle))
-        assert ids.index(pre) < ids.index(suf) < ids.index(mid) == len(ids) - 1
+        # SPM: the suffix first, then the prefix, which the middle continues (no middle token).
+        assert ids.index(suf) < ids.index(pre) and mid not in ids
+        assert ids[ids.index(pre) + 1:] == runner.tokenize(prompt.prefix)
         runner.set_adapter(None)
         assert runner.template == runner.base_template
     finally:

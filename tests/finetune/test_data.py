@@ -378,7 +378,8 @@ def test_mixed_examples_draw_the_general_share(runner, files):
 
 def test_teach_fim_preset_and_general_corpus_flags():
     cfg = from_args({"repo": "r", "base": "gemma.gguf", "out": "o", "preset": "teach-fim"})
-    assert cfg.general_corpus == "stdlib" and 0 < cfg.general_fraction < 1 and cfg.spm_fraction == 0.0
+    assert cfg.general_corpus == "stdlib" and 0 < cfg.general_fraction < 1
+    assert cfg.spm_fraction == 1.0  # the server then lays prompts out SPM (finetune.base.served_template)
     assert "down_proj" in cfg.target_modules and cfg.whole_line_fraction > 0
     assert from_args({"repo": "r", "base": "b", "out": "o", "general_corpus": "stdlib,site-packages"}).general_corpus
     with pytest.raises(ConfigError, match="--general-corpus"):
