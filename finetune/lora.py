@@ -136,6 +136,12 @@ def main(cfg: FinetuneConfig) -> int:
         raise FinetuneError(f"{cfg.repo}: too few code files ({len(files.train)} train, {len(files.heldout)} "
                             f"held-out; dropped {dict(files.dropped)})")
     say(f"finetune: {len(files.train)} train files, {len(files.heldout)} held-out; dropped {dict(files.dropped)}")
+    if not cfg.steps:  # scaled to the repository; config.json and eval.json record the number
+        train_lines = sum(f.text.count("\n") + 1 for f in files.train)
+        cfg = dataclasses.replace(cfg, steps=cfg.steps_for(train_lines))
+        say(f"finetune: {cfg.steps} steps for {train_lines} lines of training files "
+            + (f"(one per {cfg.lines_per_step}, 30 to 120; --steps N to choose)" if cfg.task == "fim"
+               else f"(--task {cfg.task}; --steps N to choose)"))
 
     # -- 2. base model, tokenizer, FIM template ---------------------------------------------
     t0 = time.perf_counter()

@@ -195,6 +195,25 @@ def test_config_presets_flags_and_messages():
     assert all(FIELD_DOCS.get(name) for name in FinetuneConfig.__dataclass_fields__)  # a doc per field
 
 
+def test_steps_scale_with_the_training_lines_between_the_bounds_unless_given():
+    from finetune.config import AUTO_STEPS
+
+    fim = from_args({"repo": "r", "base": "b.gguf", "out": "o"})
+    assert fim.steps == 0 and fim.lines_per_step == 375  # the quick preset scales
+    assert fim.steps_for(34_003) == 90  # langextract's training files: 90 steps
+    assert fim.steps_for(7_632) == AUTO_STEPS[0]  # nanochat's: the fewest
+    assert fim.steps_for(10_000_000) == AUTO_STEPS[1]
+    assert fim.steps_for(0) == AUTO_STEPS[0]
+    assert from_args({"repo": "r", "base": "b", "out": "o", "steps": 7}).steps_for(34_003) == 7
+    assert from_args({"repo": "r", "base": "b", "out": "o", "lines_per_step": 100}).steps_for(7_632) == 76
+    # next edits learn from commits, not lines: the fewest steps, as measured (README)
+    assert from_args({"repo": "r", "base": "b", "out": "o", "task": "next-edit"}).steps_for(34_003) == AUTO_STEPS[0]
+    assert from_args({"repo": "r", "base": "b", "out": "o", "preset": "full"}).steps_for(34_003) == 1000
+    for bad in ({"steps": -1}, {"lines_per_step": 0}):
+        with pytest.raises(ConfigError, match="--" + next(iter(bad)).replace("_", "-")):
+            from_args({"repo": "r", "base": "b", "out": "o", **bad})
+
+
 def test_cli_help_lists_every_field():
     from slm_lsp.cli import build_parser
 

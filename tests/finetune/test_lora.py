@@ -136,6 +136,19 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tiny, tmp_path, monkeypa
     assert json.loads((Path(cfg.out) / "eval.json").read_text())["steps"] == 6
 
 
+def test_steps_0_trains_the_steps_scaled_to_the_repository_and_records_them(tiny, tmp_path, capsys):
+    gguf, _hf_dir = tiny
+    lines = sum(f.text.count("\n") + 1 for f in lora.load_files(REPO, heldout_fraction=0.3, seed=1234).train)
+    steps = lines // 3
+    assert 30 < steps < 120  # between the bounds, so the division decides
+    cfg = config(tmp_path, gguf, steps=0, lines_per_step=3, save_every=100, eval_lines=0, eval_examples=2)
+    assert main(cfg) == 0
+    assert f"finetune: {steps} steps for {lines} lines of training files (one per 3, 30 to 120" \
+        in capsys.readouterr().err
+    assert json.loads((Path(cfg.out) / "config.json").read_text())["steps"] == steps
+    assert json.loads((Path(cfg.out) / "eval.json").read_text())["steps"] == steps
+
+
 def test_an_adapter_that_does_not_help_is_not_published(tiny, tmp_path):
     gguf, _hf_dir = tiny
     cfg = config(tmp_path, gguf, steps=2, keep_anyway=False, min_loss_gain=1000.0, eval_lines=0)
