@@ -38,7 +38,7 @@ from typing import Any
 
 from slm_lsp.engine.model import ADAPTER_TEMPLATE
 
-from .config import FinetuneConfig
+from .config import AUTO_STEPS, FinetuneConfig
 from .data import (
     DataSettings,
     ExampleMaker,
@@ -140,7 +140,8 @@ def main(cfg: FinetuneConfig) -> int:
         train_lines = sum(f.text.count("\n") + 1 for f in files.train)
         cfg = dataclasses.replace(cfg, steps=cfg.steps_for(train_lines))
         say(f"finetune: {cfg.steps} steps for {train_lines} lines of training files "
-            + (f"(one per {cfg.lines_per_step}, 30 to 120; --steps N to choose)" if cfg.task == "fim"
+            + (f"(one per {cfg.lines_per_step}, {AUTO_STEPS[0]} to {AUTO_STEPS[1]}; --steps N to choose)"
+               if cfg.task == "fim"
                else f"(--task {cfg.task}; --steps N to choose)"))
 
     # -- 2. base model, tokenizer, FIM template ---------------------------------------------
