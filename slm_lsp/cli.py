@@ -44,6 +44,9 @@ def _answer_length_arg(p: argparse.ArgumentParser) -> None:
                    help="where nothing is right of the cursor, who ends the answer: the shaping rules' guess "
                         "of one line or a block, the model's own end-of-generation token, or the model while it "
                         "ends its answers itself (completion.answer_length, default auto)")
+    p.add_argument("--empty-on-blank-lines", action="store_true",
+                   help="let the model end its answer at once on a blank line, showing nothing "
+                        "(completion.write_on_blank_lines: false)")
 
 
 def _speculative_args(p: argparse.ArgumentParser, compare: bool = False) -> None:
@@ -79,8 +82,11 @@ def cli_settings(args: argparse.Namespace) -> dict[str, Any]:
                                      "draft_tokens": getattr(args, "draft_tokens", None)}.items() if v is not None}
     if speculative:
         settings["speculative"] = speculative
-    if getattr(args, "answer_length", None):
-        settings["completion"] = {"answer_length": args.answer_length}
+    completion = {k: v for k, v in {"answer_length": getattr(args, "answer_length", None),
+                                    "write_on_blank_lines": False if getattr(args, "empty_on_blank_lines", False)
+                                    else None}.items() if v is not None}
+    if completion:
+        settings["completion"] = completion
     return settings
 
 

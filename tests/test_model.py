@@ -181,6 +181,27 @@ def test_a_control_token_ends_the_answer(runner, builder, monkeypatch):
     assert not runner.is_eog(word)
 
 
+@pytest.mark.parametrize("blank_may_end", [True, False])
+def test_the_end_token_is_passed_over_while_a_blank_answer_may_not_end(runner, builder, monkeypatch,
+                                                                        blank_may_end):
+    # The model's logits, scripted: the end token first, a space second; then the end token
+    # first again (the answer is still blank), a word second; then the end token alone.
+    eog, space, word = min(runner.stop_ids), runner.tokenize(" ")[0], runner.tokenize("value")[0]
+    steps = iter([[(eog, 2.0), (space, 1.0)], [(eog, 2.0), (word, 1.0)], [(eog, 1.0)]])
+
+    def logits(*_args):
+        out = np.zeros(runner.n_vocab, dtype=np.float32)
+        for tok, value in next(steps):
+            out[tok] = value
+        return out
+
+    monkeypatch.setattr(runner, "_prepare", lambda prompt, cancelled: (logits(), 0, 0))
+    monkeypatch.setattr(runner, "_decode", lambda tokens, pos, seq, cancelled: logits())
+    gen = runner.generate(builder.layout(PREFIX, SUFFIX), max_tokens=8, blank_may_end=blank_may_end)
+    expected = ("", 0) if blank_may_end else (runner.detokenize([space, word]), 2)
+    assert (gen.text, gen.n_generated, gen.stop_reason) == (*expected, "eog")
+
+
 def test_prompt_larger_than_context_is_an_error(runner, builder):
     big = builder.layout("x = 1\n" * 3000, "")
     with pytest.raises(RuntimeError, match="does not fit"):

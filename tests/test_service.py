@@ -102,6 +102,24 @@ def test_error_in_generation_is_reported_and_engine_recovers(engine):
     assert engine.complete(req()).text
 
 
+@pytest.mark.parametrize("write_on_blank_lines", [True, False])
+def test_only_a_blank_line_with_write_on_blank_lines_keeps_the_model_from_ending_at_once(engine,
+                                                                                         write_on_blank_lines):
+    engine.config.completion.write_on_blank_lines = write_on_blank_lines
+    original, asked = engine.runner.generate, []
+
+    def recording(prompt, **kw):
+        asked.append(kw["blank_may_end"])
+        return original(prompt, **kw)
+
+    engine.runner.generate = recording  # type: ignore[method-assign]
+    blank = "def total(items):\n    result = 0\n    \n    return result\n"
+    assert engine.complete(req(blank, line=2, col=4, key="file:///blank.py")).generation is not None
+    assert engine.complete(req()).generation is not None  # after `result += `: code left of the cursor
+    engine.runner.generate = original  # type: ignore[method-assign]
+    assert asked == [not write_on_blank_lines, True]
+
+
 def test_no_model():
     e = CompletionEngine(merge_config().config)
     try:

@@ -442,3 +442,13 @@ def test_auto_remembers_each_models_answers_in_its_store(tmp_path):
     _answer(broken, ENDED)
     assert json.loads(store.read_text()) == {"model-a": [1]}
     assert not [p for p in store.parent.iterdir() if p.name.endswith(".tmp")]  # no temporary files left
+
+
+@pytest.mark.parametrize(("prefix", "suffix", "blank"), [
+    ("def f():\n", "\n    return 1\n", True),        # column 0 of an empty line
+    ("def f():\n    ", "\n    return 1\n", True),    # the indentation typed
+    ("def f():\n    x = ", "\n", False),             # code left of the cursor
+    ("def f():\n    ", "x = 1\n", False),            # code right of the cursor
+])
+def test_a_blank_line_is_one_with_nothing_but_whitespace_around_the_cursor(prefix, suffix, blank):
+    assert CompletionShaper.for_cursor(prefix, suffix).blank_line is blank

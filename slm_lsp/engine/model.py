@@ -623,10 +623,13 @@ class LlamaRunner(VocabMethods):
 
     # -- generation -------------------------------------------------------------------------
     def generate(self, prompt: Prompt, *, max_tokens: int, stop_at: Callable[[str], int | None] | None = None,
-                 cancelled: Callable[[], bool] = lambda: False, time_budget_ms: float = 1e9) -> Generation:
+                 cancelled: Callable[[], bool] = lambda: False, time_budget_ms: float = 1e9,
+                 blank_may_end: bool = True) -> Generation:
+        """Greedy answer to ``prompt``. ``blank_may_end=False``: the end-of-generation token is
+        passed over (the next most likely token taken) while the answer is blank."""
         t0 = time.perf_counter()
         try:
-            return self._generate(prompt, max_tokens, stop_at, cancelled, time_budget_ms, t0)
+            return self._generate(prompt, max_tokens, stop_at, cancelled, time_budget_ms, t0, blank_may_end)
         except Cancelled:
             ms = (time.perf_counter() - t0) * 1000
             return Generation("", 0, 0, 0, ms, 0.0, "cancelled")
@@ -649,7 +652,8 @@ class LlamaRunner(VocabMethods):
         return None
 
     def _generate(self, prompt: Prompt, max_tokens: int, stop_at: Callable[[str], int | None] | None,
-                  cancelled: Callable[[], bool], time_budget_ms: float, t0: float) -> Generation:
+                  cancelled: Callable[[], bool], time_budget_ms: float, t0: float,
+                  blank_may_end: bool = True) -> Generation:
         logits, evaluated, reused = self._prepare(prompt, cancelled)
         t_draft = time.perf_counter()
         pos = len(prompt.tokens)
@@ -668,6 +672,20 @@ class LlamaRunner(VocabMethods):
         k = self.speculation.draft_tokens
         """Draft length: each checked token costs a little compute (on a CPU running one thread, most
         of a plain step), so drafts shrink after a miss and grow back after full matches."""
+
+        def choose(row: np.ndarray) -> int:
+            """The model's greedy choice from logits ``row``; not the end token while a blank answer
+            may not end (``blank_may_end``)."""
+            tok = int(np.argmax(row))
+            if blank_may_end or text.strip() or not self.is_eog(tok):
+                return tok
+            row = row.copy()
+            for _ in range(8):  # a vocabulary has a few end tokens (<eos>, <|endoftext|>, <|im_end|>...)
+                row[tok] = -np.inf
+                tok = int(np.argmax(row))
+                if not self.is_eog(tok):
+                    break
+            return tok
 
         def take(tok: int, row: np.ndarray) -> bool:
             """Add the model's choice ``tok`` (from logits ``row``) to the answer; True: it ends here."""
@@ -692,7 +710,7 @@ class LlamaRunner(VocabMethods):
         try:
             done = max_tokens == 0
             while not done:
-                tok = int(np.argmax(logits))
+                tok = choose(logits)
                 if take(tok, logits):
                     break
                 t_step = time.perf_counter()
@@ -717,7 +735,7 @@ class LlamaRunner(VocabMethods):
                 drafted += len(draft)
                 ok = 0
                 for i, proposed in enumerate(draft):
-                    if int(np.argmax(rows[i])) != proposed:
+                    if choose(rows[i]) != proposed:
                         break
                     ok += 1
                     pos += 1

@@ -77,6 +77,11 @@ class CompletionShaper:
     """The model's end-of-generation token ends the answer (``answer_length="model"``, nothing
     right of the cursor); the rules above decide only for an answer that runs on."""
 
+    @property
+    def blank_line(self) -> bool:
+        """The cursor's line holds nothing but whitespace: a line opened to write on."""
+        return not self.line_start.strip() and not self.rest_of_line.strip()
+
     @classmethod
     def for_cursor(cls, prefix: str, suffix: str, max_lines: int = 12,
                    answer_length: str = "rules") -> "CompletionShaper":
