@@ -184,10 +184,11 @@ def test_a_control_token_ends_the_answer(runner, builder, monkeypatch):
 @pytest.mark.parametrize("blank_may_end", [True, False])
 def test_the_end_token_is_passed_over_while_a_blank_answer_may_not_end(runner, builder, monkeypatch,
                                                                         blank_may_end):
-    # The model's logits, scripted: the end token first, a space second; then the end token
-    # first again (the answer is still blank), a word second; then the end token alone.
+    # The model's logits, scripted: the end token first, a space second; then a line break first
+    # (the answer is still blank), the end token second, a word third; then the end token alone.
     eog, space, word = min(runner.stop_ids), runner.tokenize(" ")[0], runner.tokenize("value")[0]
-    steps = iter([[(eog, 2.0), (space, 1.0)], [(eog, 2.0), (word, 1.0)], [(eog, 1.0)]])
+    newline = runner.tokenize("\n")[0]
+    steps = iter([[(eog, 2.0), (space, 1.0)], [(newline, 3.0), (eog, 2.0), (word, 1.0)], [(eog, 1.0)]])
 
     def logits(*_args):
         out = np.zeros(runner.n_vocab, dtype=np.float32)
@@ -200,6 +201,68 @@ def test_the_end_token_is_passed_over_while_a_blank_answer_may_not_end(runner, b
     gen = runner.generate(builder.layout(PREFIX, SUFFIX), max_tokens=8, blank_may_end=blank_may_end)
     expected = ("", 0) if blank_may_end else (runner.detokenize([space, word]), 2)
     assert (gen.text, gen.n_generated, gen.stop_reason) == (*expected, "eog")
+
+
+def test_a_first_line_that_repeats_the_code_below_is_replaced_by_the_next_choice(runner, builder, monkeypatch):
+    # A scripted model whose logits depend on the tokens decoded so far, by position (as a real
+    # context's do): it prefers "value" then the end token; after "other", the end token too.
+    value, other = runner.tokenize("value")[0], runner.tokenize("other")[0]
+    eog = min(runner.stop_ids)
+    prompt = builder.layout(PREFIX, SUFFIX)
+    decoded: list[int] = []
+    choices = {(): [(value, 2.0), (other, 1.0)], (value,): [(eog, 1.0)], (other,): [(eog, 1.0)]}
+
+    def logits_after() -> np.ndarray:
+        out = np.zeros(runner.n_vocab, dtype=np.float32)
+        for tok, weight in choices[tuple(decoded)]:
+            out[tok] = weight
+        return out
+
+    def decode(tokens, pos, seq, cancelled):
+        del decoded[pos - len(prompt.tokens):]  # a rewound position is written again
+        decoded.extend(tokens)
+        return logits_after()
+
+    def prepare(prompt, cancelled):
+        decoded.clear()
+        return logits_after(), 0, 0
+
+    monkeypatch.setattr(runner, "_prepare", prepare)
+    monkeypatch.setattr(runner, "_decode", decode)
+    asked: list[str] = []
+
+    def repeats_below(line: str) -> bool:
+        asked.append(line)
+        return line == "value"  # (one token; "other" is several: its first one, "o", is the next choice)
+
+    gen = runner.generate(prompt, max_tokens=8)
+    assert (gen.text, gen.stop_reason) == ("value", "eog")
+    gen = runner.generate(prompt, max_tokens=8, repeats_below=repeats_below)
+    assert (gen.text, gen.n_generated, gen.stop_reason) == (runner.detokenize([other]), 1, "eog")
+    assert asked == ["value"]  # one going back an answer: the next choice is not checked again
+
+
+def test_going_back_over_a_rejected_line_leaves_the_kv_cache_right(runner, builder):
+    # The real tiny model: reject its greedy first line. The answer must change, be the same when
+    # asked again, and a plain request afterwards must get the original answer (the rewound cells
+    # were removed, not left to poison the cache).
+    prompt = builder.layout("def f(x):\n    y = x + 1\n", "\n    return y\n")
+
+    def line_end(text: str) -> int | None:  # the tiny model writes no newlines: a line is 20 characters
+        return len(text) if len(text) >= 20 else None
+
+    greedy = runner.generate(prompt, max_tokens=20, stop_at=line_end)
+    assert greedy.stop_reason == "stop" and greedy.text.strip(), greedy
+    kw = {"max_tokens": 20, "stop_at": line_end, "repeats_below": lambda line: line == greedy.text}
+    replaced = runner.generate(prompt, **kw)
+    assert replaced.stop_reason == "stop" and replaced.text != greedy.text
+    assert runner.generate(prompt, **kw).text == replaced.text
+    assert runner.generate(prompt, max_tokens=20, stop_at=line_end).text == greedy.text
+    fresh = LlamaRunner(str(TINY_MODEL), threads=1, n_ctx=2048)  # no cache at all
+    try:
+        assert fresh.generate(prompt, **kw).text == replaced.text
+    finally:
+        fresh.close()
 
 
 def test_prompt_larger_than_context_is_an_error(runner, builder):

@@ -103,13 +103,13 @@ def test_error_in_generation_is_reported_and_engine_recovers(engine):
 
 
 @pytest.mark.parametrize("write_on_blank_lines", [True, False])
-def test_only_a_blank_line_with_write_on_blank_lines_keeps_the_model_from_ending_at_once(engine,
-                                                                                         write_on_blank_lines):
+def test_only_a_blank_line_with_write_on_blank_lines_may_not_end_empty_or_repeat_the_line_below(
+        engine, write_on_blank_lines):
     engine.config.completion.write_on_blank_lines = write_on_blank_lines
     original, asked = engine.runner.generate, []
 
     def recording(prompt, **kw):
-        asked.append(kw["blank_may_end"])
+        asked.append((kw["blank_may_end"], kw["repeats_below"] is not None))
         return original(prompt, **kw)
 
     engine.runner.generate = recording  # type: ignore[method-assign]
@@ -117,7 +117,7 @@ def test_only_a_blank_line_with_write_on_blank_lines_keeps_the_model_from_ending
     assert engine.complete(req(blank, line=2, col=4, key="file:///blank.py")).generation is not None
     assert engine.complete(req()).generation is not None  # after `result += `: code left of the cursor
     engine.runner.generate = original  # type: ignore[method-assign]
-    assert asked == [not write_on_blank_lines, True]
+    assert asked == [(not write_on_blank_lines, write_on_blank_lines), (True, False)]
 
 
 def test_no_model():

@@ -452,3 +452,11 @@ def test_auto_remembers_each_models_answers_in_its_store(tmp_path):
 ])
 def test_a_blank_line_is_one_with_nothing_but_whitespace_around_the_cursor(prefix, suffix, blank):
     assert CompletionShaper.for_cursor(prefix, suffix).blank_line is blank
+
+
+def test_a_line_written_on_a_blank_line_repeats_the_code_below_when_it_is_its_first_line():
+    shaper = CompletionShaper.for_cursor("def f(x):\n    y = x\n", "\n    return y\n")
+    assert shaper.repeats_code_below("    return y")
+    assert shaper.repeats_code_below("return y  ")  # indentation aside
+    assert not shaper.repeats_code_below("    return x")
+    assert not shaper.repeats_code_below("   ")

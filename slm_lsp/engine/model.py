@@ -624,12 +624,16 @@ class LlamaRunner(VocabMethods):
     # -- generation -------------------------------------------------------------------------
     def generate(self, prompt: Prompt, *, max_tokens: int, stop_at: Callable[[str], int | None] | None = None,
                  cancelled: Callable[[], bool] = lambda: False, time_budget_ms: float = 1e9,
-                 blank_may_end: bool = True) -> Generation:
-        """Greedy answer to ``prompt``. ``blank_may_end=False``: the end-of-generation token is
-        passed over (the next most likely token taken) while the answer is blank."""
+                 blank_may_end: bool = True, repeats_below: Callable[[str], bool] | None = None) -> Generation:
+        """Greedy answer to ``prompt``. ``blank_may_end=False``: the end-of-generation token and line
+        breaks are passed over (the next most likely token taken) while the answer is blank.
+        ``repeats_below(line)`` True: the answer's first line of code only repeats the code below
+        the cursor, and generation goes back to where that line began and takes the model's next
+        choice there instead (once an answer)."""
         t0 = time.perf_counter()
         try:
-            return self._generate(prompt, max_tokens, stop_at, cancelled, time_budget_ms, t0, blank_may_end)
+            return self._generate(prompt, max_tokens, stop_at, cancelled, time_budget_ms, t0, blank_may_end,
+                                  repeats_below)
         except Cancelled:
             ms = (time.perf_counter() - t0) * 1000
             return Generation("", 0, 0, 0, ms, 0.0, "cancelled")
@@ -653,7 +657,7 @@ class LlamaRunner(VocabMethods):
 
     def _generate(self, prompt: Prompt, max_tokens: int, stop_at: Callable[[str], int | None] | None,
                   cancelled: Callable[[], bool], time_budget_ms: float, t0: float,
-                  blank_may_end: bool = True) -> Generation:
+                  blank_may_end: bool = True, repeats_below: Callable[[str], bool] | None = None) -> Generation:
         logits, evaluated, reused = self._prepare(prompt, cancelled)
         t_draft = time.perf_counter()
         pos = len(prompt.tokens)
@@ -673,33 +677,66 @@ class LlamaRunner(VocabMethods):
         """Draft length: each checked token costs a little compute (on a CPU running one thread, most
         of a plain step), so drafts shrink after a miss and grow back after full matches."""
 
+        def ends_blank(tok: int) -> bool:
+            """Whether ``tok`` would end the answer, or its first line, with nothing written."""
+            if self.is_eog(tok):
+                return True
+            piece = self.piece(tok)
+            return b"\n" in piece and not (bytes(out) + piece).split(b"\n", 1)[0].strip()
+
         def choose(row: np.ndarray) -> int:
-            """The model's greedy choice from logits ``row``; not the end token while a blank answer
-            may not end (``blank_may_end``)."""
+            """The model's greedy choice from logits ``row``; while a blank answer may not end
+            (``blank_may_end``), not a token that ends it or its line blank."""
             tok = int(np.argmax(row))
-            if blank_may_end or text.strip() or not self.is_eog(tok):
+            if blank_may_end or text.strip() or not ends_blank(tok):
                 return tok
             row = row.copy()
-            for _ in range(8):  # a vocabulary has a few end tokens (<eos>, <|endoftext|>, <|im_end|>...)
+            for _ in range(16):  # end tokens (<eos>, <|endoftext|>...) and line breaks ("\n", "  \n\n"...)
                 row[tok] = -np.inf
                 tok = int(np.argmax(row))
-                if not self.is_eog(tok):
+                if not ends_blank(tok):
                     break
             return tok
 
+        mark: tuple[int, np.ndarray] | None = None
+        """Where the answer's first line of code began: the index of its first token in ``chosen``
+        and the logits that token was chosen from; set while ``repeats_below`` may still reject it."""
+        retry = retried = False
+        """``retry``: the first line was rejected, generation goes back to ``mark``; ``retried``:
+        it did once (an answer is generated at most twice)."""
+
+        def rejected(answer: str) -> bool:
+            """Whether ``answer``, its first line complete, only repeats the code below."""
+            nonlocal mark
+            if mark is None or repeats_below is None:
+                return False
+            if repeats_below(answer.lstrip("\n").split("\n", 1)[0]):
+                return True
+            mark = None  # the first line stands: nothing left to check
+            return False
+
         def take(tok: int, row: np.ndarray) -> bool:
-            """Add the model's choice ``tok`` (from logits ``row``) to the answer; True: it ends here."""
-            nonlocal text, reason
+            """Add the model's choice ``tok`` (from logits ``row``) to the answer; True: it ends here
+            (or, with ``retry`` set, goes back to ``mark``)."""
+            nonlocal text, reason, mark, retry
             chosen.append(tok)
             logprobs.append(_logprob(row, tok))
             if self.is_eog(tok):
                 reason = "eog"
+                retry = rejected(text)
                 return True
-            out.extend(self.piece(tok))
+            piece = self.piece(tok)
+            if repeats_below is not None and not retried and not text.strip() and piece.strip():
+                mark = (len(chosen) - 1, row.copy())  # (rows of a draft batch are reused)
+            out.extend(piece)
             text = out.decode("utf-8", errors="ignore")
             end = stop_at(text) if stop_at else None
             if end is not None:
+                retry = rejected(text)  # before the cut: a repeated line is cut away whole
                 text, reason = text[:end], "stop"
+                return True
+            if mark is not None and "\n" in text.lstrip("\n") and rejected(text):
+                retry = True
                 return True
             now = time.perf_counter()
             if now > deadline and ("\n" in text or now > deadline + time_budget_ms / 1000):
@@ -707,12 +744,30 @@ class LlamaRunner(VocabMethods):
                 return True
             return len(chosen) >= max_tokens
 
+        def rewind() -> tuple[np.ndarray, int]:
+            """Back to where the rejected first line began; the logits there without the token
+            that began it, and the position to decode at."""
+            nonlocal text, reason, mark, retry, retried, drafter
+            assert mark is not None
+            at, row = mark
+            row[chosen[at]] = -np.inf
+            del chosen[at:], logprobs[at:]
+            out[:] = b"".join(self.piece(t) for t in chosen)
+            text, reason = out.decode("utf-8", errors="ignore"), "length"
+            mark, retry, retried = None, False, True
+            drafter = None  # its state follows the rejected tokens; plain decoding from here
+            self._seq_rm(SEQ_GEN, len(prompt.tokens) + at, -1)
+            return row, len(prompt.tokens) + at
+
         try:
             done = max_tokens == 0
             while not done:
                 tok = choose(logits)
                 if take(tok, logits):
-                    break
+                    if not retry:
+                        break
+                    logits, pos = rewind()
+                    continue
                 t_step = time.perf_counter()
                 draft = drafter.draft(chosen, min(k, max_tokens - len(chosen), PROMPT_BATCH - 1),
                                       cancelled) if drafter and (not adaptive or budget.worth_it()) else []
@@ -748,6 +803,9 @@ class LlamaRunner(VocabMethods):
                 logits = rows[ok]
                 if ok < len(draft) and not done:
                     self._seq_rm(SEQ_GEN, pos, -1)  # the rejected tokens' cells
+                if retry:
+                    logits, pos = rewind()
+                    done = False
         except Cancelled:
             reason = "cancelled"
         if chosen:

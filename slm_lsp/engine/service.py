@@ -898,9 +898,10 @@ class CompletionEngine:
             if self.config.remote.auto_context_cut and builder.last_cut:
                 self._send_remote(handle, lane, f"repo context did not fit ({builder.last_cut} pieces left out)")
                 return None
+        writes = cc.write_on_blank_lines and shaper.blank_line  # a line opened to write on
         gen = runner.generate(prompt, max_tokens=cc.max_tokens, stop_at=shaper.stop_at,
                               cancelled=lambda: handle.cancelled, time_budget_ms=cc.time_budget_ms,
-                              blank_may_end=not (cc.write_on_blank_lines and shaper.blank_line))
+                              blank_may_end=not writes, repeats_below=shaper.repeats_code_below if writes else None)
         cause = self._cause(req, builder, runner.refreshed)
         if gen.stop_reason == "cancelled":
             log.info("completion %s (%s) cancelled: generation stopped after %d of at most %d tokens",

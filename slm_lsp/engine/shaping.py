@@ -209,6 +209,11 @@ class CompletionShaper:
             return True
         return self._repeats_suffix(line)
 
+    def repeats_code_below(self, line: str) -> bool:
+        """Whether ``line``, a whole line written on the cursor's blank line, is the first line of
+        code below the cursor again (an answer that adds nothing: shown, it would be empty)."""
+        return self._repeats_suffix(self.line_start + line)
+
     def _repeats_suffix(self, line: str) -> bool:
         return self.next_line is not None and line.strip() == self.next_line.strip() and bool(line.strip())
 
