@@ -90,3 +90,14 @@ def test_complete_pull_does_not_download_in_place_of_a_missing_file(tmp_path):
     out = run("complete", f"{src}:1:5", "--pull", "--model", str(tmp_path / "gone.gguf"))
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert "model file not found" in out.stderr and "download" not in out.stderr
+
+
+def test_completion_flags_become_completion_settings_and_no_flag_sets_none():
+    from slm_lsp.cli import build_parser, cli_settings
+    from slm_lsp.config import merge_config
+
+    for command in (["serve"], ["complete", "a.py:1:1"], ["bench", "humaneval"], ["bench", "typing", "a.py"]):
+        assert "completion" not in cli_settings(build_parser().parse_args(command)), command
+        args = build_parser().parse_args([*command, "--empty-on-blank-lines", "--answer-length", "rules"])
+        completion = merge_config(cli_settings(args)).config.completion
+        assert (completion.write_on_blank_lines, completion.answer_length) == (False, "rules"), command
