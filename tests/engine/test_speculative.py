@@ -235,3 +235,20 @@ def test_the_engine_loads_the_draft_model_and_switches_modes_without_a_reload(ca
         assert res.text == answers["off"] and res.generation is not None and res.generation.n_drafted == 0
     finally:
         engine.close()
+
+
+def test_going_back_over_a_rejected_line_gives_the_same_answer_in_every_mode(runner, builder):
+    # The draft model is the model itself, so its drafts are accepted and the rejected line ends
+    # inside a draft batch: going back must remove those cells and stop drafting, as plain decoding does.
+    prompt = builder.layout("def f(x):\n    y = x + 1\n", "\n    return y\n")
+
+    def line_end(text: str) -> int | None:  # the tiny model writes no newlines: a line is 20 characters
+        return len(text) if len(text) >= 20 else None
+
+    greedy = generate_each_way(runner, prompt, max_tokens=20, stop_at=line_end)
+    assert len({g.text for g in greedy.values()}) == 1 and greedy["draft"].n_accepted > 0, greedy
+    first = greedy["off"].text
+    replaced = generate_each_way(runner, prompt, max_tokens=20, stop_at=line_end,
+                                 repeats_below=lambda line: line == first)
+    assert replaced["off"].text != first
+    assert {mode: g.text for mode, g in replaced.items()} == {mode: replaced["off"].text for mode in replaced}
