@@ -198,7 +198,7 @@ class CompletionShaper:
         exists), the answer goes on to the block's body. Mid-statement it stays one line (the
         user is typing that line; a body would cost latency on every keystroke)."""
         line = self.line_start + first
-        if self.line_start.strip() or self.rest_of_line.strip() or PY_BLOCK_OPENER.search(line) is None:
+        if not self.blank_line or PY_BLOCK_OPENER.search(line) is None:
             return False
         return self.next_line is None or indent_of(self.next_line) <= indent_of(line)
 
